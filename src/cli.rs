@@ -1,0 +1,177 @@
+//! The `conduit` command line: clap definitions, the original's single-dash
+//! flag spelling, and the wiring of each subcommand to its component.
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::core::ShutdownHandle;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "conduit",
+    version,
+    about = "Conduit service mesh control plane"
+)]
+pub struct Cli {
+    /// Log level or tracing filter (also read from RUST_LOG).
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one server component of the control plane.
+    #[command(subcommand)]
+    Controller(Controller),
+    /// Simulated proxies that report to the telemetry service over real gRPC.
+    SimulateProxy(crate::simulate::Args),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Controller {
+    /// The telemetry ingester: proxies' Report, ListPods and the mesh metrics.
+    Telemetry(crate::telemetry::Args),
+}
+
+/// Rewrites the original's single-dash long flags (`-addr=:8087`,
+/// `-metrics-addr :9997`) to clap's `--addr=:8087`. Only names that are long
+/// flags somewhere in the command tree are rewritten, so short flags such as
+/// `-n conduit` keep their meaning.
+pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
+    let mut longs = std::collections::HashSet::new();
+    collect_longs(&Cli::command(), &mut longs);
+    let mut out = Vec::new();
+    let mut rest_verbatim = false;
+    for arg in args {
+        if rest_verbatim || arg == "--" {
+            rest_verbatim = true;
+            out.push(arg);
+            continue;
+        }
+        let rewritten = arg
+            .strip_prefix('-')
+            .filter(|rest| !rest.starts_with('-'))
+            .map(|rest| rest.split_once('=').map_or(rest, |(name, _)| name))
+            .filter(|name| name.len() > 1 && longs.contains(*name))
+            .map(|_| format!("-{arg}"));
+        out.push(rewritten.unwrap_or(arg));
+    }
+    out
+}
+
+fn collect_longs(cmd: &clap::Command, longs: &mut std::collections::HashSet<String>) {
+    for arg in cmd.get_arguments() {
+        if let Some(long) = arg.get_long() {
+            longs.insert(long.to_string());
+        }
+        if let Some(aliases) = arg.get_all_aliases() {
+            longs.extend(aliases.into_iter().map(str::to_string));
+        }
+    }
+    for sub in cmd.get_subcommands() {
+        collect_longs(sub, longs);
+    }
+}
+
+/// Parses the process arguments, runs the chosen command until it finishes
+/// or SIGINT/SIGTERM arrives.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (handle, shutdown) = ShutdownHandle::new();
+    let signal = tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        handle.signal();
+        // A second signal during the drain exits at once.
+        wait_for_signal().await;
+        std::process::exit(130);
+    });
+    let result = match cli.command {
+        Command::Controller(Controller::Telemetry(args)) => args.run(shutdown).await,
+        Command::SimulateProxy(args) => args.run(shutdown).await,
+    };
+    signal.abort();
+    result
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler needs only a running tokio runtime");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Installs the tracing subscriber: one line per event, RUST_LOG wins over
+/// `-log-level`.
+pub fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(args: &[&str]) -> Vec<String> {
+        normalize_args(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn single_dash_long_flags_become_double_dash() {
+        assert_eq!(
+            norm(&[
+                "conduit",
+                "controller",
+                "telemetry",
+                "-addr=:8087",
+                "-metrics-addr",
+                ":9997"
+            ]),
+            [
+                "conduit",
+                "controller",
+                "telemetry",
+                "--addr=:8087",
+                "--metrics-addr",
+                ":9997"
+            ]
+        );
+    }
+
+    #[test]
+    fn short_flags_and_values_are_left_alone() {
+        assert_eq!(
+            norm(&["x", "-h", "--addr", "-x"]),
+            ["x", "-h", "--addr", "-x"]
+        );
+        assert_eq!(norm(&["x", "--", "-addr=1"]), ["x", "--", "-addr=1"]);
+    }
+
+    #[test]
+    fn the_originals_manifest_arguments_parse() {
+        let args = norm(&[
+            "conduit",
+            "controller",
+            "telemetry",
+            "-addr=:8087",
+            "-metrics-addr=:9997",
+            "-ignore-namespaces=kube-system",
+            "-prometheus-url=http://prometheus:9090",
+        ]);
+        let cli = Cli::try_parse_from(args).unwrap();
+        let Command::Controller(Controller::Telemetry(t)) = cli.command else {
+            panic!("expected the telemetry component");
+        };
+        assert_eq!(t.addr.0.port(), 8087);
+        assert_eq!(t.metrics_addr.0.port(), 9997);
+        assert_eq!(t.ignore_namespaces, ["kube-system"]);
+    }
+}

@@ -1,0 +1,133 @@
+//! Conversions between the wire's `IPAddress` and `std::net::IpAddr`, and the
+//! Go-style listen addresses (`:8087`) the original's flags use.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+
+use crate::proto::common::{IPv6, IpAddress, ip_address};
+
+/// The wire address as a std address; `None` when the oneof is unset.
+pub fn ip_from_proto(ip: &IpAddress) -> Option<IpAddr> {
+    match ip.ip.as_ref()? {
+        ip_address::Ip::Ipv4(v4) => Some(IpAddr::V4(Ipv4Addr::from(*v4))),
+        ip_address::Ip::Ipv6(v6) => {
+            let bits = (u128::from(v6.first) << 64) | u128::from(v6.last);
+            Some(IpAddr::V6(Ipv6Addr::from(bits)))
+        }
+    }
+}
+
+/// The std address as the wire's `IPAddress` (IPv4 as a big-endian u32).
+pub fn ip_to_proto(ip: IpAddr) -> IpAddress {
+    let ip = match ip {
+        IpAddr::V4(v4) => ip_address::Ip::Ipv4(u32::from(v4)),
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            ip_address::Ip::Ipv6(IPv6 {
+                first: (bits >> 64) as u64,
+                last: bits as u64,
+            })
+        }
+    };
+    IpAddress { ip: Some(ip) }
+}
+
+/// A listen address as the original's flags spell it: `:8087` (every
+/// interface), `127.0.0.1:8087`, `[::1]:8087` or `localhost:8087`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenAddr(pub SocketAddr);
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid address {0:?}: expected HOST:PORT or :PORT")]
+pub struct InvalidAddr(String);
+
+impl FromStr for ListenAddr {
+    type Err = InvalidAddr;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || InvalidAddr(s.to_string());
+        if let Some(port) = s.strip_prefix(':') {
+            let port = port.parse::<u16>().map_err(|_| err())?;
+            return Ok(Self(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                port,
+            )));
+        }
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(Self(addr));
+        }
+        let (host, port) = s.rsplit_once(':').ok_or_else(err)?;
+        let port = port.parse::<u16>().map_err(|_| err())?;
+        if host == "localhost" {
+            return Ok(Self(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)));
+        }
+        Err(err())
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A client-side address as the original's flags spell it: `:8087` means
+/// this host, otherwise `HOST:PORT` with any resolvable host name. Returns a
+/// URI for tonic/hyper clients.
+pub fn client_uri(addr: &str) -> String {
+    if let Some(port) = addr.strip_prefix(':') {
+        return format!("http://127.0.0.1:{port}");
+    }
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        return addr.to_string();
+    }
+    format!("http://{addr}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_is_big_endian() {
+        let ip = ip_to_proto("10.1.2.3".parse().unwrap());
+        assert_eq!(ip.ip, Some(ip_address::Ip::Ipv4(0x0A01_0203)));
+        assert_eq!(ip_from_proto(&ip), Some("10.1.2.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn ipv6_round_trips_through_hextet_halves() {
+        let v6: IpAddr = "2001:db8::1:2".parse().unwrap();
+        let ip = ip_to_proto(v6);
+        assert_eq!(
+            ip.ip,
+            Some(ip_address::Ip::Ipv6(IPv6 {
+                first: 0x2001_0db8_0000_0000,
+                last: 0x0000_0000_0001_0002
+            }))
+        );
+        assert_eq!(ip_from_proto(&ip), Some(v6));
+        assert_eq!(ip_from_proto(&IpAddress { ip: None }), None);
+    }
+
+    #[test]
+    fn listen_addrs_in_the_originals_spelling() {
+        assert_eq!(
+            ":8087".parse::<ListenAddr>().unwrap().0,
+            "0.0.0.0:8087".parse().unwrap()
+        );
+        assert_eq!(
+            "127.0.0.1:9".parse::<ListenAddr>().unwrap().0,
+            "127.0.0.1:9".parse().unwrap()
+        );
+        assert_eq!(
+            "[::1]:9".parse::<ListenAddr>().unwrap().0,
+            "[::1]:9".parse().unwrap()
+        );
+        assert!(":x".parse::<ListenAddr>().is_err());
+        assert!("8087".parse::<ListenAddr>().is_err());
+        assert_eq!(client_uri(":8087"), "http://127.0.0.1:8087");
+        assert_eq!(client_uri("api:8085"), "http://api:8085");
+    }
+}

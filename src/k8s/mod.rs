@@ -1,0 +1,1 @@
+//! Cluster metadata: one index of Pods, ReplicaSets, Services and Endpoints.

@@ -1,0 +1,14 @@
+//! Conduit control plane: a wire-compatible rewrite of the Conduit v0.1.0
+//! controller, built around a high-throughput telemetry ingester.
+//!
+//! Module layout follows dependency direction: `core` and `ingest` import
+//! neither tonic nor kube; `k8s` never imports tonic; component modules
+//! (`telemetry`, ...) use the shared core but not each other's internals;
+//! `cli` wires everything.
+
+pub mod cli;
+pub mod core;
+pub mod k8s;
+pub mod proto;
+pub mod simulate;
+pub mod telemetry;
