@@ -6,8 +6,11 @@
 //! (`telemetry`, ...) use the shared core but not each other's internals;
 //! `cli` wires everything.
 
+pub mod admin;
 pub mod cli;
 pub mod core;
+pub mod grpc;
+pub mod ingest;
 pub mod k8s;
 pub mod proto;
 pub mod simulate;

@@ -3,6 +3,7 @@
 
 pub mod addr;
 pub mod shutdown;
+pub mod units;
 
 pub use addr::{ListenAddr, ip_from_proto, ip_to_proto};
 pub use shutdown::{Shutdown, ShutdownHandle};

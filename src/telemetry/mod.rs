@@ -1,6 +1,43 @@
-//! The telemetry component.
+//! The telemetry component: serves the proxies' `Report` and the
+//! controller's `ListPods`/`Query` on one gRPC port, and the mesh metrics on
+//! its admin port. Owns one [`Ingester`] and reads the cluster [`Index`].
 
+mod service;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tracing::Instrument as _;
+
+use crate::admin::Admin;
+use crate::core::units::{parse_bytes, parse_duration};
 use crate::core::{ListenAddr, Shutdown};
+use crate::grpc::{GrpcMetrics, Guarded};
+use crate::ingest::{self, DroppedLabels, Health, Ingester};
+use crate::k8s::{Index, Kind};
+use crate::proto::controller::telemetry::telemetry_server::TelemetryServer as ControllerServer;
+use crate::proto::proxy::telemetry::telemetry_server::TelemetryServer as ReportServer;
+
+pub use service::{ControllerService, ReportService};
+
+/// Default `-max-report-bytes`: far above the largest report a proxy sends
+/// (~100 kB for 100 request scopes), small enough to bound memory per call.
+pub const DEFAULT_MAX_REPORT_BYTES: usize = 4 << 20;
+
+/// The gRPC path of the proxies' Report.
+pub const REPORT_PATH: &str = "/conduit.proxy.telemetry.Telemetry/Report";
+
+const KNOWN_PATHS: &[&str] = &[
+    REPORT_PATH,
+    "/conduit.controller.telemetry.Telemetry/Query",
+    "/conduit.controller.telemetry.Telemetry/ListPods",
+];
+
+/// The kinds of cluster metadata this component reads.
+const KINDS: &[Kind] = &[Kind::Pod, Kind::ReplicaSet];
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -16,10 +53,180 @@ pub struct Args {
     /// Prometheus to run Stat queries against (the embedded store otherwise).
     #[arg(long)]
     pub prometheus_url: Option<String>,
+    /// Cluster metadata from a file of Kubernetes YAML instead of an API server.
+    #[arg(long)]
+    pub cluster: Option<PathBuf>,
+    /// Most live label sets across the mesh metrics; past it, new label sets
+    /// fold into the `__overflow__` series.
+    #[arg(long, default_value_t = ingest::DEFAULT_MAX_SERIES)]
+    pub max_series: usize,
+    /// Series that no report touched for this long are dropped.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub series_idle_timeout: Duration,
+    /// Largest accepted report; larger ones get RESOURCE_EXHAUSTED.
+    #[arg(long, default_value = "4MiB", value_parser = parse_bytes)]
+    pub max_report_bytes: usize,
+    /// Request labels to leave empty to cut cardinality: `path`, `method`.
+    #[arg(long, default_value = "")]
+    pub drop_labels: DroppedLabels,
+}
+
+/// The component with its sockets bound, ready to serve.
+pub struct Telemetry {
+    ingester: Arc<Ingester>,
+    index: Arc<Index>,
+    admin: Admin,
+    grpc: GrpcMetrics,
+    grpc_listener: TcpListener,
+    admin_listener: TcpListener,
+    max_report_bytes: usize,
+    ignore_namespaces: Arc<[String]>,
 }
 
 impl Args {
-    pub async fn run(self, _shutdown: Shutdown) -> anyhow::Result<()> {
-        anyhow::bail!("telemetry is not built yet")
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        self.bind().await?.serve(shutdown).await
+    }
+
+    /// Loads cluster metadata and binds both ports.
+    pub async fn bind(self) -> anyhow::Result<Telemetry> {
+        let index = Arc::new(Index::new());
+        match &self.cluster {
+            Some(path) => {
+                let summary = crate::k8s::cluster_file::load(path, &index)
+                    .with_context(|| format!("loading cluster file {}", path.display()))?;
+                tracing::info!(file = %path.display(), ?summary, "cluster metadata loaded");
+            }
+            None => {
+                tracing::warn!("no cluster metadata source (--cluster): every address is unknown");
+                for kind in KINDS {
+                    index.mark_synced(*kind);
+                }
+            }
+        }
+        self.bind_with_index(index).await
+    }
+
+    /// Binds both ports around an index fed by the caller.
+    pub async fn bind_with_index(self, index: Arc<Index>) -> anyhow::Result<Telemetry> {
+        let registry = Admin::registry();
+        let health = Health::register(&registry)?;
+        let grpc = GrpcMetrics::register(
+            &registry,
+            KNOWN_PATHS,
+            vec![Guarded {
+                path: REPORT_PATH,
+                size: health.report_bytes.clone(),
+                too_large: health.rejected_too_large.clone(),
+                undecodable: health.rejected_undecodable.clone(),
+            }],
+        )?;
+        let ingester = Arc::new(Ingester::new(
+            ingest::Config {
+                max_series: self.max_series,
+                idle_timeout: self.series_idle_timeout,
+                dropped: self.drop_labels,
+            },
+            health,
+        ));
+        let grpc_listener = TcpListener::bind(self.addr.0)
+            .await
+            .with_context(|| format!("binding -addr {}", self.addr))?;
+        let admin_listener = TcpListener::bind(self.metrics_addr.0)
+            .await
+            .with_context(|| format!("binding -metrics-addr {}", self.metrics_addr))?;
+        let ready_index = index.clone();
+        let admin = Admin {
+            registry,
+            ingester: Some(ingester.clone()),
+            ready: Arc::new(move || ready_index.is_synced(KINDS)),
+        };
+        if self.prometheus_url.is_some() {
+            tracing::info!("-prometheus-url is set: Query is answered by Prometheus");
+        }
+        Ok(Telemetry {
+            ingester,
+            index,
+            admin,
+            grpc,
+            grpc_listener,
+            admin_listener,
+            max_report_bytes: self.max_report_bytes,
+            ignore_namespaces: self.ignore_namespaces.into(),
+        })
+    }
+}
+
+impl Telemetry {
+    pub fn grpc_addr(&self) -> std::net::SocketAddr {
+        self.grpc_listener
+            .local_addr()
+            .expect("a bound listener has a local address")
+    }
+
+    pub fn admin_addr(&self) -> std::net::SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .expect("a bound listener has a local address")
+    }
+
+    pub fn ingester(&self) -> &Arc<Ingester> {
+        &self.ingester
+    }
+
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    /// Serves gRPC and admin HTTP until shutdown, expiring idle series.
+    pub async fn serve(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let span =
+            tracing::info_span!("telemetry", grpc = %self.grpc_addr(), admin = %self.admin_addr());
+        self.serve_inner(shutdown).instrument(span).await
+    }
+
+    async fn serve_inner(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        tracing::info!("serving");
+        let sweeper = tokio::spawn(sweep(self.ingester.clone(), shutdown.clone()));
+
+        let report = ReportServer::new(ReportService::new(
+            self.ingester.clone(),
+            self.index.clone(),
+        ))
+        .max_decoding_message_size(self.max_report_bytes);
+        let controller = ControllerServer::new(ControllerService::new(
+            self.ingester.clone(),
+            self.index.clone(),
+            self.ignore_namespaces.clone(),
+        ));
+        let incoming = tonic::transport::server::TcpIncoming::from(self.grpc_listener)
+            .with_nodelay(Some(true));
+        let grpc = tonic::transport::Server::builder()
+            .layer(self.grpc)
+            .add_service(report)
+            .add_service(controller)
+            .serve_with_incoming_shutdown(incoming, shutdown.clone().signaled());
+        let admin = self.admin.serve(self.admin_listener, shutdown);
+        let result = tokio::try_join!(async { grpc.await.context("gRPC server") }, async {
+            admin.await.context("admin server")
+        },);
+        sweeper.abort();
+        result.map(|_| ())
+    }
+}
+
+async fn sweep(ingester: Arc<Ingester>, shutdown: Shutdown) {
+    let mut every = tokio::time::interval(ingester.sweep_interval());
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.clone().signaled() => return,
+        }
+        let evicted = ingester.evict_idle();
+        if evicted > 0 {
+            tracing::debug!(evicted, "idle series dropped");
+        }
     }
 }

@@ -1,0 +1,233 @@
+//! A tower layer every gRPC server of the control plane runs behind: request
+//! counts and latency by method and status, and, for methods with a message
+//! size limit, status codes as DESIGN §11 asks for them.
+//!
+//! tonic reports a message over the decode limit as `OUT_OF_RANGE` and an
+//! undecodable protobuf body as `INTERNAL`; callers of `Report` are owed
+//! `RESOURCE_EXHAUSTED` and `INVALID_ARGUMENT`. Neither can be configured in
+//! tonic, and both are produced before a handler runs, so the layer rewrites
+//! the status of those trailers-only responses (our handlers never return
+//! either code themselves).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{HeaderValue, Request, Response};
+use http_body::{Body, Frame};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use tower::{Layer, Service};
+
+/// Server-handling time buckets (seconds) for every gRPC method.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+
+/// Hooks for one gRPC method whose request size and decode failures are
+/// accounted for.
+#[derive(Clone)]
+pub struct Guarded {
+    /// Full path, e.g. `/conduit.proxy.telemetry.Telemetry/Report`.
+    pub path: &'static str,
+    /// Observes the size of every request body, in bytes.
+    pub size: prometheus::Histogram,
+    pub too_large: prometheus::IntCounter,
+    pub undecodable: prometheus::IntCounter,
+}
+
+#[derive(Clone)]
+pub struct GrpcMetrics {
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    guarded: Arc<[Guarded]>,
+    /// Paths served; any other path is counted as `unknown`, so clients
+    /// cannot grow the label set.
+    known: Arc<[&'static str]>,
+}
+
+impl GrpcMetrics {
+    pub fn register(
+        registry: &Registry,
+        known: &[&'static str],
+        guarded: Vec<Guarded>,
+    ) -> prometheus::Result<Self> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "conduit_grpc_server_handled_total",
+                "gRPC calls handled, by method and the status sent with the response headers.",
+            ),
+            &["method", "code"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "conduit_grpc_server_handling_seconds",
+                "Time to the response headers of gRPC calls, by method.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["method"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        Ok(Self {
+            requests,
+            latency,
+            guarded: guarded.into(),
+            known: known.into(),
+        })
+    }
+}
+
+impl<S> Layer<S> for GrpcMetrics {
+    type Service = GrpcMetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcMetricsService {
+            inner,
+            metrics: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct GrpcMetricsService<S> {
+    inner: S,
+    metrics: GrpcMetrics,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, ResBody> Service<Request<tonic::body::Body>> for GrpcMetricsService<S>
+where
+    S: Service<Request<tonic::body::Body>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<tonic::body::Body>) -> Self::Future {
+        let started = Instant::now();
+        let path = req.uri().path();
+        let method = self
+            .metrics
+            .known
+            .iter()
+            .find(|k| **k == path)
+            .copied()
+            .unwrap_or("unknown");
+        let guarded = self
+            .metrics
+            .guarded
+            .iter()
+            .find(|g| g.path == path)
+            .cloned();
+        let req = match &guarded {
+            Some(g) => req.map(|body| {
+                tonic::body::Body::new(CountingBody {
+                    inner: body,
+                    bytes: 0,
+                    size: Some(g.size.clone()),
+                })
+            }),
+            None => req,
+        };
+        let metrics = self.metrics.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let mut rsp = fut.await?;
+            let headers = rsp.headers_mut();
+            let mut code = headers
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .unwrap_or(0);
+            if let Some(g) = guarded {
+                let rewritten = match tonic::Code::from(code) {
+                    tonic::Code::OutOfRange => {
+                        g.too_large.inc();
+                        Some(tonic::Code::ResourceExhausted)
+                    }
+                    tonic::Code::Internal => {
+                        g.undecodable.inc();
+                        Some(tonic::Code::InvalidArgument)
+                    }
+                    _ => None,
+                };
+                if let Some(new) = rewritten {
+                    code = new as i32;
+                    headers.insert("grpc-status", HeaderValue::from(code));
+                }
+            }
+            let code_name = format!("{:?}", tonic::Code::from(code));
+            metrics
+                .requests
+                .with_label_values(&[method, code_name.as_str()])
+                .inc();
+            metrics
+                .latency
+                .with_label_values(&[method])
+                .observe(started.elapsed().as_secs_f64());
+            Ok(rsp)
+        })
+    }
+}
+
+/// A request body that counts its data bytes and records the total when the
+/// stream ends (or is dropped early).
+struct CountingBody {
+    inner: tonic::body::Body,
+    bytes: u64,
+    size: Option<prometheus::Histogram>,
+}
+
+impl CountingBody {
+    fn finish(&mut self) {
+        if let Some(size) = self.size.take() {
+            size.observe(self.bytes as f64);
+        }
+    }
+}
+
+impl Drop for CountingBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Body for CountingBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => self.finish(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,121 @@
+//! The ingester's own health metrics (`conduit_telemetry_*`), registered on
+//! the component's registry at start; no globals.
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// Report size buckets (bytes): a small report is ~100 B, a large one with
+/// 100 scopes ~100 kB, the default limit 4 MiB.
+const REPORT_BYTES_BUCKETS: &[f64] = &[
+    128.0, 512.0, 2048.0, 8192.0, 32768.0, 131072.0, 524288.0, 2097152.0, 4194304.0,
+];
+
+/// Handling time buckets (seconds): microseconds for small reports up to
+/// milliseconds for the largest.
+const HANDLING_BUCKETS: &[f64] = &[
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+    0.01, 0.025, 0.1,
+];
+
+#[derive(Clone)]
+pub struct Health {
+    pub reports: IntCounter,
+    pub rejected_invalid: IntCounter,
+    pub rejected_too_large: IntCounter,
+    pub rejected_undecodable: IntCounter,
+    pub report_bytes: Histogram,
+    pub handling: Histogram,
+    pub series_live: IntGaugeVec,
+    pub series_limit: IntGauge,
+    pub folded: IntCounter,
+    pub evicted: IntCounter,
+    pub source_misses: IntCounter,
+    pub target_misses: IntCounter,
+    pub truncated: IntCounter,
+    pub instances: IntGauge,
+}
+
+impl Health {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                "conduit_telemetry_reports_rejected_total",
+                "Reports rejected whole, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let misses = IntCounterVec::new(
+            Opts::new(
+                "conduit_telemetry_enrichment_misses_total",
+                "Addresses in reports that no pod of the index owns, by side.",
+            ),
+            &["side"],
+        )?;
+        let series_live = IntGaugeVec::new(
+            Opts::new(
+                "conduit_telemetry_series_live",
+                "Live label sets, by metric family.",
+            ),
+            &["metric"],
+        )?;
+        let health = Self {
+            reports: IntCounter::new(
+                "conduit_telemetry_reports_total",
+                "Reports accepted and applied.",
+            )?,
+            rejected_invalid: rejected.with_label_values(&["invalid"]),
+            rejected_too_large: rejected.with_label_values(&["too_large"]),
+            rejected_undecodable: rejected.with_label_values(&["undecodable"]),
+            report_bytes: Histogram::with_opts(
+                HistogramOpts::new(
+                    "conduit_telemetry_report_bytes",
+                    "Size of received reports on the wire, in bytes.",
+                )
+                .buckets(REPORT_BYTES_BUCKETS.to_vec()),
+            )?,
+            handling: Histogram::with_opts(
+                HistogramOpts::new(
+                    "conduit_telemetry_report_handling_seconds",
+                    "Time to validate, enrich and aggregate one decoded report.",
+                )
+                .buckets(HANDLING_BUCKETS.to_vec()),
+            )?,
+            series_limit: IntGauge::new(
+                "conduit_telemetry_series_limit",
+                "The -max-series cap on live label sets.",
+            )?,
+            folded: IntCounter::new(
+                "conduit_telemetry_series_folded_total",
+                "Updates to new label sets folded into the __overflow__ series because the cap was reached.",
+            )?,
+            evicted: IntCounter::new(
+                "conduit_telemetry_series_evicted_total",
+                "Series dropped after -series-idle-timeout without reports.",
+            )?,
+            source_misses: misses.with_label_values(&["source"]),
+            target_misses: misses.with_label_values(&["target"]),
+            truncated: IntCounter::new(
+                "conduit_telemetry_label_values_truncated_total",
+                "Label values cut to the maximum label length.",
+            )?,
+            instances: IntGauge::new(
+                "conduit_telemetry_instances",
+                "Pods that reported within the last ten minutes.",
+            )?,
+            series_live: series_live.clone(),
+        };
+        registry.register(Box::new(health.reports.clone()))?;
+        registry.register(Box::new(rejected))?;
+        registry.register(Box::new(misses))?;
+        registry.register(Box::new(series_live))?;
+        registry.register(Box::new(health.report_bytes.clone()))?;
+        registry.register(Box::new(health.handling.clone()))?;
+        registry.register(Box::new(health.series_limit.clone()))?;
+        registry.register(Box::new(health.folded.clone()))?;
+        registry.register(Box::new(health.evicted.clone()))?;
+        registry.register(Box::new(health.truncated.clone()))?;
+        registry.register(Box::new(health.instances.clone()))?;
+        Ok(health)
+    }
+}

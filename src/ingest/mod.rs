@@ -1,0 +1,394 @@
+//! The telemetry ingester: proxies' reports in, aggregated series out.
+//!
+//! A report is validated whole ([`report::validate`]), then each request scope
+//! is enriched (source/target IP → pod → deployment through [`Enrich`]) and
+//! added to the series of its six request labels in a sharded [`table::Table`]
+//! of [`series::MeshData`]; transport summaries go to a second table of
+//! [`series::TcpData`]. Both tables share one [`table::Budget`] of live label
+//! sets (`-max-series`); past it, updates fold into an overflow series whose
+//! every label is `__overflow__`. Series no report touched for
+//! `-series-idle-timeout` are evicted by [`Ingester::evict_idle`].
+//!
+//! Every update is applied before `ingest` returns, so the next scrape
+//! ([`exposition`]) sees it. Imports neither tonic nor kube.
+
+pub mod exposition;
+pub mod health;
+pub mod instances;
+pub mod report;
+pub mod series;
+pub mod table;
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use smallvec::SmallVec;
+
+pub use health::Health;
+pub use instances::Instances;
+pub use report::{DroppedLabels, Enrich, InvalidReport, NoMetadata, WorkloadRef};
+
+use crate::core::ip_from_proto;
+use crate::proto::proxy::telemetry::{ReportRequest, RequestScope, report_request::Proxy};
+use report::{LabelWriter, is_success, method_label, resolve, scope_addrs};
+use series::{MeshData, Response, TcpData};
+use table::{Budget, Lookup, Table};
+
+/// Default `-max-series`: enough for a few thousand pods with a realistic
+/// route count, small enough (≈ 150 MB) to never threaten the node.
+pub const DEFAULT_MAX_SERIES: usize = 500_000;
+
+/// Default `-series-idle-timeout`: long enough that a dashboard's counters do
+/// not vanish during a lull, short enough that dead pods' series go away.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The label value every label of an overflow series carries.
+pub const OVERFLOW: &str = "__overflow__";
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub max_series: usize,
+    pub idle_timeout: Duration,
+    pub dropped: DroppedLabels,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_series: DEFAULT_MAX_SERIES,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            dropped: DroppedLabels::default(),
+        }
+    }
+}
+
+/// Seconds since the ingester started: series remember their last touch in
+/// four bytes.
+#[derive(Debug)]
+struct Clock(Instant);
+
+impl Clock {
+    fn now(&self) -> u32 {
+        u32::try_from(self.0.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+}
+
+pub struct Ingester {
+    config: Config,
+    clock: Clock,
+    budget: Budget,
+    mesh: Table<MeshData>,
+    mesh_overflow: Mutex<Option<MeshData>>,
+    tcp: Table<TcpData>,
+    tcp_overflow: Mutex<Option<TcpData>>,
+    instances: Instances,
+    health: Health,
+}
+
+thread_local! {
+    /// Label rendering scratch space, reused across reports on each thread.
+    static SCRATCH: RefCell<LabelWriter> = RefCell::new(LabelWriter::default());
+}
+
+/// Per-report tallies, added to the health counters once per report.
+#[derive(Default)]
+struct Tally {
+    source_misses: u64,
+    target_misses: u64,
+    truncated: u64,
+    folded: u64,
+}
+
+impl Ingester {
+    pub fn new(config: Config, health: Health) -> Self {
+        health.series_limit.set(config.max_series as i64);
+        Self {
+            clock: Clock(Instant::now()),
+            budget: Budget::new(config.max_series),
+            config,
+            mesh: Table::new(),
+            mesh_overflow: Mutex::new(None),
+            tcp: Table::new(),
+            tcp_overflow: Mutex::new(None),
+            instances: Instances::default(),
+            health,
+        }
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    pub fn instances(&self) -> &Instances {
+        &self.instances
+    }
+
+    /// Live label sets across every mesh metric (the figure `-max-series`
+    /// bounds).
+    pub fn live_label_sets(&self) -> usize {
+        self.budget.live()
+    }
+
+    /// Live request label sets (one per `requests_total` series).
+    pub fn request_series(&self) -> usize {
+        self.mesh.len()
+    }
+
+    /// Bytes of label text held by all series (memory accounting).
+    pub fn label_bytes(&self) -> usize {
+        self.mesh.label_bytes() + self.tcp.label_bytes()
+    }
+
+    /// Applies one report, or rejects it whole.
+    pub fn ingest<E: Enrich>(&self, report: &ReportRequest, meta: &E) -> Result<(), InvalidReport> {
+        let started = Instant::now();
+        if let Err(error) = report::validate(report) {
+            self.health.rejected_invalid.inc();
+            return Err(error);
+        }
+        let now = self.clock.now();
+        let mut tally = Tally::default();
+        SCRATCH.with_borrow_mut(|w| {
+            for scope in &report.requests {
+                self.apply_scope(scope, meta, now, w, &mut tally);
+            }
+            self.apply_transports(report, meta, now, w, &mut tally);
+        });
+        if let Some(process) = &report.process
+            && !process.scheduled_namespace.is_empty()
+            && !process.scheduled_instance.is_empty()
+        {
+            self.instances
+                .touch(&process.scheduled_namespace, &process.scheduled_instance);
+        }
+        let h = &self.health;
+        h.reports.inc();
+        h.source_misses.inc_by(tally.source_misses);
+        h.target_misses.inc_by(tally.target_misses);
+        h.truncated.inc_by(tally.truncated);
+        h.folded.inc_by(tally.folded);
+        h.handling.observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    fn apply_scope<E: Enrich>(
+        &self,
+        scope: &RequestScope,
+        meta: &E,
+        now: u32,
+        w: &mut LabelWriter,
+        tally: &mut Tally,
+    ) {
+        let Some(ctx) = scope.ctx.as_ref() else {
+            return; // unreachable after validate
+        };
+        let (source_ip, target_ip) = scope_addrs(scope);
+        let source = resolve(meta, source_ip, &mut tally.source_misses);
+        let target = resolve(meta, target_ip, &mut tally.target_misses);
+        let dropped = self.config.dropped;
+        w.clear();
+        w.push("source", source.pod);
+        w.push("target", target.pod);
+        w.push("source_deployment", source.deployment);
+        w.push("target_deployment", target.deployment);
+        let method = if dropped.method {
+            ""
+        } else {
+            method_label(ctx.method.as_ref())
+        };
+        let path = if dropped.path { "" } else { &ctx.path };
+        tally.truncated += u64::from(w.push("method", method)) + u64::from(w.push("path", path));
+
+        let mut folded: SmallVec<[Response; 4]> = SmallVec::new();
+        let lookup = self.mesh.update(w.as_str(), &self.budget, |data| {
+            data.touched = now;
+            add_scope(data, scope, Some(&self.budget), &mut folded);
+        });
+        if lookup == Lookup::Full {
+            tally.folded += 1;
+            let mut overflow = self.mesh_overflow.lock();
+            let data = overflow.get_or_insert_with(MeshData::default);
+            data.touched = now;
+            add_scope(data, scope, None, &mut folded);
+        }
+        if !folded.is_empty() {
+            tally.folded += folded.len() as u64;
+            let mut overflow = self.mesh_overflow.lock();
+            let data = overflow.get_or_insert_with(MeshData::default);
+            data.touched = now;
+            for r in folded {
+                data.absorb_responses(r.status, r.success, r.count);
+            }
+        }
+    }
+
+    fn apply_transports<E: Enrich>(
+        &self,
+        report: &ReportRequest,
+        meta: &E,
+        now: u32,
+        w: &mut LabelWriter,
+        tally: &mut Tally,
+    ) {
+        if report.server_transports.is_empty() && report.client_transports.is_empty() {
+            return;
+        }
+        let direction = match Proxy::try_from(report.proxy) {
+            Ok(Proxy::Outbound) => "outbound",
+            _ => "inbound",
+        };
+        // The reporting pod is one side of every connection; it is named by
+        // its Process even when the index does not know it.
+        let (ns, name) = report
+            .process
+            .as_ref()
+            .map(|p| {
+                (
+                    p.scheduled_namespace.as_str(),
+                    p.scheduled_instance.as_str(),
+                )
+            })
+            .unwrap_or_default();
+        let own_label;
+        let this = match meta.by_pod(ns, name) {
+            Some(w) => w,
+            None => {
+                own_label = if ns.is_empty() || name.is_empty() {
+                    String::new()
+                } else {
+                    format!("{ns}/{name}")
+                };
+                WorkloadRef {
+                    pod: &own_label,
+                    deployment: "",
+                }
+            }
+        };
+        for t in &report.server_transports {
+            let peer = resolve(
+                meta,
+                t.source_ip.as_ref().and_then(ip_from_proto),
+                &mut tally.source_misses,
+            );
+            tcp_labels(w, direction, "src", peer, this);
+            self.add_tcp(w.as_str(), now, t.connects, &t.disconnects, tally);
+        }
+        for t in &report.client_transports {
+            let ip = t
+                .target_addr
+                .as_ref()
+                .and_then(|a| a.ip.as_ref())
+                .and_then(ip_from_proto);
+            let peer = resolve(meta, ip, &mut tally.target_misses);
+            tcp_labels(w, direction, "dst", this, peer);
+            self.add_tcp(w.as_str(), now, t.connects, &t.disconnects, tally);
+        }
+    }
+
+    fn add_tcp(
+        &self,
+        labels: &str,
+        now: u32,
+        connects: u32,
+        disconnects: &[crate::proto::proxy::telemetry::TransportSummary],
+        tally: &mut Tally,
+    ) {
+        let add = |data: &mut TcpData| {
+            data.touched = now;
+            data.opens += u64::from(connects);
+            for d in disconnects {
+                data.observe_close(d.duration_ms, d.bytes_sent);
+            }
+        };
+        if self.tcp.update(labels, &self.budget, add) == Lookup::Full {
+            tally.folded += 1;
+            let mut overflow = self.tcp_overflow.lock();
+            add(overflow.get_or_insert_with(TcpData::default));
+        }
+    }
+
+    /// Drops series and instances idle for longer than their timeouts.
+    /// Returns how many series were evicted.
+    pub fn evict_idle(&self) -> usize {
+        let idle = u32::try_from(self.config.idle_timeout.as_secs()).unwrap_or(u32::MAX);
+        let now = self.clock.now();
+        let Some(cutoff) = now.checked_sub(idle) else {
+            return 0;
+        };
+        let evicted =
+            self.mesh.evict_idle(cutoff, &self.budget) + self.tcp.evict_idle(cutoff, &self.budget);
+        expire_overflow(&self.mesh_overflow, cutoff);
+        expire_overflow(&self.tcp_overflow, cutoff);
+        self.instances.expire();
+        self.health.evicted.inc_by(evicted as u64);
+        evicted
+    }
+
+    /// The shortest useful interval between two [`Self::evict_idle`] calls.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.config.idle_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(30))
+    }
+}
+
+fn expire_overflow<D: table::SeriesData>(overflow: &Mutex<Option<D>>, cutoff: u32) {
+    let mut o = overflow.lock();
+    if o.as_ref().is_some_and(|d| d.last_touch() < cutoff) {
+        *o = None;
+    }
+}
+
+/// Adds one request scope to a series. Response classes the budget cannot
+/// hold are pushed to `folded` for the overflow series.
+fn add_scope(
+    data: &mut MeshData,
+    scope: &RequestScope,
+    budget: Option<&Budget>,
+    folded: &mut SmallVec<[Response; 4]>,
+) {
+    data.requests += u64::from(scope.count);
+    for rsp in &scope.responses {
+        let status = rsp.ctx.as_ref().map_or(0, |c| c.http_status_code);
+        for latency in &rsp.response_latencies {
+            data.observe_latency(latency.latency, latency.count);
+        }
+        for eos in &rsp.ends {
+            let n = eos.streams.len() as u64;
+            if n == 0 {
+                continue;
+            }
+            let success = is_success(eos.ctx.as_ref().and_then(|c| c.end.as_ref()), status);
+            // validate() bounds the status to three digits.
+            let status = status as u16;
+            match data.response_mut(status, success) {
+                Some(r) => r.count += n,
+                None if budget.is_none_or(Budget::try_acquire) => data.responses.push(Response {
+                    status,
+                    success,
+                    count: n,
+                }),
+                None => folded.push(Response {
+                    status,
+                    success,
+                    count: n,
+                }),
+            }
+        }
+    }
+}
+
+fn tcp_labels(
+    w: &mut LabelWriter,
+    direction: &str,
+    peer: &str,
+    source: WorkloadRef<'_>,
+    target: WorkloadRef<'_>,
+) {
+    w.clear();
+    w.push("direction", direction);
+    w.push("peer", peer);
+    w.push("source", source.pod);
+    w.push("target", target.pod);
+    w.push("source_deployment", source.deployment);
+    w.push("target_deployment", target.deployment);
+}

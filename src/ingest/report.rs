@@ -1,0 +1,334 @@
+//! From one `ReportRequest` to series updates: validate the whole report,
+//! then enrich and aggregate it.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use crate::core::ip_from_proto;
+use crate::proto::common::{HttpMethod, http_method};
+use crate::proto::proxy::telemetry::{ReportRequest, RequestScope, eos_ctx, report_request::Proxy};
+
+/// Longest label value kept from a report (paths, unregistered methods):
+/// longer ones are cut at a character boundary so one report cannot make a
+/// series megabytes large.
+pub const MAX_LABEL_VALUE_BYTES: usize = 1024;
+
+/// The largest HTTP status a response may report (three digits).
+const MAX_HTTP_STATUS: u32 = 999;
+
+/// The workload (pod and deployment labels) that owns an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkloadRef<'a> {
+    /// `namespace/pod`.
+    pub pod: &'a str,
+    /// `namespace/deployment`, or empty.
+    pub deployment: &'a str,
+}
+
+/// Cluster metadata as the ingester needs it. Implemented by the Kubernetes
+/// index snapshot; kept as a trait so ingest does not depend on Kubernetes.
+pub trait Enrich {
+    fn by_ip(&self, ip: &IpAddr) -> Option<WorkloadRef<'_>>;
+    fn by_pod(&self, namespace: &str, name: &str) -> Option<WorkloadRef<'_>>;
+}
+
+/// No metadata at all: every address is unknown.
+pub struct NoMetadata;
+
+impl Enrich for NoMetadata {
+    fn by_ip(&self, _: &IpAddr) -> Option<WorkloadRef<'_>> {
+        None
+    }
+    fn by_pod(&self, _: &str, _: &str) -> Option<WorkloadRef<'_>> {
+        None
+    }
+}
+
+/// Why a report was rejected; nothing of it was applied.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidReport {
+    #[error("requests[{scope}] has no ctx")]
+    RequestWithoutCtx { scope: usize },
+    #[error("requests[{scope}].responses[{response}] has no ctx")]
+    ResponseWithoutCtx { scope: usize, response: usize },
+    #[error("requests[{scope}].responses[{response}].ends[{end}] has no ctx")]
+    EosWithoutCtx {
+        scope: usize,
+        response: usize,
+        end: usize,
+    },
+    #[error("requests[{scope}] has unknown registered HTTP method {value}")]
+    UnknownMethod { scope: usize, value: i32 },
+    #[error(
+        "requests[{scope}].responses[{response}] has HTTP status {status}, above {MAX_HTTP_STATUS}"
+    )]
+    BadStatus {
+        scope: usize,
+        response: usize,
+        status: u32,
+    },
+    #[error("unknown proxy direction {0}")]
+    UnknownProxy(i32),
+}
+
+/// Checks every rule a report must satisfy before any of it is applied.
+pub fn validate(report: &ReportRequest) -> Result<(), InvalidReport> {
+    if Proxy::try_from(report.proxy).is_err() {
+        return Err(InvalidReport::UnknownProxy(report.proxy));
+    }
+    for (s, scope) in report.requests.iter().enumerate() {
+        let ctx = scope
+            .ctx
+            .as_ref()
+            .ok_or(InvalidReport::RequestWithoutCtx { scope: s })?;
+        if let Some(http_method::Type::Registered(value)) =
+            ctx.method.as_ref().and_then(|m| m.r#type.as_ref())
+            && http_method::Registered::try_from(*value).is_err()
+        {
+            return Err(InvalidReport::UnknownMethod {
+                scope: s,
+                value: *value,
+            });
+        }
+        for (r, rsp) in scope.responses.iter().enumerate() {
+            let ctx = rsp.ctx.as_ref().ok_or(InvalidReport::ResponseWithoutCtx {
+                scope: s,
+                response: r,
+            })?;
+            if ctx.http_status_code > MAX_HTTP_STATUS {
+                return Err(InvalidReport::BadStatus {
+                    scope: s,
+                    response: r,
+                    status: ctx.http_status_code,
+                });
+            }
+            if let Some(e) = rsp.ends.iter().position(|eos| eos.ctx.is_none()) {
+                return Err(InvalidReport::EosWithoutCtx {
+                    scope: s,
+                    response: r,
+                    end: e,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The classification rule (DESIGN §11): a gRPC status is success iff 0; a
+/// stream reset is a failure; otherwise the HTTP status decides (< 500).
+pub fn is_success(end: Option<&eos_ctx::End>, http_status: u32) -> bool {
+    match end {
+        Some(eos_ctx::End::GrpcStatusCode(code)) => *code == 0,
+        Some(eos_ctx::End::ResetErrorCode(_)) => false,
+        Some(eos_ctx::End::Other(_)) | None => http_status < 500,
+    }
+}
+
+/// The method label: the registered name (`GET`) or the unregistered string.
+pub fn method_label(method: Option<&HttpMethod>) -> &str {
+    match method.and_then(|m| m.r#type.as_ref()) {
+        Some(http_method::Type::Registered(v)) => http_method::Registered::try_from(*v)
+            .map(|m| m.as_str_name())
+            .unwrap_or(""),
+        Some(http_method::Type::Unregistered(s)) => s,
+        None => "",
+    }
+}
+
+/// Which of the six request labels are blanked (`-drop-labels`), so an
+/// operator can trade a dimension for cardinality without a code change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DroppedLabels {
+    pub method: bool,
+    pub path: bool,
+}
+
+impl std::str::FromStr for DroppedLabels {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = Self::default();
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "method" => out.method = true,
+                "path" => out.path = true,
+                other => {
+                    return Err(format!(
+                        "label {other:?} cannot be dropped (only method and path can)"
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Renders label pairs into the text that goes between the braces of a
+/// sample line, escaping values as the exposition format requires.
+#[derive(Debug, Default)]
+pub struct LabelWriter {
+    buf: String,
+}
+
+impl LabelWriter {
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.buf
+    }
+
+    /// Appends `name="value"`; returns whether the value had to be cut.
+    pub fn push(&mut self, name: &str, value: &str) -> bool {
+        let (value, cut) = truncate(value);
+        if !self.buf.is_empty() {
+            self.buf.push(',');
+        }
+        self.buf.push_str(name);
+        self.buf.push_str("=\"");
+        if value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+            for c in value.chars() {
+                match c {
+                    '\\' => self.buf.push_str("\\\\"),
+                    '"' => self.buf.push_str("\\\""),
+                    '\n' => self.buf.push_str("\\n"),
+                    c => self.buf.push(c),
+                }
+            }
+        } else {
+            self.buf.push_str(value);
+        }
+        self.buf.push('"');
+        cut
+    }
+
+    /// Appends a numeric label value.
+    pub fn push_u32(&mut self, name: &str, value: u32) {
+        if !self.buf.is_empty() {
+            self.buf.push(',');
+        }
+        let _ = write!(self.buf, "{name}=\"{value}\"");
+    }
+}
+
+fn truncate(value: &str) -> (&str, bool) {
+    if value.len() <= MAX_LABEL_VALUE_BYTES {
+        return (value, false);
+    }
+    let mut end = MAX_LABEL_VALUE_BYTES;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&value[..end], true)
+}
+
+/// Resolves an optional wire address to its workload, counting misses.
+pub(super) fn resolve<'a, E: Enrich>(
+    meta: &'a E,
+    ip: Option<IpAddr>,
+    misses: &mut u64,
+) -> WorkloadRef<'a> {
+    const UNKNOWN: WorkloadRef<'static> = WorkloadRef {
+        pod: "",
+        deployment: "",
+    };
+    let Some(ip) = ip else { return UNKNOWN };
+    meta.by_ip(&ip).unwrap_or_else(|| {
+        *misses += 1;
+        UNKNOWN
+    })
+}
+
+pub(super) fn scope_addrs(scope: &RequestScope) -> (Option<IpAddr>, Option<IpAddr>) {
+    let Some(ctx) = scope.ctx.as_ref() else {
+        return (None, None);
+    };
+    let source = ctx.source_ip.as_ref().and_then(ip_from_proto);
+    let target = ctx
+        .target_addr
+        .as_ref()
+        .and_then(|t| t.ip.as_ref())
+        .and_then(ip_from_proto);
+    (source, target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::proxy::telemetry::*;
+
+    fn scope_without_ctx() -> RequestScope {
+        RequestScope {
+            ctx: None,
+            count: 1,
+            responses: vec![],
+        }
+    }
+
+    #[test]
+    fn validation_names_the_offending_part() {
+        let mut report = ReportRequest {
+            requests: vec![RequestScope {
+                ctx: Some(RequestCtx::default()),
+                count: 1,
+                responses: vec![ResponseScope {
+                    ctx: Some(ResponseCtx {
+                        http_status_code: 200,
+                    }),
+                    response_latencies: vec![],
+                    ends: vec![EosScope {
+                        ctx: None,
+                        streams: vec![],
+                    }],
+                }],
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            validate(&report).unwrap_err().to_string(),
+            "requests[0].responses[0].ends[0] has no ctx"
+        );
+        report.requests.push(scope_without_ctx());
+        report.requests[0].responses[0].ends.clear();
+        assert_eq!(
+            validate(&report).unwrap_err(),
+            InvalidReport::RequestWithoutCtx { scope: 1 }
+        );
+    }
+
+    #[test]
+    fn classification() {
+        use eos_ctx::End;
+        assert!(is_success(Some(&End::GrpcStatusCode(0)), 500));
+        assert!(!is_success(Some(&End::GrpcStatusCode(2)), 200));
+        assert!(!is_success(Some(&End::ResetErrorCode(0)), 200));
+        assert!(is_success(Some(&End::Other(true)), 404));
+        assert!(!is_success(Some(&End::Other(true)), 503));
+        assert!(is_success(None, 499));
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_bounded() {
+        let mut w = LabelWriter::default();
+        w.push("path", "/a\"b\\c\nd");
+        w.push_u32("code", 200);
+        assert_eq!(w.as_str(), r#"path="/a\"b\\c\nd",code="200""#);
+        w.clear();
+        let long = "é".repeat(MAX_LABEL_VALUE_BYTES);
+        assert!(w.push("path", &long));
+        assert!(w.as_str().len() <= MAX_LABEL_VALUE_BYTES + 8);
+    }
+
+    #[test]
+    fn dropped_labels_parse() {
+        assert_eq!(
+            "path".parse::<DroppedLabels>().unwrap(),
+            DroppedLabels {
+                method: false,
+                path: true
+            }
+        );
+        assert!("source".parse::<DroppedLabels>().is_err());
+    }
+}

@@ -1,0 +1,163 @@
+//! The data each series holds, and the bucket layouts of its histograms.
+
+use smallvec::SmallVec;
+
+use super::table::SeriesData;
+
+/// `response_latency_ms` bucket bounds in milliseconds: the original's layout,
+/// kept so existing PromQL and dashboards read the same buckets.
+pub const LATENCY_BOUNDS_MS: [u32; 25] = [
+    1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, 300, 400, 500, 1_000, 2_000, 3_000, 4_000, 5_000,
+    10_000, 20_000, 30_000, 40_000, 50_000,
+];
+
+/// The same bounds in the wire's unit, tenths of a millisecond, so a reported
+/// latency is placed without any float arithmetic.
+const LATENCY_BOUNDS_TENTHS: [u32; 25] = {
+    let mut out = [0; 25];
+    let mut i = 0;
+    while i < 25 {
+        out[i] = LATENCY_BOUNDS_MS[i] * 10;
+        i += 1;
+    }
+    out
+};
+
+/// Finite buckets plus `+Inf`.
+pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
+
+/// `tcp_connection_duration_ms` bounds: connections live from milliseconds to
+/// days, so the layout spans 1 ms to 1 day in roughly half-decades.
+pub const TCP_DURATION_BOUNDS_MS: [u64; 14] = [
+    1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000, 60_000, 300_000, 900_000, 3_600_000, 86_400_000,
+];
+
+pub const TCP_DURATION_BUCKETS: usize = TCP_DURATION_BOUNDS_MS.len() + 1;
+
+/// Index of the bucket an observation of `tenths` tenths of a millisecond
+/// falls in (`le` is inclusive, as in Prometheus).
+pub fn latency_bucket(tenths: u32) -> usize {
+    LATENCY_BOUNDS_TENTHS.partition_point(|&bound| bound < tenths)
+}
+
+pub fn tcp_duration_bucket(ms: u64) -> usize {
+    TCP_DURATION_BOUNDS_MS.partition_point(|&bound| bound < ms)
+}
+
+/// One `responses_total` label set below a request label set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub success: bool,
+    pub count: u64,
+}
+
+/// Everything the three mesh metrics know about one request label set.
+/// Counters are u64 (the wire's u32 values are summed without wrapping); the
+/// latency sum is kept in tenths of a millisecond, exact.
+#[derive(Debug, Default)]
+pub struct MeshData {
+    pub requests: u64,
+    pub latency: [u64; LATENCY_BUCKETS],
+    pub latency_sum_tenths: u64,
+    /// Usually one or two classes (200/success, 500/failure) per label set.
+    pub responses: SmallVec<[Response; 2]>,
+    pub touched: u32,
+}
+
+impl MeshData {
+    /// Adds `count` observations of `tenths`: one add, never a loop.
+    pub fn observe_latency(&mut self, tenths: u32, count: u32) {
+        self.latency[latency_bucket(tenths)] += u64::from(count);
+        self.latency_sum_tenths += u64::from(tenths) * u64::from(count);
+    }
+
+    pub fn latency_count(&self) -> u64 {
+        self.latency.iter().sum()
+    }
+
+    /// The response entry for a class, if it exists.
+    pub fn response_mut(&mut self, status: u16, success: bool) -> Option<&mut Response> {
+        self.responses
+            .iter_mut()
+            .find(|r| r.status == status && r.success == success)
+    }
+
+    /// Merges another label set's data into this one (overflow folding).
+    pub fn absorb_responses(&mut self, status: u16, success: bool, count: u64) {
+        match self.response_mut(status, success) {
+            Some(r) => r.count += count,
+            None => self.responses.push(Response {
+                status,
+                success,
+                count,
+            }),
+        }
+    }
+}
+
+impl SeriesData for MeshData {
+    fn last_touch(&self) -> u32 {
+        self.touched
+    }
+
+    fn extra_label_sets(&self) -> usize {
+        self.responses.len()
+    }
+}
+
+/// The tcp metrics of one (direction, peer, source, target) label set.
+#[derive(Debug, Default)]
+pub struct TcpData {
+    pub opens: u64,
+    pub closes: u64,
+    pub write_bytes: u64,
+    pub duration: [u64; TCP_DURATION_BUCKETS],
+    pub duration_sum_ms: u64,
+    pub touched: u32,
+}
+
+impl TcpData {
+    pub fn observe_close(&mut self, duration_ms: u64, bytes_sent: u64) {
+        self.closes += 1;
+        self.duration[tcp_duration_bucket(duration_ms)] += 1;
+        self.duration_sum_ms = self.duration_sum_ms.saturating_add(duration_ms);
+        self.write_bytes = self.write_bytes.saturating_add(bytes_sent);
+    }
+}
+
+impl SeriesData for TcpData {
+    fn last_touch(&self) -> u32 {
+        self.touched
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_are_inclusive_and_in_tenths() {
+        assert_eq!(latency_bucket(0), 0);
+        assert_eq!(latency_bucket(10), 0, "1.0 ms is in le=1");
+        assert_eq!(latency_bucket(11), 1, "1.1 ms is in le=2");
+        assert_eq!(
+            LATENCY_BOUNDS_MS[latency_bucket(45)],
+            5,
+            "4.5 ms is in le=5"
+        );
+        assert_eq!(latency_bucket(500_000), 24, "50 s is in le=50000");
+        assert_eq!(latency_bucket(500_001), 25, "past 50 s is +Inf");
+        assert_eq!(latency_bucket(u32::MAX), 25);
+    }
+
+    #[test]
+    fn one_add_per_latency_entry() {
+        let mut d = MeshData::default();
+        d.observe_latency(45, u32::MAX);
+        d.observe_latency(45, u32::MAX);
+        assert_eq!(d.latency[4], 2 * u64::from(u32::MAX), "counts never wrap");
+        assert_eq!(d.latency_count(), 2 * u64::from(u32::MAX));
+        assert_eq!(d.latency_sum_tenths, 2 * 45 * u64::from(u32::MAX));
+    }
+}

@@ -1,0 +1,373 @@
+//! The simulated fleet: pods owned by ReplicaSets owned by Deployments, all in
+//! one namespace, and the cluster file (Kubernetes YAML) that describes them.
+//!
+//! Names and uids come from a seeded generator, IPs from the pod's index
+//! alone, so a fleet and its cluster file are the same on every run with the
+//! same flags. The IPs (10.0.0.0/8) only ever appear inside report bodies and
+//! the cluster file; nothing connects to them.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+/// Every simulated pod listens here; it is the port in `target_addr` and in
+/// the authority of the requests the fleet reports.
+pub const POD_PORT: u32 = 8080;
+
+/// Pods per simulated node: enough to give `Process.node` a few values.
+const PODS_PER_NODE: usize = 10;
+
+/// Base names for deployments; an index suffix keeps them unique past the
+/// end of the list.
+const DEPLOYMENT_NAMES: &[&str] = &[
+    "web", "api", "auth", "cart", "catalog", "checkout", "search", "users", "orders", "payments",
+    "shipping", "reviews", "emoji", "voting", "books", "authors",
+];
+
+/// The alphabet Kubernetes uses for generated name suffixes (no vowels, no
+/// look-alikes), so the names look like what a cluster would show.
+const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// Length of a ReplicaSet's pod-template-hash and of a pod's random suffix.
+const TEMPLATE_HASH_LEN: usize = 10;
+const POD_SUFFIX_LEN: usize = 5;
+
+/// The simulated cluster.
+#[derive(Clone, Debug)]
+pub struct Fleet {
+    pub namespace: String,
+    pub deployments: Vec<SimDeployment>,
+    pub pods: Vec<SimPod>,
+}
+
+/// One Deployment and the single ReplicaSet (`<name>-<template_hash>`) it
+/// owns.
+#[derive(Clone, Debug)]
+pub struct SimDeployment {
+    pub name: String,
+    pub uid: String,
+    pub template_hash: String,
+    pub replica_set_uid: String,
+    /// Indices into [`Fleet::pods`].
+    pub pods: Vec<usize>,
+}
+
+/// One pod, named `<deployment>-<template_hash>-<suffix>`.
+#[derive(Clone, Debug)]
+pub struct SimPod {
+    pub name: String,
+    pub namespace: String,
+    /// The owning deployment's name.
+    pub deployment: String,
+    /// Index into [`Fleet::deployments`].
+    pub deployment_index: usize,
+    pub ip: Ipv4Addr,
+    pub node: String,
+    pub uid: String,
+}
+
+impl SimDeployment {
+    pub fn replica_set_name(&self) -> String {
+        format!("{}-{}", self.name, self.template_hash)
+    }
+}
+
+impl Fleet {
+    /// The deployment owning `pod`.
+    pub fn deployment_of(&self, pod: &SimPod) -> &SimDeployment {
+        &self.deployments[pod.deployment_index]
+    }
+}
+
+/// A fleet of `pods` pods spread round-robin over `deployments` deployments
+/// (at least one) in `namespace`.
+pub fn fleet(pods: usize, deployments: usize, namespace: &str, seed: u64) -> Fleet {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let deployments = deployments.max(1);
+    let mut deploys: Vec<SimDeployment> = (0..deployments)
+        .map(|i| SimDeployment {
+            name: deployment_name(i),
+            uid: uid(&mut rng),
+            template_hash: random_name(&mut rng, TEMPLATE_HASH_LEN),
+            replica_set_uid: uid(&mut rng),
+            pods: Vec::new(),
+        })
+        .collect();
+    let pods = (0..pods)
+        .map(|i| {
+            let deployment_index = i % deployments;
+            let deploy = &mut deploys[deployment_index];
+            deploy.pods.push(i);
+            SimPod {
+                name: format!(
+                    "{}-{}-{}",
+                    deploy.name,
+                    deploy.template_hash,
+                    random_name(&mut rng, POD_SUFFIX_LEN)
+                ),
+                namespace: namespace.to_string(),
+                deployment: deploy.name.clone(),
+                deployment_index,
+                ip: pod_ip(i),
+                node: format!("sim-node-{}", i / PODS_PER_NODE),
+                uid: uid(&mut rng),
+            }
+        })
+        .collect();
+    Fleet {
+        namespace: namespace.to_string(),
+        deployments: deploys,
+        pods,
+    }
+}
+
+/// `web`, `api`, ..., then `web-1`, `api-1`, ... once the list runs out.
+fn deployment_name(i: usize) -> String {
+    let base = DEPLOYMENT_NAMES[i % DEPLOYMENT_NAMES.len()];
+    match i / DEPLOYMENT_NAMES.len() {
+        0 => base.to_string(),
+        round => format!("{base}-{round}"),
+    }
+}
+
+/// Pod `i`'s address: 10.a.b.c with c in 1..=254, so no pod gets a network
+/// or broadcast-looking address. Unique for the first 254·2¹⁶ pods.
+pub fn pod_ip(i: usize) -> Ipv4Addr {
+    let host = (i % 254) as u8 + 1;
+    let rest = i / 254;
+    Ipv4Addr::new(10, (rest >> 8) as u8, rest as u8, host)
+}
+
+fn random_name(rng: &mut fastrand::Rng, len: usize) -> String {
+    (0..len)
+        .map(|_| char::from(NAME_ALPHABET[rng.usize(..NAME_ALPHABET.len())]))
+        .collect()
+}
+
+/// A version-4-shaped UUID string.
+fn uid(rng: &mut fastrand::Rng) -> String {
+    let bits = rng.u128(..);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        (bits >> 96) as u32,
+        (bits >> 80) as u16,
+        (bits >> 68) as u16 & 0x0fff,
+        ((bits >> 52) as u16 & 0x3fff) | 0x8000,
+        bits as u64 & 0xffff_ffff_ffff,
+    )
+}
+
+/// The cluster file for `fleet`: multi-document YAML with, per deployment, an
+/// `apps/v1` Deployment and its ReplicaSet, then one `v1` Pod per pod, each
+/// owned (controller: true) by the object above it.
+pub fn cluster_yaml(fleet: &Fleet) -> String {
+    let mut out = String::new();
+    let ns = &fleet.namespace;
+    for d in &fleet.deployments {
+        let replicas = d.pods.len();
+        // `write!` into a String cannot fail.
+        let _ = write!(
+            out,
+            "---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  namespace: {ns}
+  uid: {uid}
+  labels:
+    app: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels:
+      app: {name}
+  template:
+    metadata:
+      labels:
+        app: {name}
+    spec:
+      containers:
+      - name: app
+        image: sim
+---
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: {rs}
+  namespace: {ns}
+  uid: {rs_uid}
+  labels:
+    app: {name}
+    pod-template-hash: {hash}
+  ownerReferences:
+  - apiVersion: apps/v1
+    kind: Deployment
+    name: {name}
+    uid: {uid}
+    controller: true
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels:
+      app: {name}
+      pod-template-hash: {hash}
+",
+            name = d.name,
+            uid = d.uid,
+            rs = d.replica_set_name(),
+            rs_uid = d.replica_set_uid,
+            hash = d.template_hash,
+        );
+    }
+    for pod in &fleet.pods {
+        let d = fleet.deployment_of(pod);
+        let _ = write!(
+            out,
+            "---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: {ns}
+  uid: {uid}
+  labels:
+    app: {deploy}
+    pod-template-hash: {hash}
+  ownerReferences:
+  - apiVersion: apps/v1
+    kind: ReplicaSet
+    name: {rs}
+    uid: {rs_uid}
+    controller: true
+spec:
+  nodeName: {node}
+  containers:
+  - name: app
+    image: sim
+status:
+  phase: Running
+  podIP: \"{ip}\"
+  podIPs:
+  - ip: \"{ip}\"
+",
+            name = pod.name,
+            uid = pod.uid,
+            deploy = d.name,
+            hash = d.template_hash,
+            rs = d.replica_set_name(),
+            rs_uid = d.replica_set_uid,
+            node = pod.node,
+            ip = pod.ip,
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+    use k8s_openapi::api::core::v1::Pod;
+    use serde::Deserialize;
+    use std::collections::{HashMap, HashSet};
+
+    #[test]
+    fn pods_are_spread_over_deployments_with_unique_names_and_ips() {
+        let f = fleet(100, 7, "sim", 1);
+        assert_eq!(f.pods.len(), 100);
+        assert_eq!(f.deployments.len(), 7);
+        let names: HashSet<_> = f.pods.iter().map(|p| &p.name).collect();
+        let ips: HashSet<_> = f.pods.iter().map(|p| p.ip).collect();
+        assert_eq!(names.len(), 100);
+        assert_eq!(ips.len(), 100);
+        for pod in &f.pods {
+            let d = f.deployment_of(pod);
+            assert_eq!(pod.deployment, d.name);
+            assert!(pod.name.starts_with(&format!("{}-", d.replica_set_name())));
+            assert_eq!(pod.ip.octets()[0], 10);
+        }
+        let sizes: Vec<_> = f.deployments.iter().map(|d| d.pods.len()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 100);
+        assert!(sizes.iter().all(|&n| n == 14 || n == 15), "{sizes:?}");
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_fleet() {
+        let (a, b) = (fleet(10, 3, "sim", 7), fleet(10, 3, "sim", 7));
+        assert_eq!(cluster_yaml(&a), cluster_yaml(&b));
+        assert_ne!(cluster_yaml(&a), cluster_yaml(&fleet(10, 3, "sim", 8)));
+    }
+
+    #[test]
+    fn pod_ips_skip_network_and_broadcast_hosts() {
+        assert_eq!(pod_ip(0), Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(pod_ip(253), Ipv4Addr::new(10, 0, 0, 254));
+        assert_eq!(pod_ip(254), Ipv4Addr::new(10, 0, 1, 1));
+        assert_eq!(pod_ip(254 * 256), Ipv4Addr::new(10, 1, 0, 1));
+    }
+
+    #[test]
+    fn deployment_names_stay_unique_past_the_list() {
+        let names: HashSet<_> = (0..100).map(deployment_name).collect();
+        assert_eq!(names.len(), 100);
+    }
+
+    #[test]
+    fn cluster_file_parses_as_kubernetes_objects_matching_the_fleet() {
+        let f = fleet(40, 6, "sim", 3);
+        let yaml = cluster_yaml(&f);
+        let mut pods = HashMap::new();
+        let mut replica_sets = HashMap::new();
+        let mut deployments = HashMap::new();
+        for doc in serde_yaml::Deserializer::from_str(&yaml) {
+            let value = serde_yaml::Value::deserialize(doc).unwrap();
+            match value["kind"].as_str().unwrap() {
+                "Pod" => {
+                    let pod: Pod = serde_yaml::from_value(value).unwrap();
+                    pods.insert(pod.metadata.name.clone().unwrap(), pod);
+                }
+                "ReplicaSet" => {
+                    let rs: ReplicaSet = serde_yaml::from_value(value).unwrap();
+                    replica_sets.insert(rs.metadata.name.clone().unwrap(), rs);
+                }
+                "Deployment" => {
+                    let d: Deployment = serde_yaml::from_value(value).unwrap();
+                    deployments.insert(d.metadata.name.clone().unwrap(), d);
+                }
+                other => panic!("unexpected kind {other}"),
+            }
+        }
+        assert_eq!(pods.len(), 40);
+        assert_eq!(replica_sets.len(), 6);
+        assert_eq!(deployments.len(), 6);
+
+        for sim in &f.pods {
+            let pod = &pods[&sim.name];
+            assert_eq!(pod.metadata.namespace.as_deref(), Some("sim"));
+            let status = pod.status.as_ref().unwrap();
+            assert_eq!(status.phase.as_deref(), Some("Running"));
+            assert_eq!(status.pod_ip.as_deref(), Some(sim.ip.to_string().as_str()));
+            assert_eq!(status.pod_ips.as_ref().unwrap()[0].ip, sim.ip.to_string());
+            assert_eq!(pod.spec.as_ref().unwrap().containers[0].name, "app");
+            let labels = pod.metadata.labels.as_ref().unwrap();
+            assert_eq!(labels["app"], sim.deployment);
+
+            // Pod -> ReplicaSet -> Deployment, by name and uid.
+            let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.controller),
+                ("ReplicaSet", Some(true))
+            );
+            let rs = &replica_sets[&owner.name];
+            assert_eq!(rs.metadata.uid.as_ref(), Some(&owner.uid));
+            let owner = &rs.metadata.owner_references.as_ref().unwrap()[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.controller),
+                ("Deployment", Some(true))
+            );
+            assert_eq!(owner.name, sim.deployment);
+            let d = &deployments[&owner.name];
+            assert_eq!(d.metadata.uid.as_ref(), Some(&owner.uid));
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The gRPC services: the proxies' `Report` and the controller's
+//! `ListPods`/`Query`.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::ingest::{Enrich, Ingester, WorkloadRef};
+use crate::k8s::{Index, Snapshot};
+use crate::proto::controller::telemetry::{
+    ListPodsRequest, QueryRequest, QueryResponse, telemetry_server,
+};
+use crate::proto::proxy::telemetry::{
+    ReportRequest, ReportResponse, telemetry_server as report_server,
+};
+use crate::proto::public::{ListPodsResponse, Pod};
+
+/// Enrichment straight from an index snapshot: no allocation, no locks.
+impl Enrich for Snapshot {
+    fn by_ip(&self, ip: &std::net::IpAddr) -> Option<WorkloadRef<'_>> {
+        self.workload_ref_by_ip(ip).map(|w| WorkloadRef {
+            pod: w.pod,
+            deployment: w.deployment.map_or("", |d| d),
+        })
+    }
+
+    fn by_pod(&self, namespace: &str, name: &str) -> Option<WorkloadRef<'_>> {
+        let w = self.workload_ref_of(self.pod(namespace, name)?);
+        Some(WorkloadRef {
+            pod: w.pod,
+            deployment: w.deployment.map_or("", |d| d),
+        })
+    }
+}
+
+pub struct ReportService {
+    ingester: Arc<Ingester>,
+    index: Arc<Index>,
+}
+
+impl ReportService {
+    pub fn new(ingester: Arc<Ingester>, index: Arc<Index>) -> Self {
+        Self { ingester, index }
+    }
+}
+
+#[tonic::async_trait]
+impl report_server::Telemetry for ReportService {
+    async fn report(
+        &self,
+        request: Request<ReportRequest>,
+    ) -> Result<Response<ReportResponse>, Status> {
+        let snapshot = self.index.load();
+        match self.ingester.ingest(request.get_ref(), &**snapshot) {
+            Ok(()) => Ok(Response::new(ReportResponse {})),
+            Err(error) => {
+                tracing::debug!(%error, "report rejected");
+                Err(Status::invalid_argument(format!("invalid report: {error}")))
+            }
+        }
+    }
+}
+
+pub struct ControllerService {
+    ingester: Arc<Ingester>,
+    index: Arc<Index>,
+    ignore_namespaces: Arc<[String]>,
+}
+
+impl ControllerService {
+    pub fn new(
+        ingester: Arc<Ingester>,
+        index: Arc<Index>,
+        ignore_namespaces: Arc<[String]>,
+    ) -> Self {
+        Self {
+            ingester,
+            index,
+            ignore_namespaces,
+        }
+    }
+
+    /// Every pod of the index outside the ignored namespaces, with its
+    /// report freshness from the instance cache.
+    pub fn list_pods(&self) -> ListPodsResponse {
+        let snapshot = self.index.snapshot();
+        let instances = self.ingester.instances();
+        let pods = snapshot
+            .pods()
+            .filter(|p| !self.ignore_namespaces.iter().any(|ns| **ns == *p.namespace))
+            .map(|p| {
+                let since = instances.since_last_report(&p.label);
+                Pod {
+                    name: p.label.to_string(),
+                    pod_ip: p.ips.first().map(ToString::to_string).unwrap_or_default(),
+                    deployment: snapshot
+                        .deployment_of(p)
+                        .map(|d| d.to_string())
+                        .unwrap_or_default(),
+                    status: p.status().to_string(),
+                    added: since.is_some(),
+                    since_last_report: since.and_then(|d| prost_types::Duration::try_from(d).ok()),
+                    controller_namespace: p.controller_namespace.to_string(),
+                    control_plane: p.control_plane,
+                }
+            })
+            .collect();
+        ListPodsResponse { pods }
+    }
+}
+
+#[tonic::async_trait]
+impl telemetry_server::Telemetry for ControllerService {
+    async fn query(&self, _: Request<QueryRequest>) -> Result<Response<QueryResponse>, Status> {
+        Err(Status::failed_precondition(
+            "Query needs a Prometheus: start telemetry with -prometheus-url",
+        ))
+    }
+
+    async fn list_pods(
+        &self,
+        _: Request<ListPodsRequest>,
+    ) -> Result<Response<ListPodsResponse>, Status> {
+        Ok(Response::new(self.list_pods()))
+    }
+}

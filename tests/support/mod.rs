@@ -1,0 +1,351 @@
+//! Test support: the telemetry component on loopback, a Report client, a
+//! scraper and an exposition parser, and Kubernetes YAML fixtures.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use conduit::core::{Shutdown, ShutdownHandle, ip_to_proto};
+use conduit::proto::common::{HttpMethod, TcpAddress, http_method};
+use conduit::proto::proxy::telemetry::telemetry_client::TelemetryClient;
+use conduit::proto::proxy::telemetry::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub struct Running {
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    pub ingester: std::sync::Arc<conduit::ingest::Ingester>,
+    _shutdown: ShutdownHandle,
+    _dir: TempDir,
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "conduit-test-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts `conduit controller telemetry` in-process on loopback ports, with
+/// the given cluster YAML and extra flags (spelled as on the command line).
+pub async fn start_telemetry(cluster_yaml: &str, flags: &[&str]) -> Running {
+    let dir = TempDir::new();
+    let cluster = dir.0.join("cluster.yaml");
+    std::fs::write(&cluster, cluster_yaml).unwrap();
+    let mut argv: Vec<String> = [
+        "conduit",
+        "controller",
+        "telemetry",
+        "-addr=127.0.0.1:0",
+        "-metrics-addr=127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    argv.push(format!("--cluster={}", cluster.display()));
+    argv.extend(flags.iter().map(|s| s.to_string()));
+    let cli = conduit::cli::Cli::parse_from(conduit::cli::normalize_args(argv));
+    let conduit::cli::Command::Controller(conduit::cli::Controller::Telemetry(args)) = cli.command
+    else {
+        unreachable!()
+    };
+    let bound = args.bind().await.expect("telemetry binds");
+    let (handle, shutdown) = ShutdownHandle::new();
+    let running = Running {
+        grpc: bound.grpc_addr(),
+        admin: bound.admin_addr(),
+        ingester: bound.ingester().clone(),
+        _shutdown: handle,
+        _dir: dir,
+    };
+    tokio::spawn(bound.serve(shutdown));
+    running
+}
+
+impl Running {
+    pub async fn client(&self) -> TelemetryClient<tonic::transport::Channel> {
+        connect(self.grpc).await
+    }
+
+    pub async fn scrape(&self) -> Exposition {
+        let (status, body) = http_get(self.admin, "/metrics").await;
+        assert_eq!(status, 200, "scrape failed: {body}");
+        Exposition::parse(&body)
+    }
+
+    pub async fn scrape_text(&self) -> String {
+        http_get(self.admin, "/metrics").await.1
+    }
+}
+
+pub async fn connect(addr: SocketAddr) -> TelemetryClient<tonic::transport::Channel> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TelemetryClient::connect(format!("http://{addr}")).await {
+            Ok(c) => return c.max_encoding_message_size(usize::MAX),
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("cannot connect to {addr}: {e}"),
+        }
+    }
+}
+
+/// A plain HTTP/1.0 GET over loopback: status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+/// Waits for `check` to hold, polling, failing after a deadline.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Parsed samples of a text exposition.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    pub samples: Vec<(String, BTreeMap<String, String>, f64)>,
+}
+
+impl Exposition {
+    pub fn parse(text: &str) -> Self {
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+            let value: f64 = value.parse().expect("value is a float");
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}').unwrap())),
+                None => (series, BTreeMap::new()),
+            };
+            samples.push((name.to_string(), labels, value));
+        }
+        Self { samples }
+    }
+
+    /// The value of the one sample with exactly these labels.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let want: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let found: Vec<f64> = self
+            .samples
+            .iter()
+            .filter(|(n, l, _)| n == name && *l == want)
+            .map(|(_, _, v)| *v)
+            .collect();
+        assert!(found.len() <= 1, "duplicate series {name}{want:?}");
+        found.first().copied()
+    }
+
+    /// Samples of one metric name.
+    pub fn series(&self, name: &str) -> Vec<&BTreeMap<String, String>> {
+        self.samples
+            .iter()
+            .filter(|(n, _, _)| n == name)
+            .map(|(_, l, _)| l)
+            .collect()
+    }
+
+    /// The lines of the mesh families only, sorted (to compare scrapes).
+    pub fn mesh_lines(text: &str) -> Vec<String> {
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| {
+                [
+                    "requests_total",
+                    "responses_total",
+                    "response_latency_ms",
+                    "tcp_",
+                ]
+                .iter()
+                .any(|p| l.starts_with(p))
+            })
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    }
+}
+
+fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        let name: String = chars.by_ref().take_while(|&c| c != '=').collect();
+        if name.is_empty() {
+            break;
+        }
+        assert_eq!(chars.next(), Some('"'));
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(c) => value.push(c),
+                    None => break,
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        out.insert(name.trim_start_matches(',').to_string(), value);
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    out
+}
+
+// ---- Kubernetes YAML fixtures (documentation addresses only) ----
+
+pub fn mk_deployment(ns: &str, name: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\n  uid: dep-{ns}-{name}\nspec:\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      containers:\n      - name: app\n        image: example.com/app\n"
+    )
+}
+
+pub fn mk_replica_set(ns: &str, name: &str, deployment: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: {name}\n  namespace: {ns}\n  uid: rs-{ns}-{name}\n  ownerReferences:\n  - apiVersion: apps/v1\n    kind: Deployment\n    name: {deployment}\n    uid: dep-{ns}-{deployment}\n    controller: true\nspec:\n  selector:\n    matchLabels:\n      app: {deployment}\n"
+    )
+}
+
+pub fn mk_pod(ns: &str, name: &str, ip: &str, replica_set: Option<&str>) -> String {
+    mk_pod_in_phase(ns, name, ip, replica_set, "Running")
+}
+
+pub fn mk_pod_in_phase(
+    ns: &str,
+    name: &str,
+    ip: &str,
+    replica_set: Option<&str>,
+    phase: &str,
+) -> String {
+    let owner = replica_set
+        .map(|rs| {
+            format!(
+                "  ownerReferences:\n  - apiVersion: apps/v1\n    kind: ReplicaSet\n    name: {rs}\n    uid: rs-{ns}-{rs}\n    controller: true\n"
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  uid: pod-{ns}-{name}\n{owner}spec:\n  containers:\n  - name: app\n    image: example.com/app\nstatus:\n  phase: {phase}\n  podIP: \"{ip}\"\n  podIPs:\n  - ip: \"{ip}\"\n"
+    )
+}
+
+pub fn yaml_docs(docs: &[String]) -> String {
+    docs.join("---\n")
+}
+
+// ---- Report builders ----
+
+pub fn get() -> Option<HttpMethod> {
+    Some(HttpMethod {
+        r#type: Some(http_method::Type::Registered(
+            http_method::Registered::Get as i32,
+        )),
+    })
+}
+
+pub fn unregistered(m: &str) -> Option<HttpMethod> {
+    Some(HttpMethod {
+        r#type: Some(http_method::Type::Unregistered(m.to_string())),
+    })
+}
+
+pub fn ctx(src: &str, dst: &str, method: Option<HttpMethod>, path: &str) -> Option<RequestCtx> {
+    Some(RequestCtx {
+        source_ip: Some(ip_to_proto(src.parse().unwrap())),
+        target_addr: Some(TcpAddress {
+            ip: Some(ip_to_proto(dst.parse().unwrap())),
+            port: 8080,
+        }),
+        authority: "web.example.com".into(),
+        method,
+        path: path.into(),
+    })
+}
+
+pub fn eos(end: eos_ctx::End, streams: usize) -> EosScope {
+    EosScope {
+        ctx: Some(EosCtx { end: Some(end) }),
+        streams: vec![
+            StreamSummary {
+                duration_ms: 5,
+                bytes_sent: 100,
+                frames_sent: 1
+            };
+            streams
+        ],
+    }
+}
+
+pub fn response(status: u32, latencies: &[(u32, u32)], ends: Vec<EosScope>) -> ResponseScope {
+    ResponseScope {
+        ctx: Some(ResponseCtx {
+            http_status_code: status,
+        }),
+        response_latencies: latencies
+            .iter()
+            .map(|&(latency, count)| Latency { latency, count })
+            .collect(),
+        ends,
+    }
+}
+
+pub fn report(pod_ns: &str, pod: &str, requests: Vec<RequestScope>) -> ReportRequest {
+    ReportRequest {
+        process: Some(Process {
+            node: "node-1".into(),
+            scheduled_instance: pod.into(),
+            scheduled_namespace: pod_ns.into(),
+        }),
+        proxy: report_request::Proxy::Outbound as i32,
+        server_transports: vec![],
+        client_transports: vec![],
+        requests,
+    }
+}
+
+pub fn never() -> Shutdown {
+    Shutdown::never()
+}
