@@ -27,6 +27,8 @@ pub enum Command {
     Controller(Controller),
     /// Simulated proxies that report to the telemetry service over real gRPC.
     SimulateProxy(crate::simulate::Args),
+    /// The control plane in one process (`--demo`: with simulated traffic).
+    Run(crate::run::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +92,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let result = match cli.command {
         Command::Controller(Controller::Telemetry(args)) => args.run(shutdown).await,
         Command::SimulateProxy(args) => args.run(shutdown).await,
+        Command::Run(args) => args.run(shutdown).await,
     };
     signal.abort();
     result

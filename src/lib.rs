@@ -13,5 +13,6 @@ pub mod grpc;
 pub mod ingest;
 pub mod k8s;
 pub mod proto;
+pub mod run;
 pub mod simulate;
 pub mod telemetry;

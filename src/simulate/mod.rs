@@ -281,6 +281,7 @@ async fn connect(endpoint: &Endpoint, n: usize, stop: &Shutdown) -> Option<Vec<C
             Ok(channel) => channels.push(channel),
             Err(error) => {
                 if !logged {
+                    let error = error_chain(&error);
                     tracing::info!(uri = %endpoint.uri(), %error, "waiting for the telemetry service");
                     logged = true;
                 }
@@ -432,6 +433,19 @@ impl Worker {
         }
         stats
     }
+}
+
+/// An error and its sources, `: `-separated (tonic's transport error alone
+/// says only "transport error").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
 }
 
 /// `500ms`, `30s`, `2m`, `1h`, `1.5s`; a bare number is seconds.

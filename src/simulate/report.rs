@@ -426,7 +426,7 @@ mod tests {
         let ends: Vec<_> = r.requests[0].responses[1]
             .ends
             .iter()
-            .map(|e| e.ctx.as_ref().unwrap().end.clone().unwrap())
+            .map(|e| e.ctx.as_ref().unwrap().end.unwrap())
             .collect();
         assert_eq!(
             ends,
