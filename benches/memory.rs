@@ -33,7 +33,10 @@ fn main() {
     let snapshot = setup.index.snapshot();
     // Every report is encoded before the first measurement and decoded one
     // at a time while ingesting, so the only memory that stays is the store's.
-    let mut encoded = common::encoded_reports(&setup.fleet, Shape::Medium, REPORTS, 11).into_iter();
+    let encoded = common::encoded_reports(&setup.fleet, Shape::Medium, REPORTS, 11);
+    // Kept alive until the end: freed report buffers would be reused by
+    // the store and hide its growth.
+    let mut next = encoded.iter();
     let health = Health::register(&prometheus::Registry::new()).unwrap();
     let ingester = Ingester::new(
         Config {
@@ -45,7 +48,7 @@ fn main() {
     let before = resident_bytes();
     let mut sent = 0usize;
     while ingester.request_series() < TARGET_SERIES {
-        let bytes = encoded.next().expect("enough reports to reach the target");
+        let bytes = next.next().expect("enough reports to reach the target");
         let report = ReportRequest::decode(&bytes[..]).unwrap();
         ingester.ingest(&report, &*snapshot).unwrap();
         sent += 1;
@@ -75,4 +78,5 @@ fn main() {
         "bytes per live label set:      {:.0}",
         beyond_labels / live as f64
     );
+    drop(encoded);
 }

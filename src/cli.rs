@@ -29,12 +29,20 @@ pub enum Command {
     SimulateProxy(crate::simulate::Args),
     /// The control plane in one process (`--demo`: with simulated traffic).
     Run(crate::run::Args),
+    /// Request rate, success rate and latency of deployments or pods.
+    Stat(crate::client::stat::Args),
+    /// List resources of the mesh (`get pods`).
+    Get(crate::client::get::Args),
+    /// The versions of this client and of the public API.
+    Version(crate::client::version::Args),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Controller {
     /// The telemetry ingester: proxies' Report, ListPods and the mesh metrics.
     Telemetry(crate::telemetry::Args),
+    /// The public HTTP API of the CLI and dashboard: Stat, ListPods, Version, Tap.
+    PublicApi(crate::public_api::Args),
 }
 
 /// Rewrites the original's single-dash long flags (`-addr=:8087`,
@@ -93,6 +101,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Controller(Controller::Telemetry(args)) => args.run(shutdown).await,
         Command::SimulateProxy(args) => args.run(shutdown).await,
         Command::Run(args) => args.run(shutdown).await,
+        Command::Controller(Controller::PublicApi(args)) => args.run(shutdown).await,
+        Command::Stat(args) => args.run().await,
+        Command::Get(args) => args.run().await,
+        Command::Version(args) => args.run().await,
     };
     signal.abort();
     result
@@ -176,5 +188,35 @@ mod tests {
         assert_eq!(t.addr.0.port(), 8087);
         assert_eq!(t.metrics_addr.0.port(), 9997);
         assert_eq!(t.ignore_namespaces, ["kube-system"]);
+    }
+
+    #[test]
+    fn the_originals_public_api_arguments_parse() {
+        let args = norm(&[
+            "conduit",
+            "controller",
+            "public-api",
+            "-addr=:8085",
+            "-metrics-addr=:9995",
+            "-telemetry-addr=127.0.0.1:8087",
+            "-tap-addr=127.0.0.1:8088",
+        ]);
+        let cli = Cli::try_parse_from(args).unwrap();
+        let Command::Controller(Controller::PublicApi(p)) = cli.command else {
+            panic!("expected the public-api component");
+        };
+        assert_eq!(p.addr.0.port(), 8085);
+        assert_eq!(p.metrics_addr.0.port(), 9995);
+        assert_eq!(p.telemetry_addr, "127.0.0.1:8087");
+        assert_eq!(p.tap_addr, "127.0.0.1:8088");
+        let defaults = Cli::try_parse_from(["conduit", "controller", "public-api"]).unwrap();
+        let Command::Controller(Controller::PublicApi(d)) = defaults.command else {
+            panic!("expected the public-api component");
+        };
+        assert_eq!((d.addr.0.port(), d.metrics_addr.0.port()), (8085, 9995));
+        assert_eq!(
+            (d.telemetry_addr.as_str(), d.tap_addr.as_str()),
+            ("127.0.0.1:8087", "127.0.0.1:8088")
+        );
     }
 }

@@ -8,11 +8,15 @@
 
 pub mod admin;
 pub mod cli;
+pub mod client;
 pub mod core;
 pub mod grpc;
 pub mod ingest;
 pub mod k8s;
 pub mod proto;
+pub mod public_api;
+pub mod remote_write;
 pub mod run;
 pub mod simulate;
+pub mod stat;
 pub mod telemetry;

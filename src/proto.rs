@@ -32,4 +32,29 @@ pub mod controller {
     pub mod tap {
         tonic::include_proto!("conduit.controller.tap");
     }
+    /// This project's internal Stat service (see its `.proto`).
+    pub mod stat {
+        tonic::include_proto!("conduit.controller.stat");
+    }
+}
+
+/// Prometheus remote write 1.0 (`prometheus/remote.proto`): `WriteRequest`,
+/// `TimeSeries`, `Label`, `Sample`.
+pub mod prometheus {
+    tonic::include_proto!("prometheus");
+}
+
+/// The public API's messages again, with proto3 JSON (serde, through pbjson):
+/// the same wire as [`public`] and [`common`], but `google.protobuf.Duration`
+/// is `pbjson_types::Duration`. Convert by a protobuf round trip (see
+/// `build.rs` for why this is a copy).
+pub mod json {
+    pub mod common {
+        include!(concat!(env!("OUT_DIR"), "/json/conduit.common.rs"));
+        include!(concat!(env!("OUT_DIR"), "/json/conduit.common.serde.rs"));
+    }
+    pub mod public {
+        include!(concat!(env!("OUT_DIR"), "/json/conduit.public.rs"));
+        include!(concat!(env!("OUT_DIR"), "/json/conduit.public.serde.rs"));
+    }
 }

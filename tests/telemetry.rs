@@ -712,3 +712,124 @@ impl tonic::codec::Decoder for RawCodec {
         Ok(Some(()))
     }
 }
+
+#[tokio::test]
+async fn embedded_stat_answers_rates_and_percentiles() {
+    use conduit::proto::controller::stat::stat_client::StatClient;
+    use conduit::proto::public::{
+        AggregationType, HistogramLabel, MetricMetadata, MetricName, MetricRequest, TimeWindow,
+        metric_value::Value,
+    };
+    let t = start_telemetry(&cluster(), &[]).await;
+    let mut client = t.client().await;
+    let scope = web_to_books(
+        "/stat",
+        10,
+        vec![
+            response(200, &[(45, 9)], vec![eos(End::Other(true), 9)]),
+            response(500, &[(1500, 1)], vec![eos(End::Other(true), 1)]),
+        ],
+    );
+    client
+        .report(report("shop", "web-5d8f-abcde", vec![scope]))
+        .await
+        .unwrap();
+    let mut stat = StatClient::connect(format!("http://{}", t.grpc))
+        .await
+        .unwrap();
+    let request =
+        |group_by: AggregationType, summarize: bool, filter: MetricMetadata| MetricRequest {
+            metrics: vec![
+                MetricName::RequestRate as i32,
+                MetricName::SuccessRate as i32,
+                MetricName::Latency as i32,
+            ],
+            window: TimeWindow::OneMin as i32,
+            group_by: group_by as i32,
+            filter_by: Some(filter),
+            summarize,
+        };
+    let rsp = stat
+        .stat(request(
+            AggregationType::TargetDeploy,
+            true,
+            MetricMetadata::default(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rsp.metrics.len(), 3, "one group, three metrics: {rsp:?}");
+    for series in &rsp.metrics {
+        assert_eq!(
+            series.metadata.as_ref().unwrap().target_deploy,
+            "shop/books"
+        );
+        assert_eq!(series.datapoints.len(), 1);
+        let value = series.datapoints[0].value.clone().unwrap().value.unwrap();
+        match (MetricName::try_from(series.name).unwrap(), value) {
+            (MetricName::RequestRate, Value::Gauge(rate)) => {
+                // Ten requests over the (clamped) one second seen so far.
+                assert!(rate > 0.0 && rate <= 10.0, "{rate}");
+            }
+            (MetricName::SuccessRate, Value::Gauge(ratio)) => assert_eq!(ratio, 0.9),
+            (MetricName::Latency, Value::Histogram(h)) => {
+                let get = |l: HistogramLabel| {
+                    h.values.iter().find(|v| v.label == l as i32).unwrap().value
+                };
+                assert_eq!(get(HistogramLabel::P50), 5, "4.5 ms rounds to 5");
+                assert_eq!(get(HistogramLabel::P95), 150);
+                assert_eq!(get(HistogramLabel::P99), 150);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // A time series: one point per 10 s step over the minute, from when the
+    // data began.
+    let rsp = stat
+        .stat(request(
+            AggregationType::SourcePod,
+            false,
+            MetricMetadata::default(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let rate = rsp
+        .metrics
+        .iter()
+        .find(|s| s.name == MetricName::RequestRate as i32)
+        .unwrap();
+    assert_eq!(
+        rate.metadata.as_ref().unwrap().source_pod,
+        "shop/web-5d8f-abcde"
+    );
+    assert!((1..=6).contains(&rate.datapoints.len()), "{rate:?}");
+    assert!(
+        rate.datapoints
+            .windows(2)
+            .all(|w| w[0].timestamp_ms < w[1].timestamp_ms)
+    );
+    // A filter that matches nothing gives nothing.
+    let rsp = stat
+        .stat(request(
+            AggregationType::Mesh,
+            true,
+            MetricMetadata {
+                target_deploy: "shop/none".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(rsp.metrics.is_empty());
+    // Without Prometheus, Query says what is missing.
+    let mut ctl = ControllerClient::connect(format!("http://{}", t.grpc))
+        .await
+        .unwrap();
+    let status = ctl
+        .query(conduit::proto::controller::telemetry::QueryRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+}

@@ -220,18 +220,16 @@ impl Out<'_> {
                     self.value(r.count);
                 }
             }
-            Family::Latency => {
-                // A label set whose responses carried no latency has no
-                // histogram samples.
-                if d.latency.iter().any(|&c| c > 0) {
-                    self.histogram(
-                        "response_latency_ms",
-                        labels,
-                        &d.latency,
-                        &LATENCY_LE[..],
-                        Sum::Tenths(d.latency_sum_tenths),
-                    );
-                }
+            // A label set whose responses carried no latency has no
+            // histogram samples.
+            Family::Latency if d.latency.iter().any(|&c| c > 0) => {
+                self.histogram(
+                    "response_latency_ms",
+                    labels,
+                    &d.latency,
+                    &LATENCY_LE[..],
+                    Sum::Tenths(d.latency_sum_tenths),
+                );
             }
             _ => {}
         }
@@ -242,16 +240,14 @@ impl Out<'_> {
             Family::TcpOpen => self.sample("tcp_open_total", labels, d.opens),
             Family::TcpClose => self.sample("tcp_close_total", labels, d.closes),
             Family::TcpWriteBytes => self.sample("tcp_write_bytes_total", labels, d.write_bytes),
-            Family::TcpDuration => {
-                if d.closes > 0 {
-                    self.histogram(
-                        "tcp_connection_duration_ms",
-                        labels,
-                        &d.duration,
-                        &TCP_LE[..],
-                        Sum::Whole(d.duration_sum_ms),
-                    );
-                }
+            Family::TcpDuration if d.closes > 0 => {
+                self.histogram(
+                    "tcp_connection_duration_ms",
+                    labels,
+                    &d.duration,
+                    &TCP_LE[..],
+                    Sum::Whole(d.duration_sum_ms),
+                );
             }
             _ => {}
         }

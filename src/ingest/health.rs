@@ -30,6 +30,7 @@ pub struct Health {
     pub series_limit: IntGauge,
     pub folded: IntCounter,
     pub evicted: IntCounter,
+    pub pairs_dropped: IntCounter,
     pub source_misses: IntCounter,
     pub target_misses: IntCounter,
     pub truncated: IntCounter,
@@ -93,6 +94,10 @@ impl Health {
                 "conduit_telemetry_series_evicted_total",
                 "Series dropped after -series-idle-timeout without reports.",
             )?,
+            pairs_dropped: IntCounter::new(
+                "conduit_telemetry_stat_pairs_dropped_total",
+                "Request scopes left out of the embedded Stat store because it holds -max-series workload pairs.",
+            )?,
             source_misses: misses.with_label_values(&["source"]),
             target_misses: misses.with_label_values(&["target"]),
             truncated: IntCounter::new(
@@ -114,6 +119,7 @@ impl Health {
         registry.register(Box::new(health.series_limit.clone()))?;
         registry.register(Box::new(health.folded.clone()))?;
         registry.register(Box::new(health.evicted.clone()))?;
+        registry.register(Box::new(health.pairs_dropped.clone()))?;
         registry.register(Box::new(health.truncated.clone()))?;
         registry.register(Box::new(health.instances.clone()))?;
         Ok(health)

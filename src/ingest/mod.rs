@@ -14,10 +14,13 @@
 
 pub mod exposition;
 pub mod health;
+pub mod hist;
 pub mod instances;
 pub mod report;
 pub mod series;
 pub mod table;
+pub mod walk;
+pub mod window;
 
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
@@ -34,6 +37,7 @@ use crate::proto::proxy::telemetry::{ReportRequest, RequestScope, report_request
 use report::{LabelWriter, is_success, method_label, resolve, scope_addrs};
 use series::{MeshData, Response, TcpData};
 use table::{Budget, Lookup, Table};
+use window::WindowData;
 
 /// Default `-max-series`: enough for a few thousand pods with a realistic
 /// route count, small enough (≈ 150 MB) to never threaten the node.
@@ -63,14 +67,32 @@ impl Default for Config {
     }
 }
 
-/// Seconds since the ingester started: series remember their last touch in
-/// four bytes.
+/// The store's monotonic clock: series remember their last touch in four
+/// bytes of seconds since start; window slots use milliseconds since start,
+/// mapped to wall time only when a query reports timestamps.
 #[derive(Debug)]
-struct Clock(Instant);
+struct Clock {
+    start: Instant,
+    wall_start_ms: u64,
+}
 
 impl Clock {
+    fn new() -> Self {
+        let wall_start_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Self {
+            start: Instant::now(),
+            wall_start_ms,
+        }
+    }
+
     fn now(&self) -> u32 {
-        u32::try_from(self.0.elapsed().as_secs()).unwrap_or(u32::MAX)
+        u32::try_from(self.start.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
     }
 }
 
@@ -82,6 +104,9 @@ pub struct Ingester {
     mesh_overflow: Mutex<Option<MeshData>>,
     tcp: Table<TcpData>,
     tcp_overflow: Mutex<Option<TcpData>>,
+    /// The embedded Stat store, with its own bound on workload pairs.
+    windows: Table<WindowData>,
+    window_budget: Budget,
     instances: Instances,
     health: Health,
 }
@@ -98,14 +123,23 @@ struct Tally {
     target_misses: u64,
     truncated: u64,
     folded: u64,
+    pairs_dropped: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Now {
+    secs: u32,
+    ms: u64,
 }
 
 impl Ingester {
     pub fn new(config: Config, health: Health) -> Self {
         health.series_limit.set(config.max_series as i64);
         Self {
-            clock: Clock(Instant::now()),
+            clock: Clock::new(),
             budget: Budget::new(config.max_series),
+            windows: Table::new(),
+            window_budget: Budget::new(config.max_series),
             config,
             mesh: Table::new(),
             mesh_overflow: Mutex::new(None),
@@ -130,6 +164,23 @@ impl Ingester {
         self.budget.live()
     }
 
+    /// The store clock now, in ms (the time base of window queries).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Wall-clock ms since the epoch for a store-clock time.
+    pub fn wall_ms(&self, store_ms: u64) -> u64 {
+        self.clock.wall_start_ms + store_ms
+    }
+
+    /// Visits every workload pair of the embedded Stat store.
+    pub fn for_each_pair(&self, mut visit: impl FnMut(&str, &WindowData)) {
+        for shard in 0..table::SHARDS {
+            self.windows.for_each_in_shard(shard, &mut visit);
+        }
+    }
+
     /// Live request label sets (one per `requests_total` series).
     pub fn request_series(&self) -> usize {
         self.mesh.len()
@@ -147,13 +198,16 @@ impl Ingester {
             self.health.rejected_invalid.inc();
             return Err(error);
         }
-        let now = self.clock.now();
+        let now = Now {
+            secs: self.clock.now(),
+            ms: self.clock.now_ms(),
+        };
         let mut tally = Tally::default();
         SCRATCH.with_borrow_mut(|w| {
             for scope in &report.requests {
                 self.apply_scope(scope, meta, now, w, &mut tally);
             }
-            self.apply_transports(report, meta, now, w, &mut tally);
+            self.apply_transports(report, meta, now.secs, w, &mut tally);
         });
         if let Some(process) = &report.process
             && !process.scheduled_namespace.is_empty()
@@ -168,6 +222,7 @@ impl Ingester {
         h.target_misses.inc_by(tally.target_misses);
         h.truncated.inc_by(tally.truncated);
         h.folded.inc_by(tally.folded);
+        h.pairs_dropped.inc_by(tally.pairs_dropped);
         h.handling.observe(started.elapsed().as_secs_f64());
         Ok(())
     }
@@ -176,7 +231,7 @@ impl Ingester {
         &self,
         scope: &RequestScope,
         meta: &E,
-        now: u32,
+        now: Now,
         w: &mut LabelWriter,
         tally: &mut Tally,
     ) {
@@ -192,6 +247,7 @@ impl Ingester {
         w.push("target", target.pod);
         w.push("source_deployment", source.deployment);
         w.push("target_deployment", target.deployment);
+        let pair_len = w.as_str().len();
         let method = if dropped.method {
             ""
         } else {
@@ -202,21 +258,29 @@ impl Ingester {
 
         let mut folded: SmallVec<[Response; 4]> = SmallVec::new();
         let lookup = self.mesh.update(w.as_str(), &self.budget, |data| {
-            data.touched = now;
+            data.touched = now.secs;
             add_scope(data, scope, Some(&self.budget), &mut folded);
         });
         if lookup == Lookup::Full {
             tally.folded += 1;
             let mut overflow = self.mesh_overflow.lock();
             let data = overflow.get_or_insert_with(MeshData::default);
-            data.touched = now;
+            data.touched = now.secs;
             add_scope(data, scope, None, &mut folded);
+        }
+        // The workload pair is the label text before `method`.
+        let pair = &w.as_str()[..pair_len];
+        if self.windows.update(pair, &self.window_budget, |data| {
+            data.add_scope(scope, now.ms, now.secs)
+        }) == Lookup::Full
+        {
+            tally.pairs_dropped += 1;
         }
         if !folded.is_empty() {
             tally.folded += folded.len() as u64;
             let mut overflow = self.mesh_overflow.lock();
             let data = overflow.get_or_insert_with(MeshData::default);
-            data.touched = now;
+            data.touched = now.secs;
             for r in folded {
                 data.absorb_responses(r.status, r.success, r.count);
             }
@@ -318,6 +382,9 @@ impl Ingester {
         };
         let evicted =
             self.mesh.evict_idle(cutoff, &self.budget) + self.tcp.evict_idle(cutoff, &self.budget);
+        if let Some(pair_cutoff) = now.checked_sub(window::PAIR_IDLE_SECS) {
+            self.windows.evict_idle(pair_cutoff, &self.window_budget);
+        }
         expire_overflow(&self.mesh_overflow, cutoff);
         expire_overflow(&self.tcp_overflow, cutoff);
         self.instances.expire();
@@ -349,9 +416,7 @@ fn add_scope(
     data.requests += u64::from(scope.count);
     for rsp in &scope.responses {
         let status = rsp.ctx.as_ref().map_or(0, |c| c.http_status_code);
-        for latency in &rsp.response_latencies {
-            data.observe_latency(latency.latency, latency.count);
-        }
+        data.observe_latencies(&rsp.response_latencies);
         for eos in &rsp.ends {
             let n = eos.streams.len() as u64;
             if n == 0 {

@@ -212,6 +212,35 @@ impl LabelWriter {
     }
 }
 
+/// Parses label text written by [`LabelWriter`] back into pairs,
+/// unescaping values.
+pub fn parse_labels(text: &str) -> Vec<(&str, String)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some((name, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, c)) => value.push(c),
+                    None => {}
+                },
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        out.push((name.trim_start_matches(','), value));
+        rest = &after[end..];
+    }
+    out
+}
+
 fn truncate(value: &str) -> (&str, bool) {
     if value.len() <= MAX_LABEL_VALUE_BYTES {
         return (value, false);
@@ -314,6 +343,13 @@ mod tests {
         w.push("path", "/a\"b\\c\nd");
         w.push_u32("code", 200);
         assert_eq!(w.as_str(), r#"path="/a\"b\\c\nd",code="200""#);
+        assert_eq!(
+            parse_labels(w.as_str()),
+            [
+                ("path", "/a\"b\\c\nd".to_string()),
+                ("code", "200".to_string())
+            ]
+        );
         w.clear();
         let long = "é".repeat(MAX_LABEL_VALUE_BYTES);
         assert!(w.push("path", &long));

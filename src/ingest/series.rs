@@ -72,6 +72,26 @@ impl MeshData {
         self.latency_sum_tenths += u64::from(tenths) * u64::from(count);
     }
 
+    /// Adds a response's latencies. The wire orders them by value, so the
+    /// bucket is found by walking forward from the previous one; an
+    /// out-of-order entry falls back to a search.
+    pub fn observe_latencies(&mut self, latencies: &[crate::proto::proxy::telemetry::Latency]) {
+        let mut bucket = 0;
+        for l in latencies {
+            if bucket > 0 && l.latency <= LATENCY_BOUNDS_TENTHS[bucket - 1] {
+                bucket = latency_bucket(l.latency);
+            } else {
+                while bucket < LATENCY_BOUNDS_TENTHS.len()
+                    && LATENCY_BOUNDS_TENTHS[bucket] < l.latency
+                {
+                    bucket += 1;
+                }
+            }
+            self.latency[bucket] += u64::from(l.count);
+            self.latency_sum_tenths += u64::from(l.latency) * u64::from(l.count);
+        }
+    }
+
     pub fn latency_count(&self) -> u64 {
         self.latency.iter().sum()
     }
@@ -149,6 +169,30 @@ mod tests {
         assert_eq!(latency_bucket(500_000), 24, "50 s is in le=50000");
         assert_eq!(latency_bucket(500_001), 25, "past 50 s is +Inf");
         assert_eq!(latency_bucket(u32::MAX), 25);
+    }
+
+    #[test]
+    fn walking_buckets_matches_searching_them() {
+        use crate::proto::proxy::telemetry::Latency;
+        let mut rng = fastrand::Rng::with_seed(5);
+        for _ in 0..500 {
+            let mut lats: Vec<Latency> = (0..rng.usize(0..25))
+                .map(|_| Latency {
+                    latency: rng.u32(0..600_000),
+                    count: rng.u32(0..100),
+                })
+                .collect();
+            if rng.bool() {
+                lats.sort_by_key(|l| l.latency);
+            }
+            let (mut a, mut b) = (MeshData::default(), MeshData::default());
+            a.observe_latencies(&lats);
+            for l in &lats {
+                b.observe_latency(l.latency, l.count);
+            }
+            assert_eq!(a.latency, b.latency);
+            assert_eq!(a.latency_sum_tenths, b.latency_sum_tenths);
+        }
     }
 
     #[test]

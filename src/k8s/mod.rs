@@ -11,13 +11,14 @@
 //!   grouped by their `kubernetes.io/service-name` label) for destination.
 //!
 //! [`Index`] publishes immutable [`Snapshot`]s: readers never wait on a
-//! writer. Writers are the kube watchers (one task per kind) or
+//! writer. Writers are the kube watchers ([`watch`], one task per kind) or
 //! [`cluster_file`], a static file of ordinary Kubernetes YAML.
 //!
 //! This module never imports tonic.
 
 pub mod cluster_file;
 mod index;
+pub mod watch;
 
 pub use index::{
     Batch, CONTROLLER_LABEL, DEFAULT_NAMESPACE, Index, InvalidObject, Kind, OwnerRef, PLANE_LABEL,

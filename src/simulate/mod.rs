@@ -27,6 +27,7 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument as _;
 
 use crate::core::addr::client_uri;
+use crate::core::units::parse_duration;
 use crate::core::{Shutdown, ShutdownHandle};
 use crate::proto::proxy::telemetry::report_request;
 
@@ -85,7 +86,7 @@ pub struct Args {
     /// `--concurrency` allows [default: one per pod every 10s].
     #[arg(long)]
     pub rate: Option<f64>,
-    /// How long to run: `500ms`, `30s`, `2m`, `1h` (a bare number is seconds).
+    /// How long to run: `500ms`, `30s`, `2m`, `1h`.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Stop after this many reports in total (0 only writes `--cluster-out`).
@@ -448,41 +449,9 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     out
 }
 
-/// `500ms`, `30s`, `2m`, `1h`, `1.5s`; a bare number is seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 30s, 2m"))?;
-    let scale = match unit {
-        "ms" => 0.001,
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(format!("invalid duration unit {unit:?}: use ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("invalid duration {s:?}: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_in_the_usual_units() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("s").is_err());
-    }
 
     #[test]
     fn each_pod_alternates_inbound_and_outbound() {

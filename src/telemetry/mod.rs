@@ -18,10 +18,13 @@ use crate::core::{ListenAddr, Shutdown};
 use crate::grpc::{GrpcMetrics, Guarded};
 use crate::ingest::{self, DroppedLabels, Health, Ingester};
 use crate::k8s::{Index, Kind};
+use crate::proto::controller::stat::stat_server::StatServer;
 use crate::proto::controller::telemetry::telemetry_server::TelemetryServer as ControllerServer;
 use crate::proto::proxy::telemetry::telemetry_server::TelemetryServer as ReportServer;
+use crate::remote_write::{self, RemoteWrite};
+use crate::stat::promql::Prometheus;
 
-pub use service::{ControllerService, ReportService};
+pub use service::{ControllerService, ReportService, StatService};
 
 /// Default `-max-report-bytes`: far above the largest report a proxy sends
 /// (~100 kB for 100 request scopes), small enough to bound memory per call.
@@ -34,6 +37,7 @@ const KNOWN_PATHS: &[&str] = &[
     REPORT_PATH,
     "/conduit.controller.telemetry.Telemetry/Query",
     "/conduit.controller.telemetry.Telemetry/ListPods",
+    "/conduit.controller.stat.Stat/Stat",
 ];
 
 /// The kinds of cluster metadata this component reads.
@@ -69,6 +73,15 @@ pub struct Args {
     /// Request labels to leave empty to cut cardinality: `path`, `method`.
     #[arg(long, default_value = "")]
     pub drop_labels: DroppedLabels,
+    /// Push the series to this Prometheus remote-write endpoint.
+    #[arg(long, value_parser = remote_write::parse_url)]
+    pub remote_write_url: Option<http::Uri>,
+    /// How often the series are pushed (with -remote-write-url).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub remote_write_interval: Duration,
+    /// An HTTP header for every remote-write request, `NAME=VALUE` (repeatable).
+    #[arg(long, value_parser = remote_write::parse_header)]
+    pub remote_write_header: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// The component with its sockets bound, ready to serve.
@@ -81,6 +94,8 @@ pub struct Telemetry {
     admin_listener: TcpListener,
     max_report_bytes: usize,
     ignore_namespaces: Arc<[String]>,
+    remote_write: Option<RemoteWrite>,
+    prometheus: Option<Prometheus>,
 }
 
 impl Args {
@@ -135,15 +150,34 @@ impl Args {
         let admin_listener = TcpListener::bind(self.metrics_addr.0)
             .await
             .with_context(|| format!("binding -metrics-addr {}", self.metrics_addr))?;
+        let remote_write = self
+            .remote_write_url
+            .map(|url| {
+                let config = remote_write::Config::new(
+                    url,
+                    self.remote_write_interval,
+                    self.remote_write_header,
+                );
+                RemoteWrite::new(config, &registry)
+            })
+            .transpose()
+            .context("-remote-write-url")?;
         let ready_index = index.clone();
         let admin = Admin {
             registry,
             ingester: Some(ingester.clone()),
             ready: Arc::new(move || ready_index.is_synced(KINDS)),
         };
-        if self.prometheus_url.is_some() {
-            tracing::info!("-prometheus-url is set: Query is answered by Prometheus");
-        }
+        let prometheus = match &self.prometheus_url {
+            Some(url) => {
+                tracing::info!(%url, "Stat and Query are answered by Prometheus");
+                Some(Prometheus::new(url)?)
+            }
+            None => {
+                tracing::info!("Stat is answered by the embedded store (no -prometheus-url)");
+                None
+            }
+        };
         Ok(Telemetry {
             ingester,
             index,
@@ -153,6 +187,8 @@ impl Args {
             admin_listener,
             max_report_bytes: self.max_report_bytes,
             ignore_namespaces: self.ignore_namespaces.into(),
+            prometheus,
+            remote_write,
         })
     }
 }
@@ -188,6 +224,7 @@ impl Telemetry {
     async fn serve_inner(self, shutdown: Shutdown) -> anyhow::Result<()> {
         tracing::info!("serving");
         let sweeper = tokio::spawn(sweep(self.ingester.clone(), shutdown.clone()));
+        let pusher = self.remote_write.map(|rw| rw.start(self.ingester.clone()));
 
         let report = ReportServer::new(ReportService::new(
             self.ingester.clone(),
@@ -198,6 +235,11 @@ impl Telemetry {
             self.ingester.clone(),
             self.index.clone(),
             self.ignore_namespaces.clone(),
+            self.prometheus.clone(),
+        ));
+        let stat = StatServer::new(StatService::new(
+            self.ingester.clone(),
+            self.prometheus.clone(),
         ));
         let incoming = tonic::transport::server::TcpIncoming::from(self.grpc_listener)
             .with_nodelay(Some(true));
@@ -205,12 +247,18 @@ impl Telemetry {
             .layer(self.grpc)
             .add_service(report)
             .add_service(controller)
+            .add_service(stat)
             .serve_with_incoming_shutdown(incoming, shutdown.clone().signaled());
         let admin = self.admin.serve(self.admin_listener, shutdown);
         let result = tokio::try_join!(async { grpc.await.context("gRPC server") }, async {
             admin.await.context("admin server")
         },);
         sweeper.abort();
+        // After the servers drained: the last push includes every report
+        // that was answered OK; bounded by remote_write::FLUSH_TIMEOUT.
+        if let Some(pusher) = pusher {
+            pusher.shutdown().await;
+        }
         result.map(|_| ())
     }
 }

@@ -7,13 +7,23 @@ use tonic::{Request, Response, Status};
 
 use crate::ingest::{Enrich, Ingester, WorkloadRef};
 use crate::k8s::{Index, Snapshot};
+use crate::proto::controller::stat::stat_server;
 use crate::proto::controller::telemetry::{
     ListPodsRequest, QueryRequest, QueryResponse, telemetry_server,
 };
 use crate::proto::proxy::telemetry::{
     ReportRequest, ReportResponse, telemetry_server as report_server,
 };
-use crate::proto::public::{ListPodsResponse, Pod};
+use crate::proto::public::{ListPodsResponse, MetricRequest, MetricResponse, Pod};
+use crate::stat::{Query, StatError, embedded, promql::Prometheus};
+
+fn stat_status(error: StatError) -> Status {
+    match error {
+        StatError::UnknownEnum { .. } => Status::invalid_argument(error.to_string()),
+        StatError::PrometheusRejected(_) => Status::invalid_argument(error.to_string()),
+        StatError::PrometheusUnavailable(_) => Status::unavailable(error.to_string()),
+    }
+}
 
 /// Enrichment straight from an index snapshot: no allocation, no locks.
 impl Enrich for Snapshot {
@@ -65,6 +75,7 @@ pub struct ControllerService {
     ingester: Arc<Ingester>,
     index: Arc<Index>,
     ignore_namespaces: Arc<[String]>,
+    prometheus: Option<Prometheus>,
 }
 
 impl ControllerService {
@@ -72,11 +83,13 @@ impl ControllerService {
         ingester: Arc<Ingester>,
         index: Arc<Index>,
         ignore_namespaces: Arc<[String]>,
+        prometheus: Option<Prometheus>,
     ) -> Self {
         Self {
             ingester,
             index,
             ignore_namespaces,
+            prometheus,
         }
     }
 
@@ -111,10 +124,34 @@ impl ControllerService {
 
 #[tonic::async_trait]
 impl telemetry_server::Telemetry for ControllerService {
-    async fn query(&self, _: Request<QueryRequest>) -> Result<Response<QueryResponse>, Status> {
-        Err(Status::failed_precondition(
-            "Query needs a Prometheus: start telemetry with -prometheus-url",
-        ))
+    async fn query(
+        &self,
+        request: Request<QueryRequest>,
+    ) -> Result<Response<QueryResponse>, Status> {
+        let Some(prometheus) = &self.prometheus else {
+            return Err(Status::failed_precondition(
+                "Query needs a Prometheus: start telemetry with -prometheus-url",
+            ));
+        };
+        let q = request.into_inner();
+        let end = if q.end_ms == 0 {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        } else {
+            q.end_ms
+        };
+        let start = if q.start_ms == 0 { end } else { q.start_ms };
+        let step = if q.step.is_empty() {
+            "10s"
+        } else {
+            q.step.as_str()
+        };
+        let metrics = prometheus
+            .query_range(&q.query, start, end, step)
+            .await
+            .map_err(stat_status)?;
+        Ok(Response::new(QueryResponse { metrics }))
     }
 
     async fn list_pods(
@@ -122,5 +159,38 @@ impl telemetry_server::Telemetry for ControllerService {
         _: Request<ListPodsRequest>,
     ) -> Result<Response<ListPodsResponse>, Status> {
         Ok(Response::new(self.list_pods()))
+    }
+}
+
+/// This project's internal Stat service: Prometheus when configured, the
+/// embedded store otherwise.
+pub struct StatService {
+    ingester: Arc<Ingester>,
+    prometheus: Option<Prometheus>,
+}
+
+impl StatService {
+    pub fn new(ingester: Arc<Ingester>, prometheus: Option<Prometheus>) -> Self {
+        Self {
+            ingester,
+            prometheus,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl stat_server::Stat for StatService {
+    async fn stat(
+        &self,
+        request: Request<MetricRequest>,
+    ) -> Result<Response<MetricResponse>, Status> {
+        let q = Query::try_from(request.get_ref()).map_err(stat_status)?;
+        let rsp = match &self.prometheus {
+            Some(p) => crate::stat::promql::stat(p, &q)
+                .await
+                .map_err(stat_status)?,
+            None => embedded::stat(&self.ingester, &q),
+        };
+        Ok(Response::new(rsp))
     }
 }

@@ -1,0 +1,243 @@
+//! The cluster-metadata index at cluster scale: how fast the watchers can
+//! apply updates, how long an IP lookup takes, and whether lookups slow
+//! down while a writer applies updates as fast as it can (they must not:
+//! readers take a snapshot and never wait on a writer).
+//!
+//! Addresses come from 198.18.0.0/15, the range reserved for benchmarks
+//! (131,072 addresses: room for the largest sweep).
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use conduit::k8s::Index;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+/// Cluster sizes swept: a large namespace-scoped install, and the 100k-pod
+/// cluster the issue sets as the bar.
+const POD_COUNTS: [usize; 2] = [10_000, 100_000];
+/// Pods per ReplicaSet (and ReplicaSets are one per Deployment).
+const PODS_PER_RS: usize = 10;
+/// Namespaces the pods are spread over.
+const NAMESPACES: usize = 50;
+/// IPs looked up in turn, so lookups are not served from one cache line.
+const LOOKUP_IPS: usize = 4096;
+/// The update rate of a rollout of every pod of a 100k-pod cluster within a
+/// few minutes (about five events per pod replaced): far above steady state.
+const ROLLOUT_UPDATES_PER_SEC: u32 = 5_000;
+/// Updates applied per published snapshot in the batched update bench: what
+/// a watcher applies after a burst of events.
+const BATCH: usize = 64;
+
+fn pod_ip(i: usize) -> IpAddr {
+    let base = u32::from(Ipv4Addr::new(198, 18, 0, 0));
+    IpAddr::V4(Ipv4Addr::from(base + i as u32))
+}
+
+fn namespace(i: usize) -> String {
+    format!("ns-{}", (i / PODS_PER_RS) % NAMESPACES)
+}
+
+fn owned_by(kind: &str, name: String) -> OwnerReference {
+    OwnerReference {
+        api_version: "apps/v1".to_owned(),
+        kind: kind.to_owned(),
+        uid: format!("uid-{name}"),
+        name,
+        controller: Some(true),
+        ..Default::default()
+    }
+}
+
+/// Pod `i`, revision `rev` (a label that changes on every update, as a
+/// MODIFIED event's status or labels do).
+fn mk_pod(i: usize, rev: u64) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            namespace: Some(namespace(i)),
+            name: Some(format!("web-{}-{i}", i / PODS_PER_RS)),
+            labels: Some([("rev".to_owned(), rev.to_string())].into()),
+            owner_references: Some(vec![owned_by(
+                "ReplicaSet",
+                format!("web-{}", i / PODS_PER_RS),
+            )]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec::default()),
+        status: Some(PodStatus {
+            phase: Some("Running".to_owned()),
+            pod_ip: Some(pod_ip(i).to_string()),
+            ..Default::default()
+        }),
+    }
+}
+
+fn mk_rs(r: usize) -> ReplicaSet {
+    ReplicaSet {
+        metadata: ObjectMeta {
+            namespace: Some(namespace(r * PODS_PER_RS)),
+            name: Some(format!("web-{r}")),
+            owner_references: Some(vec![owned_by("Deployment", format!("deploy-{r}"))]),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn mk_index(pods: usize) -> Arc<Index> {
+    let index = Arc::new(Index::new());
+    index.batch(|b| {
+        b.reset_replica_sets((0..pods.div_ceil(PODS_PER_RS)).map(mk_rs));
+        b.reset_pods((0..pods).map(|i| mk_pod(i, 0)));
+    });
+    index
+}
+
+fn lookup_ips(pods: usize) -> Vec<IpAddr> {
+    let mut rng = fastrand::Rng::with_seed(7);
+    (0..LOOKUP_IPS)
+        .map(|_| pod_ip(rng.usize(0..pods)))
+        .collect()
+}
+
+fn update(c: &mut Criterion) {
+    let mut group = c.benchmark_group("index/update");
+    for pods in POD_COUNTS {
+        let index = mk_index(pods);
+        let mut rng = fastrand::Rng::with_seed(1);
+        let mut rev = 0;
+        group.throughput(Throughput::Elements(1));
+        group.bench_with_input(BenchmarkId::new("modify", pods), &pods, |b, &pods| {
+            b.iter(|| {
+                rev += 1;
+                index.apply_pod(mk_pod(rng.usize(0..pods), rev));
+            })
+        });
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_with_input(
+            BenchmarkId::new(format!("modify_batch_{BATCH}"), pods),
+            &pods,
+            |b, &pods| {
+                b.iter(|| {
+                    rev += 1;
+                    index.batch(|batch| {
+                        for _ in 0..BATCH {
+                            batch.apply_pod(mk_pod(rng.usize(0..pods), rev));
+                        }
+                    })
+                })
+            },
+        );
+        // A pod replaced by a new one on the same IP: delete, then add.
+        group.throughput(Throughput::Elements(1));
+        group.bench_with_input(BenchmarkId::new("replace", pods), &pods, |b, &pods| {
+            b.iter(|| {
+                rev += 1;
+                let i = rng.usize(0..pods);
+                let old = mk_pod(i, rev);
+                index.delete_pod(&old);
+                index.apply_pod(old);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn lookup(c: &mut Criterion) {
+    let mut group = c.benchmark_group("index/lookup");
+    group.throughput(Throughput::Elements(1));
+    for pods in POD_COUNTS {
+        let index = mk_index(pods);
+        let ips = lookup_ips(pods);
+        group.bench_with_input(BenchmarkId::new("idle", pods), &ips, |b, ips| {
+            let mut n = 0;
+            b.iter(|| {
+                n = (n + 1) % ips.len();
+                let snapshot = index.load();
+                black_box(snapshot.workload_ref_by_ip(&ips[n]).is_some())
+            })
+        });
+
+        // The same lookups while another thread applies updates: at a
+        // whole-cluster rollout's rate, then flat out.
+        let writers = [
+            ("under_rollout_writes", Some(ROLLOUT_UPDATES_PER_SEC)),
+            ("under_max_writes", None),
+        ];
+        for (name, rate) in writers {
+            let writer = Writer::start(index.clone(), pods, rate);
+            group.bench_with_input(BenchmarkId::new(name, pods), &ips, |b, ips| {
+                let mut n = 0;
+                b.iter(|| {
+                    n = (n + 1) % ips.len();
+                    let snapshot = index.load();
+                    black_box(snapshot.workload_ref_by_ip(&ips[n]).is_some())
+                })
+            });
+            let (updates, elapsed) = writer.stop();
+            eprintln!(
+                "index/lookup/{name}/{pods}: the writer applied {updates} updates in {elapsed:.1?} \
+                 ({:.0} updates/s) during the lookups",
+                updates as f64 / elapsed.as_secs_f64()
+            );
+        }
+    }
+    group.finish();
+}
+
+/// A thread applying pod updates at `rate` per second, or as fast as it can.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    updates: Arc<AtomicU64>,
+    started: Instant,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(index: Arc<Index>, pods: usize, rate: Option<u32>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let updates = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let thread = {
+            let (stop, updates) = (stop.clone(), updates.clone());
+            std::thread::spawn(move || {
+                let mut rng = fastrand::Rng::with_seed(2);
+                let mut rev = 1_000_000;
+                let interval = rate.map(|r| Duration::from_secs(1) / r);
+                let mut due = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    rev += 1;
+                    index.apply_pod(mk_pod(rng.usize(0..pods), rev));
+                    updates.fetch_add(1, Ordering::Relaxed);
+                    if let Some(interval) = interval {
+                        due += interval;
+                        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                    }
+                }
+            })
+        };
+        Writer {
+            stop,
+            updates,
+            started,
+            thread,
+        }
+    }
+
+    fn stop(self) -> (u64, Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        let elapsed = self.started.elapsed();
+        self.thread
+            .join()
+            .expect("the writer thread does not panic");
+        (self.updates.load(Ordering::Relaxed), elapsed)
+    }
+}
+
+criterion_group!(benches, update, lookup);
+criterion_main!(benches);

@@ -1,0 +1,350 @@
+//! `conduit stat deployments|pods [NAME]`: one summarized Stat request for
+//! request rate, success rate and latency, grouped by target deployment or
+//! pod, printed as a kubectl-style table or as JSON.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{ApiArgs, ApiClient, in_namespace, table};
+use crate::proto::public::{
+    AggregationType, HistogramLabel, MetricMetadata, MetricName, MetricRequest, MetricResponse,
+    TimeWindow, metric_value,
+};
+use crate::public_api::wire::STAT_PATH;
+
+/// Namespace of a NAME given without one (kubectl's default namespace).
+const DEFAULT_NAMESPACE: &str = "default";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Resource {
+    #[value(name = "deployments", alias = "deployment", alias = "deploy")]
+    Deployments,
+    #[value(name = "pods", alias = "pod", alias = "po")]
+    Pods,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Window {
+    #[value(name = "10s")]
+    TenSec,
+    #[value(name = "1m")]
+    OneMin,
+    #[value(name = "10m")]
+    TenMin,
+    #[value(name = "1h")]
+    OneHour,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// NAME, REQUEST_RATE, SUCCESS_RATE, P50_LATENCY, P99_LATENCY.
+    Table,
+    /// A JSON array of rows.
+    Json,
+    /// The table plus P95_LATENCY.
+    Wide,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// What to group by: deployments or pods.
+    pub resource: Resource,
+    /// Only this one: NAME (in -n's namespace, else "default") or NAMESPACE/NAME.
+    pub name: Option<String>,
+    /// Only this namespace (default: every namespace).
+    #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
+    pub namespace: Option<String>,
+    /// Every namespace (the default).
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// The time window the figures cover.
+    #[arg(short = 't', long, default_value = "1m")]
+    pub time_window: Window,
+    /// Output format.
+    #[arg(short = 'o', long, default_value = "table")]
+    pub output: Output,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// One workload's figures; `None` where the window has no data.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Row {
+    pub name: String,
+    pub request_rate: Option<f64>,
+    pub success_rate: Option<f64>,
+    pub p50_latency_ms: Option<i64>,
+    #[serde(skip)]
+    pub p95_latency_ms: Option<i64>,
+    pub p99_latency_ms: Option<i64>,
+}
+
+impl Args {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let client = ApiClient::new(&self.api.api_addr)?;
+        let rsp: MetricResponse = client.call(STAT_PATH, &self.request()).await?;
+        let rows = rows(&rsp, self.group_by(), self.namespace.as_deref());
+        if rows.is_empty() && self.output != Output::Json {
+            eprintln!("No traffic found.");
+            return Ok(());
+        }
+        match self.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+            Output::Table => print!("{}", render_table(&rows, false)),
+            Output::Wide => print!("{}", render_table(&rows, true)),
+        }
+        Ok(())
+    }
+
+    fn group_by(&self) -> AggregationType {
+        match self.resource {
+            Resource::Deployments => AggregationType::TargetDeploy,
+            Resource::Pods => AggregationType::TargetPod,
+        }
+    }
+
+    /// The one Stat request behind the command.
+    pub fn request(&self) -> MetricRequest {
+        let mut filter = MetricMetadata::default();
+        if let Some(name) = &self.name {
+            let full = if name.contains('/') {
+                name.clone()
+            } else {
+                let ns = self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+                format!("{ns}/{name}")
+            };
+            match self.resource {
+                Resource::Deployments => filter.target_deploy = full,
+                Resource::Pods => filter.target_pod = full,
+            }
+        }
+        let window = match self.time_window {
+            Window::TenSec => TimeWindow::TenSec,
+            Window::OneMin => TimeWindow::OneMin,
+            Window::TenMin => TimeWindow::TenMin,
+            Window::OneHour => TimeWindow::OneHour,
+        };
+        MetricRequest {
+            metrics: vec![
+                MetricName::RequestRate as i32,
+                MetricName::SuccessRate as i32,
+                MetricName::Latency as i32,
+            ],
+            window: window as i32,
+            group_by: self.group_by() as i32,
+            filter_by: Some(filter),
+            summarize: true,
+        }
+    }
+}
+
+/// The answer as rows, sorted by name. Rows without a name (traffic to
+/// addresses no pod owns) and outside `namespace` are left out. Each series
+/// contributes its latest datapoint.
+pub fn rows(rsp: &MetricResponse, by: AggregationType, namespace: Option<&str>) -> Vec<Row> {
+    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+    for series in &rsp.metrics {
+        let meta = series.metadata.clone().unwrap_or_default();
+        let name = match by {
+            AggregationType::TargetDeploy => meta.target_deploy,
+            AggregationType::TargetPod => meta.target_pod,
+            AggregationType::SourceDeploy => meta.source_deploy,
+            AggregationType::SourcePod => meta.source_pod,
+            AggregationType::Mesh => continue,
+        };
+        if name.is_empty() || !in_namespace(&name, namespace) {
+            continue;
+        }
+        let Some(value) = series
+            .datapoints
+            .iter()
+            .max_by_key(|d| d.timestamp_ms)
+            .and_then(|d| d.value.as_ref())
+            .and_then(|v| v.value.as_ref())
+        else {
+            continue;
+        };
+        let row = rows.entry(name.clone()).or_insert_with(|| Row {
+            name,
+            ..Row::default()
+        });
+        match (MetricName::try_from(series.name), value) {
+            (Ok(MetricName::RequestRate), metric_value::Value::Gauge(g)) => {
+                row.request_rate = Some(*g)
+            }
+            (Ok(MetricName::SuccessRate), metric_value::Value::Gauge(g)) => {
+                row.success_rate = Some(*g)
+            }
+            (Ok(MetricName::Latency), metric_value::Value::Histogram(h)) => {
+                for v in &h.values {
+                    match HistogramLabel::try_from(v.label) {
+                        Ok(HistogramLabel::P50) => row.p50_latency_ms = Some(v.value),
+                        Ok(HistogramLabel::P95) => row.p95_latency_ms = Some(v.value),
+                        Ok(HistogramLabel::P99) => row.p99_latency_ms = Some(v.value),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    rows.into_values().collect()
+}
+
+pub fn render_table(rows: &[Row], wide: bool) -> String {
+    let mut header = vec![
+        "NAME",
+        "REQUEST_RATE",
+        "SUCCESS_RATE",
+        "P50_LATENCY",
+        "P99_LATENCY",
+    ];
+    if wide {
+        header.push("P95_LATENCY");
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let mut cells = vec![
+                r.name.clone(),
+                r.request_rate
+                    .map_or_else(|| "-".into(), |v| format!("{v:.1}rps")),
+                r.success_rate
+                    .map_or_else(|| "-".into(), |v| format!("{:.2}%", v * 100.0)),
+                latency(r.p50_latency_ms),
+                latency(r.p99_latency_ms),
+            ];
+            if wide {
+                cells.push(latency(r.p95_latency_ms));
+            }
+            cells
+        })
+        .collect();
+    table::render(&header, &cells)
+}
+
+fn latency(ms: Option<i64>) -> String {
+    ms.map_or_else(|| "-".into(), |v| format!("{v}ms"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::public::{
+        Histogram, HistogramValue, MetricDatapoint, MetricSeries, MetricValue,
+    };
+
+    fn gauge(name: MetricName, deploy: &str, v: f64) -> MetricSeries {
+        MetricSeries {
+            name: name as i32,
+            metadata: Some(MetricMetadata {
+                target_deploy: deploy.into(),
+                ..Default::default()
+            }),
+            datapoints: vec![MetricDatapoint {
+                value: Some(MetricValue {
+                    value: Some(metric_value::Value::Gauge(v)),
+                }),
+                timestamp_ms: 1,
+            }],
+        }
+    }
+
+    fn latencies(deploy: &str, p50: i64, p99: i64) -> MetricSeries {
+        let hv = |label: HistogramLabel, value| HistogramValue {
+            label: label as i32,
+            value,
+        };
+        MetricSeries {
+            name: MetricName::Latency as i32,
+            metadata: Some(MetricMetadata {
+                target_deploy: deploy.into(),
+                ..Default::default()
+            }),
+            datapoints: vec![MetricDatapoint {
+                value: Some(MetricValue {
+                    value: Some(metric_value::Value::Histogram(Histogram {
+                        values: vec![hv(HistogramLabel::P50, p50), hv(HistogramLabel::P99, p99)],
+                    })),
+                }),
+                timestamp_ms: 1,
+            }],
+        }
+    }
+
+    fn answer() -> MetricResponse {
+        MetricResponse {
+            metrics: vec![
+                gauge(MetricName::RequestRate, "shop/web", 3.0),
+                gauge(MetricName::RequestRate, "shop/books", 20.04),
+                gauge(MetricName::RequestRate, "", 7.0),
+                gauge(MetricName::SuccessRate, "shop/books", 0.985),
+                latencies("shop/books", 12, 48),
+                gauge(MetricName::RequestRate, "other/db", 1.0),
+            ],
+        }
+    }
+
+    #[test]
+    fn rows_are_sorted_named_and_filtered() {
+        let all = rows(&answer(), AggregationType::TargetDeploy, None);
+        let names: Vec<&str> = all.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["other/db", "shop/books", "shop/web"]);
+        let shop = rows(&answer(), AggregationType::TargetDeploy, Some("shop"));
+        assert_eq!(shop.len(), 2);
+        assert_eq!(
+            shop[0],
+            Row {
+                name: "shop/books".into(),
+                request_rate: Some(20.04),
+                success_rate: Some(0.985),
+                p50_latency_ms: Some(12),
+                p95_latency_ms: None,
+                p99_latency_ms: Some(48),
+            }
+        );
+    }
+
+    #[test]
+    fn table_and_json_formats() {
+        let shop = rows(&answer(), AggregationType::TargetDeploy, Some("shop"));
+        assert_eq!(
+            render_table(&shop, false),
+            "\
+NAME         REQUEST_RATE   SUCCESS_RATE   P50_LATENCY   P99_LATENCY
+shop/books   20.0rps        98.50%         12ms          48ms
+shop/web     3.0rps         -              -             -
+"
+        );
+        assert_eq!(
+            serde_json::to_string(&shop[1]).unwrap(),
+            r#"{"name":"shop/web","requestRate":3.0,"successRate":null,"p50LatencyMs":null,"p99LatencyMs":null}"#
+        );
+    }
+
+    #[test]
+    fn name_filters_in_the_namespace() {
+        let args = |name: Option<&str>, ns: Option<&str>| Args {
+            resource: Resource::Pods,
+            name: name.map(str::to_string),
+            namespace: ns.map(str::to_string),
+            all_namespaces: false,
+            time_window: Window::TenSec,
+            output: Output::Table,
+            api: ApiArgs {
+                api_addr: String::new(),
+            },
+        };
+        let filter = |a: Args| a.request().filter_by.unwrap().target_pod;
+        assert_eq!(filter(args(Some("web-1"), Some("shop"))), "shop/web-1");
+        assert_eq!(filter(args(Some("web-1"), None)), "default/web-1");
+        assert_eq!(filter(args(Some("x/web-1"), Some("shop"))), "x/web-1");
+        assert_eq!(filter(args(None, Some("shop"))), "");
+        let req = args(None, None).request();
+        assert_eq!(req.group_by, AggregationType::TargetPod as i32);
+        assert_eq!(req.window, TimeWindow::TenSec as i32);
+        assert!(req.summarize);
+    }
+}

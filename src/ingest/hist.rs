@@ -1,0 +1,303 @@
+//! A sparse HDR-style latency histogram for the embedded Stat store.
+//!
+//! Values (tenths of a millisecond, as the wire reports them) fall in
+//! log-linear buckets: exact below 128, then 128 sub-buckets per power of
+//! two, so any recorded value is within 0.8% of its bucket's midpoint, over
+//! the whole u32 range. That is the `hdrhistogram` layout at two significant
+//! digits; it is written here because the store keeps one histogram per
+//! workload pair per 10-second slot for an hour, and `hdrhistogram`'s dense
+//! counts array (~6.6 kB per histogram for this range) would cost gigabytes
+//! at thousands of pairs. Stored sparse (only the buckets a slot saw, eight
+//! bytes each), a slot costs what its traffic needs.
+
+/// Sub-bucket bits: 2^7 = 128 linear sub-buckets per power of two.
+const SUB_BITS: u32 = 7;
+const SUB: u32 = 1 << SUB_BITS;
+
+/// Counts use the low 48 bits of an entry; the bucket index the high 16.
+const COUNT_BITS: u32 = 48;
+const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
+
+/// The bucket index of a value.
+pub fn bucket_of(v: u32) -> u16 {
+    if v < SUB {
+        return v as u16;
+    }
+    let exp = 31 - v.leading_zeros(); // ≥ SUB_BITS
+    let shift = exp - SUB_BITS;
+    let sub = (v >> shift) - SUB; // 0..SUB
+    ((shift + 1) * SUB + sub) as u16
+}
+
+/// The smallest value in a bucket and the bucket's width.
+fn bucket_range(idx: u16) -> (u64, u64) {
+    let idx = u32::from(idx);
+    if idx < SUB {
+        return (u64::from(idx), 1);
+    }
+    let shift = idx / SUB - 1;
+    let sub = idx % SUB;
+    (u64::from(SUB + sub) << shift, 1u64 << shift)
+}
+
+/// The value a bucket stands for: its midpoint.
+pub fn bucket_value(idx: u16) -> f64 {
+    let (low, width) = bucket_range(idx);
+    low as f64 + (width as f64 - 1.0) / 2.0
+}
+
+/// Sorted `(bucket << 48) | count` entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SparseHist {
+    entries: Vec<u64>,
+}
+
+impl SparseHist {
+    /// Adds `n` observations of `v`.
+    pub fn record(&mut self, v: u32, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let idx = bucket_of(v);
+        self.add_bucket(idx, n);
+    }
+
+    fn add_bucket(&mut self, idx: u16, n: u64) {
+        let key = u64::from(idx) << COUNT_BITS;
+        // Latencies arrive in ascending order: check the end first.
+        let pos = match self.entries.last() {
+            Some(&last) if last & !COUNT_MAX < key => self.entries.len(),
+            _ => self.entries.partition_point(|&e| e & !COUNT_MAX < key),
+        };
+        match self.entries.get_mut(pos) {
+            Some(e) if *e & !COUNT_MAX == key => {
+                let count = ((*e & COUNT_MAX) + n).min(COUNT_MAX);
+                *e = key | count;
+            }
+            _ => self.entries.insert(pos, key | n.min(COUNT_MAX)),
+        }
+    }
+
+    /// Adds a run of `(value, count)` observations. Runs sorted by value
+    /// (as the wire promises latencies are) merge in one linear pass; others
+    /// are sorted first.
+    pub fn record_run(&mut self, run: impl IntoIterator<Item = (u32, u64)>) {
+        let mut buckets: smallvec::SmallVec<[u64; 32]> = smallvec::SmallVec::new();
+        let mut sorted = true;
+        for (v, n) in run {
+            if n == 0 {
+                continue;
+            }
+            let key = u64::from(bucket_of(v)) << COUNT_BITS;
+            match buckets.last_mut() {
+                Some(last) if *last & !COUNT_MAX == key => {
+                    *last = key | ((*last & COUNT_MAX) + n).min(COUNT_MAX);
+                }
+                Some(last) if *last & !COUNT_MAX > key => {
+                    sorted = false;
+                    buckets.push(key | n.min(COUNT_MAX));
+                }
+                _ => buckets.push(key | n.min(COUNT_MAX)),
+            }
+        }
+        if !sorted {
+            buckets.sort_unstable();
+            let mut merged: smallvec::SmallVec<[u64; 32]> = smallvec::SmallVec::new();
+            for e in buckets {
+                match merged.last_mut() {
+                    Some(last) if *last & !COUNT_MAX == e & !COUNT_MAX => {
+                        *last = (*last & !COUNT_MAX)
+                            | ((*last & COUNT_MAX) + (e & COUNT_MAX)).min(COUNT_MAX);
+                    }
+                    _ => merged.push(e),
+                }
+            }
+            buckets = merged;
+        }
+        self.merge_sorted(&buckets);
+    }
+
+    /// Merges sorted, distinct-bucket entries in place. Each run entry's
+    /// place is found by binary search in what is left of the histogram;
+    /// when every bucket exists (the steady state) counts are added where
+    /// they are, otherwise the histogram grows once and is filled from the
+    /// back, moving only the entries after the first new bucket.
+    fn merge_sorted(&mut self, run: &[u64]) {
+        if run.is_empty() {
+            return;
+        }
+        let mut places: smallvec::SmallVec<[usize; 32]> = smallvec::SmallVec::new();
+        let mut new = 0;
+        let mut from = 0;
+        for &r in run {
+            let key = r & !COUNT_MAX;
+            let at = from + self.entries[from..].partition_point(|&e| e & !COUNT_MAX < key);
+            if self.entries.get(at).is_none_or(|&e| e & !COUNT_MAX != key) {
+                new += 1;
+            }
+            places.push(at);
+            from = at;
+        }
+        if new == 0 {
+            for (&r, &at) in run.iter().zip(&places) {
+                let e = &mut self.entries[at];
+                *e = (*e & !COUNT_MAX) | ((*e & COUNT_MAX) + (r & COUNT_MAX)).min(COUNT_MAX);
+            }
+            return;
+        }
+        let first = places[0];
+        let old_len = self.entries.len();
+        self.entries.resize(old_len + new, 0);
+        let e = &mut self.entries;
+        let (mut i, mut j, mut w) = (old_len, run.len(), old_len + new);
+        while j > 0 {
+            let r = run[j - 1];
+            w -= 1;
+            if i > first && e[i - 1] & !COUNT_MAX > r & !COUNT_MAX {
+                e[w] = e[i - 1];
+                i -= 1;
+            } else if i > first && e[i - 1] & !COUNT_MAX == r & !COUNT_MAX {
+                let count = ((e[i - 1] & COUNT_MAX) + (r & COUNT_MAX)).min(COUNT_MAX);
+                e[w] = (r & !COUNT_MAX) | count;
+                i -= 1;
+                j -= 1;
+            } else {
+                e[w] = r;
+                j -= 1;
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: &SparseHist) {
+        self.merge_sorted(&other.entries);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.entries.iter().map(|e| e & COUNT_MAX).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The value at quantile `q` (0..=1), as the midpoint of the bucket the
+    /// rank falls in; `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for &e in &self.entries {
+            seen += e & COUNT_MAX;
+            if seen >= rank {
+                return Some(bucket_value((e >> COUNT_BITS) as u16));
+            }
+        }
+        self.max()
+    }
+
+    pub fn min(&self) -> Option<f64> {
+        self.entries
+            .first()
+            .map(|&e| bucket_value((e >> COUNT_BITS) as u16))
+    }
+
+    pub fn max(&self) -> Option<f64> {
+        self.entries
+            .last()
+            .map(|&e| bucket_value((e >> COUNT_BITS) as u16))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_within_one_percent() {
+        for v in [
+            0u32,
+            1,
+            127,
+            128,
+            129,
+            255,
+            256,
+            1000,
+            45_678,
+            1 << 20,
+            u32::MAX,
+        ] {
+            let mid = bucket_value(bucket_of(v));
+            let err = (mid - f64::from(v)).abs() / f64::from(v.max(1));
+            assert!(err <= 0.008, "{v} → {mid} ({err})");
+            let (low, width) = bucket_range(bucket_of(v));
+            assert!(
+                low <= u64::from(v) && u64::from(v) < low + width,
+                "{v} in [{low}, +{width})"
+            );
+        }
+    }
+
+    #[test]
+    fn bucket_indexes_are_monotonic() {
+        let mut last = 0;
+        for v in (0..2_000_000u32).step_by(97) {
+            let b = bucket_of(v);
+            assert!(b >= last);
+            last = b;
+        }
+    }
+
+    #[test]
+    fn runs_merge_like_single_records() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        for _ in 0..200 {
+            let mut a = SparseHist::default();
+            let mut b = SparseHist::default();
+            for _ in 0..rng.usize(0..4) {
+                let mut run: Vec<(u32, u64)> = (0..rng.usize(0..30))
+                    .map(|_| (rng.u32(0..100_000), rng.u64(0..5)))
+                    .collect();
+                if rng.bool() {
+                    run.sort();
+                }
+                for &(v, n) in &run {
+                    a.record(v, n);
+                }
+                b.record_run(run);
+            }
+            assert_eq!(a, b);
+            let mut c = a.clone();
+            c.merge(&b);
+            assert_eq!(c.count(), 2 * a.count());
+            assert!(
+                c.entries
+                    .windows(2)
+                    .all(|w| w[0] >> COUNT_BITS < w[1] >> COUNT_BITS)
+            );
+        }
+    }
+
+    #[test]
+    fn quantiles_and_merge() {
+        let mut h = SparseHist::default();
+        h.record(100, 50); // 10 ms
+        h.record(1000, 45); // 100 ms
+        h.record(50_000, 5); // 5 s
+        assert_eq!(h.count(), 100);
+        assert_eq!(h.quantile(0.5), Some(100.0));
+        let p95 = h.quantile(0.95).unwrap();
+        assert!((p95 - 1000.0).abs() / 1000.0 < 0.008, "{p95}");
+        let p99 = h.quantile(0.99).unwrap();
+        assert!((p99 - 50_000.0).abs() / 50_000.0 < 0.008, "{p99}");
+        let mut g = SparseHist::default();
+        g.record(10, 100);
+        g.merge(&h);
+        assert_eq!(g.count(), 200);
+        assert_eq!(g.quantile(0.5), Some(10.0));
+        assert_eq!(g.min(), Some(10.0));
+    }
+}

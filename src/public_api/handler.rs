@@ -1,0 +1,392 @@
+//! One handler for every request, so the checks run in the contract's order
+//! whatever the path: method (405), path (404), content type (415), body
+//! (413/400), then the call (its upstream status mapped, see
+//! [`http_status`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use tonic::transport::Channel;
+
+use super::wire::{self, CodecError, Encoding, JsonForm, UnsupportedType};
+use crate::core::Shutdown;
+use crate::proto::common::TapEvent;
+use crate::proto::controller::stat::stat_client::StatClient;
+use crate::proto::controller::tap::tap_client::TapClient;
+use crate::proto::controller::telemetry::ListPodsRequest;
+use crate::proto::controller::telemetry::telemetry_client::TelemetryClient;
+use crate::proto::public::{Empty, MetricRequest, TapRequest};
+
+/// Largest request body read: every request message is a few hundred bytes.
+const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// Largest upstream answer accepted: a Stat time series over 10k pods or a
+/// ListPods of a large cluster runs to megabytes, well past tonic's 4 MiB.
+const MAX_UPSTREAM_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Request-duration buckets (seconds): from a local Version to a slow
+/// Prometheus behind Stat.
+const DURATION_BUCKETS: &[f64] = &[
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The calls of the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Stat,
+    Version,
+    ListPods,
+    Tap,
+}
+
+impl Route {
+    fn of(path: &str) -> Option<Self> {
+        match path {
+            wire::STAT_PATH => Some(Self::Stat),
+            wire::VERSION_PATH => Some(Self::Version),
+            wire::LIST_PODS_PATH => Some(Self::ListPods),
+            wire::TAP_PATH => Some(Self::Tap),
+            _ => None,
+        }
+    }
+
+    /// The `route` label: the path of a known call, so clients cannot grow
+    /// the label set.
+    fn label(route: Option<Self>) -> &'static str {
+        match route {
+            Some(Self::Stat) => wire::STAT_PATH,
+            Some(Self::Version) => wire::VERSION_PATH,
+            Some(Self::ListPods) => wire::LIST_PODS_PATH,
+            Some(Self::Tap) => wire::TAP_PATH,
+            None => "unknown",
+        }
+    }
+}
+
+/// Request counts by route and status, and time to the response headers.
+#[derive(Clone)]
+pub struct Metrics {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl Metrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "conduit_http_server_requests_total",
+                "HTTP requests to the public API, by route and response status.",
+            ),
+            &["route", "status"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "conduit_http_server_request_duration_seconds",
+                "Time to the response headers of public API requests, by route.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        Ok(Self { requests, duration })
+    }
+
+    fn observe(&self, route: Option<Route>, status: StatusCode, started: Instant) {
+        let route = Route::label(route);
+        self.requests
+            .with_label_values(&[route, status.as_str()])
+            .inc();
+        self.duration
+            .with_label_values(&[route])
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// What every request needs: the upstream channels and where they point.
+pub struct Api {
+    pub telemetry: Channel,
+    pub tap: Channel,
+    pub telemetry_addr: String,
+    pub tap_addr: String,
+    pub metrics: Metrics,
+    pub shutdown: Shutdown,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    #[error("method {0} not allowed: the public API takes POST")]
+    MethodNotAllowed(Method),
+    #[error("no API call at {0}")]
+    NotFound(String),
+    #[error(transparent)]
+    UnsupportedType(#[from] UnsupportedType),
+    #[error("request body over {MAX_REQUEST_BYTES} bytes")]
+    TooLarge,
+    #[error("cannot read the request body: {0}")]
+    Body(String),
+    #[error("undecodable request body: {0}")]
+    Undecodable(CodecError),
+    #[error("{upstream} at {addr}: {}: {}", code_name(.status.code()), one_line(.status.message()))]
+    Upstream {
+        upstream: &'static str,
+        addr: String,
+        status: tonic::Status,
+    },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("cannot encode the response: {0}")]
+    Encode(CodecError),
+}
+
+fn code_name(code: tonic::Code) -> String {
+    format!("{code:?}")
+}
+
+/// A message on one line, for a plain-text body a CLI prints as is.
+fn one_line(text: &str) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.is_empty() {
+        "(no message)".to_string()
+    } else {
+        line
+    }
+}
+
+/// The HTTP status of an upstream gRPC failure: the caller's mistake stays
+/// the caller's (400), an upstream that cannot be reached or answer in time
+/// is 503/504, anything else is the contract's 500.
+pub fn http_status(code: tonic::Code) -> StatusCode {
+    match code {
+        tonic::Code::InvalidArgument | tonic::Code::OutOfRange => StatusCode::BAD_REQUEST,
+        tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        tonic::Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Body(_) | Self::Undecodable(_) => StatusCode::BAD_REQUEST,
+            Self::Upstream { status, .. } => http_status(status.code()),
+            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, %status, "API call failed");
+        } else {
+            tracing::debug!(error = %self, %status, "API request refused");
+        }
+        let mut rsp = (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{self}\n"),
+        )
+            .into_response();
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            rsp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        rsp
+    }
+}
+
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new().fallback(handle).with_state(api)
+}
+
+async fn handle(State(api): State<Arc<Api>>, req: Request) -> Response {
+    let started = Instant::now();
+    let route = Route::of(req.uri().path());
+    let rsp = match dispatch(&api, route, req).await {
+        Ok(rsp) => rsp,
+        Err(error) => error.into_response(),
+    };
+    api.metrics.observe(route, rsp.status(), started);
+    rsp
+}
+
+async fn dispatch(api: &Api, route: Option<Route>, req: Request) -> Result<Response, ApiError> {
+    if req.method() != Method::POST {
+        return Err(ApiError::MethodNotAllowed(req.method().clone()));
+    }
+    let route = route.ok_or_else(|| ApiError::NotFound(req.uri().path().to_string()))?;
+    let encoding = Encoding::from_content_type(
+        req.headers()
+            .get(header::CONTENT_TYPE)
+            .map(HeaderValue::as_bytes),
+    )?;
+    let body = read_body(req.into_body()).await?;
+    match route {
+        Route::Version => {
+            let _: Empty = decode(encoding, &body)?;
+            unary(encoding, &super::version_info())
+        }
+        Route::Stat => {
+            let request: MetricRequest = decode(encoding, &body)?;
+            let rsp = StatClient::new(api.telemetry.clone())
+                .max_decoding_message_size(MAX_UPSTREAM_MESSAGE_BYTES)
+                .stat(request)
+                .await
+                .map_err(|status| api.telemetry_error(status))?;
+            unary(encoding, rsp.get_ref())
+        }
+        Route::ListPods => {
+            let _: Empty = decode(encoding, &body)?;
+            let rsp = TelemetryClient::new(api.telemetry.clone())
+                .max_decoding_message_size(MAX_UPSTREAM_MESSAGE_BYTES)
+                .list_pods(ListPodsRequest {})
+                .await
+                .map_err(|status| api.telemetry_error(status))?;
+            unary(encoding, rsp.get_ref())
+        }
+        Route::Tap => {
+            let request: TapRequest = decode(encoding, &body)?;
+            tap(api, encoding, request).await
+        }
+    }
+}
+
+impl Api {
+    fn telemetry_error(&self, status: tonic::Status) -> ApiError {
+        ApiError::Upstream {
+            upstream: "telemetry",
+            addr: self.telemetry_addr.clone(),
+            status,
+        }
+    }
+
+    fn tap_error(&self, status: tonic::Status) -> ApiError {
+        ApiError::Upstream {
+            upstream: "tap",
+            addr: self.tap_addr.clone(),
+            status,
+        }
+    }
+}
+
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(ApiError::TooLarge),
+        Err(error) => Err(ApiError::Body(error.to_string())),
+    }
+}
+
+fn decode<M: JsonForm>(encoding: Encoding, body: &[u8]) -> Result<M, ApiError> {
+    wire::decode(encoding, body).map_err(ApiError::Undecodable)
+}
+
+fn ok_response(encoding: Encoding, body: Body) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, encoding.content_type())],
+        body,
+    )
+        .into_response()
+}
+
+fn unary<M: JsonForm>(encoding: Encoding, msg: &M) -> Result<Response, ApiError> {
+    let bytes = wire::encode(encoding, msg).map_err(ApiError::Encode)?;
+    Ok(ok_response(encoding, Body::from(bytes)))
+}
+
+/// Streams the tap component's events, one frame per event, each sent as it
+/// arrives. An error before the first event is the response's status; after
+/// it the response is cut short (no final chunk, so a client can tell a
+/// broken stream from a finished one) and the error is logged. The stream
+/// ends when the client goes away (dropping the upstream call) or at
+/// shutdown.
+async fn tap(api: &Api, encoding: Encoding, request: TapRequest) -> Result<Response, ApiError> {
+    let call = async {
+        let mut events = TapClient::new(api.tap.clone())
+            .tap(request)
+            .await
+            .map_err(|status| api.tap_error(status))?
+            .into_inner();
+        let first = events
+            .message()
+            .await
+            .map_err(|status| api.tap_error(status))?;
+        Ok::<_, ApiError>((first, events))
+    };
+    let (first, events) = tokio::select! {
+        result = call => result?,
+        _ = api.shutdown.clone().signaled() => return Err(ApiError::ShuttingDown),
+    };
+    let Some(first) = first else {
+        return Ok(ok_response(encoding, Body::empty()));
+    };
+    let first = wire::encode(encoding, &first).map_err(ApiError::Encode)?;
+    let tap_addr = api.tap_addr.clone();
+    let rest = futures::stream::unfold(Some(events), move |events| {
+        let tap_addr = tap_addr.clone();
+        async move {
+            let mut events = events?;
+            let failed = match events.message().await {
+                Ok(None) => return None,
+                Ok(Some(event)) => match wire::encode::<TapEvent>(encoding, &event) {
+                    Ok(frame) => return Some((Ok(frame), Some(events))),
+                    Err(error) => error.to_string(),
+                },
+                Err(status) => format!("{}: {}", code_name(status.code()), status.message()),
+            };
+            tracing::warn!(tap = %tap_addr, error = %failed, "tap stream broken: response cut");
+            // hyper drops what it has buffered when a body fails; one
+            // pending poll first lets it flush the frames already sent.
+            tokio::task::yield_now().await;
+            Some((Err(std::io::Error::other(failed)), None))
+        }
+    });
+    let frames = futures::stream::once(async move { Ok(first) })
+        .chain(rest)
+        .take_until(api.shutdown.clone().signaled());
+    Ok(ok_response(encoding, Body::from_stream(frames)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_codes_map_to_http() {
+        assert_eq!(http_status(tonic::Code::InvalidArgument), 400);
+        assert_eq!(http_status(tonic::Code::Unavailable), 503);
+        assert_eq!(http_status(tonic::Code::DeadlineExceeded), 504);
+        assert_eq!(http_status(tonic::Code::FailedPrecondition), 500);
+        assert_eq!(http_status(tonic::Code::Internal), 500);
+    }
+
+    #[test]
+    fn messages_are_one_line() {
+        let e = ApiError::Upstream {
+            upstream: "telemetry",
+            addr: "127.0.0.1:1".into(),
+            status: tonic::Status::unavailable("tcp connect error\n  refused"),
+        };
+        assert_eq!(
+            e.to_string(),
+            "telemetry at 127.0.0.1:1: Unavailable: tcp connect error refused"
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! The public-api component: the HTTP API the CLI and the dashboard speak
+//! (`spec/wire.md`, "public-api over HTTP"; the contract itself is in
+//! [`wire`]).
+//!
+//! `Stat` and `ListPods` are forwarded over gRPC to the telemetry component
+//! (`conduit.controller.stat.Stat/Stat`, this project's internal call that
+//! telemetry answers from Prometheus or from its embedded store, and
+//! `conduit.controller.telemetry.Telemetry/ListPods`); `Tap` to the tap
+//! component (`conduit.controller.tap.Tap/Tap`), streamed back one frame per
+//! event; `Version` is answered here. Upstream channels are lazy: a
+//! component that is down fails the calls that need it (503), not the start
+//! of public-api.
+
+mod handler;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
+use tokio::net::TcpListener;
+use tonic::transport::{Channel, Endpoint};
+use tracing::Instrument as _;
+
+use crate::admin::Admin;
+use crate::core::addr::client_uri;
+use crate::core::{ListenAddr, Shutdown};
+use crate::proto::public::VersionInfo;
+
+/// How long a connection to telemetry or tap may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a unary upstream call (and a Tap until its response headers) may
+/// take: above telemetry's 30 s Prometheus query timeout, so Prometheus' own
+/// error comes back rather than ours.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(35);
+
+/// How often `/ready` re-checks that the telemetry address accepts
+/// connections.
+const READY_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long one readiness probe waits for a TCP connection.
+const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// HTTP address of the API (`/api/v1/...`).
+    #[arg(long, default_value = ":8085")]
+    pub addr: ListenAddr,
+    /// Admin HTTP address: /metrics, /ping, /ready.
+    #[arg(long, default_value = ":9995")]
+    pub metrics_addr: ListenAddr,
+    /// The telemetry component's gRPC address (Stat, ListPods).
+    #[arg(long, default_value = "127.0.0.1:8087")]
+    pub telemetry_addr: String,
+    /// The tap component's gRPC address (Tap).
+    #[arg(long, default_value = "127.0.0.1:8088")]
+    pub tap_addr: String,
+}
+
+/// The component with its sockets bound, ready to serve.
+pub struct PublicApi {
+    http_listener: TcpListener,
+    admin_listener: TcpListener,
+    admin: Admin,
+    metrics: handler::Metrics,
+    telemetry: Channel,
+    tap: Channel,
+    tap_addr: String,
+    telemetry_reachable: Arc<AtomicBool>,
+    telemetry_addr: String,
+}
+
+/// This build's `VersionInfo`: the crate version, the build time and, in
+/// `goVersion` (the wire's name), the rustc that built it.
+pub fn version_info() -> VersionInfo {
+    VersionInfo {
+        go_version: env!("CONDUIT_RUSTC_VERSION").to_string(),
+        build_date: env!("CONDUIT_BUILD_DATE").to_string(),
+        release_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+fn lazy_channel(addr: &str, flag: &str) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(client_uri(addr))
+        .with_context(|| format!("{flag} {addr:?} is not a HOST:PORT address"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(UPSTREAM_TIMEOUT)
+        .tcp_nodelay(true);
+    Ok(endpoint.connect_lazy())
+}
+
+impl Args {
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        self.bind().await?.serve(shutdown).await
+    }
+
+    /// Binds both ports and prepares the (lazy) upstream channels.
+    pub async fn bind(self) -> anyhow::Result<PublicApi> {
+        let registry = Admin::registry();
+        let metrics = handler::Metrics::register(&registry)?;
+        let telemetry = lazy_channel(&self.telemetry_addr, "-telemetry-addr")?;
+        let tap = lazy_channel(&self.tap_addr, "-tap-addr")?;
+        let http_listener = TcpListener::bind(self.addr.0)
+            .await
+            .with_context(|| format!("binding -addr {}", self.addr))?;
+        let admin_listener = TcpListener::bind(self.metrics_addr.0)
+            .await
+            .with_context(|| format!("binding -metrics-addr {}", self.metrics_addr))?;
+        let telemetry_reachable = Arc::new(AtomicBool::new(false));
+        let ready = telemetry_reachable.clone();
+        let admin = Admin {
+            registry,
+            ingester: None,
+            // Listening is given (both ports are bound before anything is
+            // served); the rest is the telemetry address answering.
+            ready: Arc::new(move || ready.load(Ordering::Relaxed)),
+        };
+        Ok(PublicApi {
+            http_listener,
+            admin_listener,
+            admin,
+            metrics,
+            telemetry,
+            tap,
+            tap_addr: self.tap_addr,
+            telemetry_reachable,
+            telemetry_addr: self.telemetry_addr,
+        })
+    }
+}
+
+impl PublicApi {
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_listener
+            .local_addr()
+            .expect("a bound listener has a local address")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .expect("a bound listener has a local address")
+    }
+
+    /// Serves the API and the admin port until shutdown; open Tap streams
+    /// end when it fires.
+    pub async fn serve(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let span = tracing::info_span!(
+            "public_api",
+            http = %self.http_addr(),
+            admin = %self.admin_addr(),
+            telemetry = %self.telemetry_addr,
+        );
+        self.serve_inner(shutdown).instrument(span).await
+    }
+
+    async fn serve_inner(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        tracing::info!("serving");
+        let probe = tokio::spawn(
+            probe_telemetry(
+                self.telemetry_addr.clone(),
+                self.telemetry_reachable.clone(),
+                shutdown.clone(),
+            )
+            .in_current_span(),
+        );
+        let listener = self.http_listener.tap_io(|tcp| {
+            // Small framed responses and Tap events go out at once.
+            let _ = tcp.set_nodelay(true);
+        });
+        let api = handler::Api {
+            telemetry: self.telemetry,
+            tap: self.tap,
+            telemetry_addr: self.telemetry_addr,
+            tap_addr: self.tap_addr,
+            metrics: self.metrics,
+            shutdown: shutdown.clone(),
+        };
+        let http = axum::serve(listener, handler::router(Arc::new(api)))
+            .with_graceful_shutdown(shutdown.clone().signaled());
+        let admin = self.admin.serve(self.admin_listener, shutdown);
+        let result = tokio::try_join!(async { http.await.context("API server") }, async {
+            admin.await.context("admin server")
+        });
+        probe.abort();
+        result.map(|_| ())
+    }
+}
+
+/// Keeps `reachable` up to date with whether the telemetry address accepts
+/// TCP connections (DESIGN §11: public-api is ready once it listens and
+/// its telemetry address is reachable).
+async fn probe_telemetry(addr: String, reachable: Arc<AtomicBool>, shutdown: Shutdown) {
+    let uri = client_uri(&addr);
+    let host_port = uri
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut every = tokio::time::interval(READY_PROBE_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.clone().signaled() => return,
+        }
+        let ok = matches!(
+            tokio::time::timeout(
+                READY_PROBE_TIMEOUT,
+                tokio::net::TcpStream::connect(&host_port)
+            )
+            .await,
+            Ok(Ok(_))
+        );
+        if reachable.swap(ok, Ordering::Relaxed) != ok {
+            if ok {
+                tracing::info!("telemetry reachable");
+            } else {
+                tracing::warn!("telemetry unreachable: not ready");
+            }
+        }
+    }
+}

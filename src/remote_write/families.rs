@@ -1,0 +1,177 @@
+//! The component's own registry (the ingester's health, gRPC and process
+//! metrics, remote write's own) walked into samples: the same samples the
+//! text encoder prints on `/metrics`, with the same `le` and `quantile`
+//! spellings, so a series is one series whether Prometheus scrapes or is
+//! pushed to.
+
+use prometheus::proto::{MetricFamily, MetricType};
+use smallvec::SmallVec;
+
+use crate::ingest::walk::Visit;
+
+/// Visits every sample of `families`.
+pub fn walk(families: &[MetricFamily], visit: &mut impl Visit) {
+    for family in families {
+        let name = family.name();
+        let suffixed = |suffix: &str| format!("{name}{suffix}");
+        let (bucket, sum, count) = match family.get_field_type() {
+            MetricType::HISTOGRAM => (suffixed("_bucket"), suffixed("_sum"), suffixed("_count")),
+            MetricType::SUMMARY => (String::new(), suffixed("_sum"), suffixed("_count")),
+            _ => Default::default(),
+        };
+        for metric in family.get_metric() {
+            let labels: SmallVec<[(&str, &str); 8]> = metric
+                .get_label()
+                .iter()
+                .map(|l| (l.name(), l.value()))
+                .collect();
+            match family.get_field_type() {
+                MetricType::COUNTER => {
+                    visit.sample(name, &labels, &[], metric.get_counter().get_value());
+                }
+                MetricType::GAUGE => {
+                    visit.sample(name, &labels, &[], metric.get_gauge().get_value());
+                }
+                // Nothing registers one, and the text encoder cannot print
+                // it either: left out of both.
+                MetricType::UNTYPED => {}
+                MetricType::HISTOGRAM => {
+                    let h = metric.get_histogram();
+                    let mut inf_seen = false;
+                    for b in h.get_bucket() {
+                        let le = b.upper_bound();
+                        inf_seen |= le.is_infinite() && le.is_sign_positive();
+                        visit.sample(
+                            &bucket,
+                            &labels,
+                            &[("le", &le.to_string())],
+                            b.cumulative_count() as f64,
+                        );
+                    }
+                    if !inf_seen {
+                        visit.sample(
+                            &bucket,
+                            &labels,
+                            &[("le", "+Inf")],
+                            h.get_sample_count() as f64,
+                        );
+                    }
+                    visit.sample(&sum, &labels, &[], h.get_sample_sum());
+                    visit.sample(&count, &labels, &[], h.get_sample_count() as f64);
+                }
+                MetricType::SUMMARY => {
+                    let s = metric.get_summary();
+                    for q in s.get_quantile() {
+                        visit.sample(
+                            name,
+                            &labels,
+                            &[("quantile", &q.quantile().to_string())],
+                            q.value(),
+                        );
+                    }
+                    visit.sample(&sum, &labels, &[], s.sample_sum());
+                    visit.sample(&count, &labels, &[], s.sample_count() as f64);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use prometheus::{Encoder as _, HistogramOpts, Opts, Registry, TextEncoder};
+
+    use super::*;
+    use crate::ingest::walk::LabelScratch;
+
+    type Sample = (String, BTreeMap<String, String>, f64);
+
+    #[derive(Default)]
+    struct Collect(Vec<Sample>);
+
+    impl Visit for Collect {
+        fn sample(
+            &mut self,
+            name: &str,
+            labels: &[(&str, &str)],
+            extra: &[(&str, &str)],
+            value: f64,
+        ) {
+            let labels = labels
+                .iter()
+                .chain(extra)
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            self.0.push((name.to_string(), labels, value));
+        }
+    }
+
+    fn parse_text(text: &str) -> Vec<Sample> {
+        let mut scratch = LabelScratch::default();
+        let mut out: Vec<Sample> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|line| {
+                let (series, value) = line.rsplit_once(' ').unwrap();
+                let (name, labels) = match series.split_once('{') {
+                    Some((name, labels)) => (name, labels.strip_suffix('}').unwrap()),
+                    None => (series, ""),
+                };
+                let labels = scratch
+                    .parse(labels)
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect();
+                let value = match value {
+                    "+Inf" => f64::INFINITY,
+                    v => v.parse().unwrap(),
+                };
+                (name.to_string(), labels, value)
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    }
+
+    #[test]
+    fn registry_walk_and_text_encoder_agree() {
+        let registry = Registry::new();
+        let counter = prometheus::IntCounterVec::new(
+            Opts::new("conduit_test_total", "A counter."),
+            &["reason"],
+        )
+        .unwrap();
+        counter.with_label_values(&["a\"b"]).inc_by(3);
+        counter.with_label_values(&["plain"]).inc();
+        let gauge = prometheus::Gauge::new("conduit_test_gauge", "A gauge.").unwrap();
+        gauge.set(-2.5);
+        let histogram = prometheus::Histogram::with_opts(
+            HistogramOpts::new("conduit_test_seconds", "A histogram.")
+                .buckets(vec![0.005, 0.25, 1.0, 128.0]),
+        )
+        .unwrap();
+        for v in [0.001, 0.2, 0.3, 500.0] {
+            histogram.observe(v);
+        }
+        registry.register(Box::new(counter)).unwrap();
+        registry.register(Box::new(gauge)).unwrap();
+        registry.register(Box::new(histogram)).unwrap();
+
+        let families = registry.gather();
+        let mut text = Vec::new();
+        TextEncoder::new().encode(&families, &mut text).unwrap();
+        let mut walked = Collect::default();
+        walk(&families, &mut walked);
+        walked.0.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+
+        assert_eq!(walked.0, parse_text(&String::from_utf8(text).unwrap()));
+        let le: Vec<&str> = walked
+            .0
+            .iter()
+            .filter_map(|(_, l, _)| l.get("le").map(String::as_str))
+            .collect();
+        assert_eq!(le, ["+Inf", "0.005", "0.25", "1", "128"]);
+    }
+}

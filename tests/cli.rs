@@ -1,0 +1,290 @@
+//! The `conduit` binary's client commands against a public-api and a
+//! telemetry component on loopback: `stat` (table and JSON), `get pods`,
+//! `version`, and the one-line failures when the API is unreachable or
+//! answers with an error.
+
+#[path = "support/api.rs"]
+mod api;
+mod support;
+
+use std::process::Output;
+
+use api::*;
+use conduit::proto::proxy::telemetry::{RequestScope, eos_ctx::End};
+use support::*;
+
+fn cluster() -> String {
+    yaml_docs(&[
+        mk_deployment("shop", "web"),
+        mk_replica_set("shop", "web-5d8f", "web"),
+        mk_pod("shop", "web-5d8f-abcde", "192.0.2.10", Some("web-5d8f")),
+        mk_deployment("shop", "books"),
+        mk_replica_set("shop", "books-77aa", "books"),
+        mk_pod("shop", "books-77aa-xyz12", "192.0.2.20", Some("books-77aa")),
+    ])
+}
+
+/// 10 requests web → books: 9 gRPC-OK in 12 ms, one HTTP 500 in 250 ms;
+/// and 4 requests from web to an address no pod owns.
+fn traffic() -> conduit::proto::proxy::telemetry::ReportRequest {
+    report(
+        "shop",
+        "web-5d8f-abcde",
+        vec![
+            RequestScope {
+                ctx: ctx("192.0.2.10", "192.0.2.20", get(), "/books"),
+                count: 10,
+                responses: vec![
+                    response(200, &[(120, 9)], vec![eos(End::GrpcStatusCode(0), 9)]),
+                    response(500, &[(2500, 1)], vec![eos(End::Other(true), 1)]),
+                ],
+            },
+            RequestScope {
+                ctx: ctx("192.0.2.10", "198.51.100.7", get(), "/elsewhere"),
+                count: 4,
+                responses: vec![response(200, &[(50, 4)], vec![eos(End::Other(true), 4)])],
+            },
+        ],
+    )
+}
+
+/// Runs the built binary off the runtime's threads, so the servers of the
+/// test keep serving while it waits.
+async fn conduit(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_conduit"))
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("the conduit binary runs")
+    })
+    .await
+    .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+struct Mesh {
+    _telemetry: Running,
+    api: RunningApi,
+    addr: String,
+}
+
+async fn mesh_with_traffic() -> Mesh {
+    let telemetry = start_telemetry(&cluster(), &[]).await;
+    telemetry.client().await.report(traffic()).await.unwrap();
+    let api = start_public_api(
+        &telemetry.grpc.to_string(),
+        &unused_addr().await.to_string(),
+    )
+    .await;
+    let addr = api.http.to_string();
+    Mesh {
+        _telemetry: telemetry,
+        api,
+        addr,
+    }
+}
+
+#[tokio::test]
+async fn stat_deployments_as_json() {
+    let m = mesh_with_traffic().await;
+    let out = conduit(&["stat", "deployments", "-o", "json", "--api-addr", &m.addr]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(
+        rows.len(),
+        1,
+        "only books is a target; unknown targets are left out: {rows:?}"
+    );
+    let books = rows[0].as_object().unwrap();
+    let keys: Vec<&str> = books.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "name",
+            "p50LatencyMs",
+            "p99LatencyMs",
+            "requestRate",
+            "successRate"
+        ],
+        "exactly the contract's keys"
+    );
+    assert_eq!(books["name"], "shop/books");
+    let rate = books["requestRate"].as_f64().unwrap();
+    assert!(rate > 0.0 && rate <= 10.0, "{rate}");
+    assert_eq!(books["successRate"], 0.9);
+    assert_eq!(books["p50LatencyMs"], 12);
+    let p99 = books["p99LatencyMs"].as_i64().unwrap();
+    assert!((248..=252).contains(&p99), "{p99}");
+}
+
+#[tokio::test]
+async fn stat_tables_like_kubectl() {
+    let m = mesh_with_traffic().await;
+    // The original's single-dash spelling works for client flags too.
+    let api_flag = format!("-api-addr={}", m.addr);
+    let out = conduit(&["stat", "deploy", &api_flag]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "NAME         REQUEST_RATE   SUCCESS_RATE   P50_LATENCY   P99_LATENCY"
+    );
+    assert_eq!(lines.len(), 2, "{text}");
+    let cells: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(cells[0], "shop/books");
+    assert!(cells[1].ends_with("rps"), "{}", cells[1]);
+    assert_eq!(&cells[2..4], ["90.00%", "12ms"]);
+    assert_eq!(
+        lines[1].find(cells[2]),
+        lines[0].find("SUCCESS_RATE"),
+        "columns align under their headers"
+    );
+
+    // Pods, in a namespace and by name.
+    let out = conduit(&["stat", "pods", "-n", "shop", "--api-addr", &m.addr]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("shop/books-77aa-xyz12   "),
+        "{}",
+        stdout(&out)
+    );
+    let out = conduit(&[
+        "stat",
+        "pods",
+        "books-77aa-xyz12",
+        "-n",
+        "shop",
+        "-o",
+        "wide",
+        "--api-addr",
+        &m.addr,
+    ])
+    .await;
+    assert!(stdout(&out).starts_with("NAME  "), "{}", stdout(&out));
+    assert!(
+        stdout(&out)
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("P99_LATENCY   P95_LATENCY")
+    );
+    assert_eq!(stdout(&out).lines().count(), 2);
+
+    // Nothing in another namespace: an empty table is a message on stderr.
+    let out = conduit(&["stat", "deployments", "-n", "other", "--api-addr", &m.addr]).await;
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), "");
+    assert_eq!(stderr(&out), "No traffic found.\n");
+}
+
+#[tokio::test]
+async fn get_pods_and_version() {
+    let m = mesh_with_traffic().await;
+    let out = conduit(&["get", "pods", "--api-addr", &m.addr]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0]
+            .starts_with("NAME                    STATUS    IP           DEPLOYMENT   LAST REPORT"),
+        "{text}"
+    );
+    let books: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        books,
+        [
+            "shop/books-77aa-xyz12",
+            "Running",
+            "192.0.2.20",
+            "shop/books",
+            "-"
+        ]
+    );
+    let web: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(
+        &web[..4],
+        ["shop/web-5d8f-abcde", "Running", "192.0.2.10", "shop/web"]
+    );
+    assert!(web[4].ends_with('s') && web[5] == "ago", "{}", lines[2]);
+
+    let out = conduit(&["get", "pods", "-o", "json", "--api-addr", &m.addr]).await;
+    let pods: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(pods[1]["name"], "shop/web-5d8f-abcde");
+    assert_eq!(pods[1]["podIP"], "192.0.2.10");
+    assert_eq!(pods[0]["added"], false);
+
+    let out = conduit(&["version", "--api-addr", &m.addr]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        stdout(&out),
+        format!("Client version: {v}\nServer version: {v}\n")
+    );
+    drop(m.api);
+}
+
+#[tokio::test]
+async fn an_unreachable_api_is_one_line_and_a_failure() {
+    let addr = unused_addr().await.to_string();
+    for args in [
+        &["stat", "deployments"][..],
+        &["stat", "pods", "-o", "json"],
+        &["get", "pods"],
+        &["version"],
+    ] {
+        let mut argv = args.to_vec();
+        argv.extend(["--api-addr", &addr]);
+        let out = conduit(&argv).await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with(&format!("conduit: cannot reach the public API at {addr}: ")),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"));
+    }
+    let out = conduit(&["version", "--api-addr", &addr]).await;
+    let text = stdout(&out);
+    assert!(text.starts_with("Client version: "), "{text}");
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("Server version: unavailable (cannot reach"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_error_is_its_message_on_one_line() {
+    let telemetry = unused_addr().await;
+    let api = start_public_api(&telemetry.to_string(), &unused_addr().await.to_string()).await;
+    let out = conduit(&["stat", "deployments", "--api-addr", &api.http.to_string()]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "conduit: the public API at {} answered 503 Service Unavailable: telemetry at {telemetry}: Unavailable: ",
+            api.http
+        )),
+        "{err}"
+    );
+}

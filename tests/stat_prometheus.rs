@@ -1,0 +1,280 @@
+//! The "Must show": known, steady traffic from simulated proxies
+//! reaches two telemetry components — one answering Stat through a real
+//! Prometheus that scrapes it every second, one from its embedded store —
+//! and `conduit stat deployments -o json`, through a public-api in front of
+//! each, shows the expected request rate, success rate and latency
+//! percentiles on both, within these tolerances:
+//!
+//! - request rate: ±25% of the rate sent (Prometheus' `rate()` extrapolates
+//!   across scrape jitter; the embedded store counts whole reports);
+//! - success rate: ±0.05;
+//! - latency: each percentile lies in the `response_latency_ms` bucket that
+//!   holds the true percentile (Prometheus interpolates inside the bucket;
+//!   the embedded store is exact to 1%, also checked).
+//!
+//! The window is `-t 10s`, which the traffic covers completely: Prometheus'
+//! `rate()` divides by the whole range, so only a covered window gives both
+//! backends the same rate.
+
+#[path = "support/api.rs"]
+mod api;
+#[path = "support/prom_launcher.rs"]
+mod prom_launcher;
+mod support;
+
+use std::time::Duration;
+
+use api::*;
+use conduit::proto::proxy::telemetry::{RequestScope, eos_ctx::End};
+use conduit::proto::public::{
+    AggregationType, MetricMetadata, MetricName, MetricRequest, MetricResponse, TimeWindow,
+};
+use conduit::public_api::wire::STAT_PATH;
+use prom_launcher::Prometheus;
+use prost::Message;
+use support::*;
+
+/// Reports per second from the simulated proxy: one, like a proxy's
+/// report interval shortened for the test.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// books: 20 requests per report — 12 in 12 ms, 7 in 35 ms, 1 in 180 ms;
+/// 18 end gRPC OK, 2 with HTTP 500.
+const BOOKS_RPS: f64 = 20.0;
+const BOOKS_SUCCESS: f64 = 0.9;
+/// True percentiles of books' latencies, and the buckets holding them.
+const BOOKS_P50: (i64, (i64, i64)) = (12, (10, 20));
+const BOOKS_P99: (i64, (i64, i64)) = (180, (100, 200));
+
+/// authors: 5 requests per report, all 150 ms, all successful.
+const AUTHORS_RPS: f64 = 5.0;
+const AUTHORS_LATENCY: (i64, (i64, i64)) = (150, (100, 200));
+
+const RATE_TOLERANCE: f64 = 0.25;
+const SUCCESS_TOLERANCE: f64 = 0.05;
+
+/// Scrapes of books' series Prometheus must hold before the check: the
+/// 10 s window is then covered by data.
+const SCRAPES_BEFORE_CHECK: f64 = 12.0;
+
+fn cluster() -> String {
+    yaml_docs(&[
+        mk_deployment("shop", "web"),
+        mk_replica_set("shop", "web-5d8f", "web"),
+        mk_pod("shop", "web-5d8f-abcde", "192.0.2.10", Some("web-5d8f")),
+        mk_deployment("shop", "books"),
+        mk_replica_set("shop", "books-77aa", "books"),
+        mk_pod("shop", "books-77aa-xyz12", "192.0.2.20", Some("books-77aa")),
+        mk_deployment("shop", "authors"),
+        mk_replica_set("shop", "authors-9c1e", "authors"),
+        mk_pod(
+            "shop",
+            "authors-9c1e-q8r7t",
+            "192.0.2.30",
+            Some("authors-9c1e"),
+        ),
+    ])
+}
+
+/// One second of web's outbound traffic.
+fn one_second_of_traffic() -> conduit::proto::proxy::telemetry::ReportRequest {
+    report(
+        "shop",
+        "web-5d8f-abcde",
+        vec![
+            RequestScope {
+                ctx: ctx("192.0.2.10", "192.0.2.20", get(), "/books"),
+                count: BOOKS_RPS as u32,
+                responses: vec![
+                    response(
+                        200,
+                        &[(120, 12), (350, 6)],
+                        vec![eos(End::GrpcStatusCode(0), 18)],
+                    ),
+                    response(500, &[(350, 1), (1800, 1)], vec![eos(End::Other(true), 2)]),
+                ],
+            },
+            RequestScope {
+                ctx: ctx("192.0.2.10", "192.0.2.30", get(), "/authors"),
+                count: AUTHORS_RPS as u32,
+                responses: vec![response(
+                    200,
+                    &[(1500, AUTHORS_RPS as u32)],
+                    vec![eos(End::Other(true), AUTHORS_RPS as usize)],
+                )],
+            },
+        ],
+    )
+}
+
+async fn conduit_stat_json(api: &RunningApi) -> Vec<serde_json::Value> {
+    let addr = api.http.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_conduit"))
+            .args([
+                "stat",
+                "deployments",
+                "-t",
+                "10s",
+                "-o",
+                "json",
+                "--api-addr",
+                &addr,
+            ])
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("the conduit binary runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "conduit stat failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    rows.as_array().unwrap().clone()
+}
+
+fn row<'a>(rows: &'a [serde_json::Value], name: &str, backend: &str) -> &'a serde_json::Value {
+    rows.iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("{backend}: no row for {name} in {rows:?}"))
+}
+
+fn check_rate(backend: &str, name: &str, row: &serde_json::Value, want: f64) {
+    let got = row["requestRate"].as_f64().unwrap();
+    assert!(
+        (got - want).abs() <= want * RATE_TOLERANCE,
+        "{backend}: {name} request rate {got}, want {want} ±{}%",
+        RATE_TOLERANCE * 100.0
+    );
+}
+
+fn check_success(backend: &str, name: &str, row: &serde_json::Value, want: f64) {
+    let got = row["successRate"].as_f64().unwrap();
+    assert!(
+        (got - want).abs() <= SUCCESS_TOLERANCE,
+        "{backend}: {name} success rate {got}, want {want} ±{SUCCESS_TOLERANCE}"
+    );
+}
+
+/// In the bucket `(low, high]` of the true value; on the embedded store,
+/// also within 1% (+ rounding) of the true value itself.
+fn check_latency(
+    backend: &str,
+    name: &str,
+    row: &serde_json::Value,
+    key: &str,
+    (truth, (low, high)): (i64, (i64, i64)),
+) {
+    let got = row[key]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{backend}: {name} {key} missing"));
+    assert!(
+        got > low && got <= high,
+        "{backend}: {name} {key} {got} ms outside the bucket ({low}, {high}] of the true {truth} ms"
+    );
+    if backend == "embedded" {
+        let slack = (truth as f64 * 0.01).ceil() as i64 + 1;
+        assert!(
+            (got - truth).abs() <= slack,
+            "embedded: {name} {key} {got} ms, want {truth} ±{slack} ms"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stat_agrees_on_prometheus_and_the_embedded_store() {
+    // Telemetry A answers Stat through Prometheus, which scrapes A; B from
+    // its embedded store. Both get the same reports.
+    let prom_port = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let prom_url = format!("-prometheus-url=http://127.0.0.1:{prom_port}");
+    let with_prom = start_telemetry(&cluster(), &[&prom_url]).await;
+    let embedded = start_telemetry(&cluster(), &[]).await;
+    let prometheus = Prometheus::start_on(prom_port, &[with_prom.admin]).await;
+    let no_tap = unused_addr().await.to_string();
+    let api_prom = start_public_api(&with_prom.grpc.to_string(), &no_tap).await;
+    let api_embedded = start_public_api(&embedded.grpc.to_string(), &no_tap).await;
+
+    // The simulated proxy: one report a second to each, until the end.
+    let mut clients = [with_prom.client().await, embedded.client().await];
+    let proxy = tokio::spawn(async move {
+        let mut every = tokio::time::interval(REPORT_EVERY);
+        loop {
+            every.tick().await;
+            for client in &mut clients {
+                client.report(one_second_of_traffic()).await.unwrap();
+            }
+        }
+    });
+
+    // Steady state: Prometheus holds enough scrapes to cover the window.
+    prometheus
+        .wait_for(
+            "count_over_time(requests_total{target_deployment=\"shop/books\"}[30s])",
+            SCRAPES_BEFORE_CHECK,
+            Duration::from_secs(40),
+        )
+        .await;
+
+    for (backend, api) in [("prometheus", &api_prom), ("embedded", &api_embedded)] {
+        let rows = conduit_stat_json(api).await;
+        eprintln!("{backend}: {}", serde_json::to_string(&rows).unwrap());
+        assert_eq!(rows.len(), 2, "{backend}: books and authors: {rows:?}");
+        let books = row(&rows, "shop/books", backend);
+        check_rate(backend, "books", books, BOOKS_RPS);
+        check_success(backend, "books", books, BOOKS_SUCCESS);
+        check_latency(backend, "books", books, "p50LatencyMs", BOOKS_P50);
+        check_latency(backend, "books", books, "p99LatencyMs", BOOKS_P99);
+        let authors = row(&rows, "shop/authors", backend);
+        check_rate(backend, "authors", authors, AUTHORS_RPS);
+        check_success(backend, "authors", authors, 1.0);
+        check_latency(backend, "authors", authors, "p50LatencyMs", AUTHORS_LATENCY);
+        check_latency(backend, "authors", authors, "p99LatencyMs", AUTHORS_LATENCY);
+    }
+
+    // A PromQL-injection attempt through filterBy only filters: the
+    // request succeeds and selects nothing (unescaped, `or vector(1)` would
+    // have answered a series).
+    let hostile = "shop/books\"} or vector(1) or up{a=\"\\\n";
+    let mesh_stat = |target_deploy: &str| MetricRequest {
+        metrics: vec![
+            MetricName::RequestRate as i32,
+            MetricName::SuccessRate as i32,
+            MetricName::Latency as i32,
+        ],
+        window: TimeWindow::TenSec as i32,
+        group_by: AggregationType::Mesh as i32,
+        filter_by: Some(MetricMetadata {
+            target_deploy: target_deploy.into(),
+            ..Default::default()
+        }),
+        summarize: true,
+    };
+    let ask = |request: MetricRequest| async move {
+        let rsp = post(
+            api_prom.http,
+            STAT_PATH,
+            Some("application/octet-stream"),
+            &request.encode_to_vec(),
+        )
+        .await;
+        assert_eq!(rsp.status, 200, "{}", rsp.text());
+        MetricResponse::decode(&rsp.body[4..]).unwrap()
+    };
+    let control = ask(mesh_stat("shop/books")).await;
+    assert_eq!(
+        control.metrics.len(),
+        3,
+        "the honest filter selects books: {control:?}"
+    );
+    let answer = ask(mesh_stat(hostile)).await;
+    assert_eq!(answer.metrics, [], "the hostile filter selects nothing");
+    proxy.abort();
+}
