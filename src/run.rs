@@ -1,9 +1,9 @@
-//! `conduit run`: the control plane in one process. Today it runs the
-//! telemetry component on its usual ports; with `--demo` it also generates a
-//! cluster and drives it with simulated proxies, so `/metrics` shows live
-//! mesh series within seconds with nothing else installed.
+//! `conduit run`: the control plane in one process — telemetry and
+//! public-api on their usual ports, sharing nothing but loopback gRPC for
+//! now. With `--demo` it also generates a cluster and drives it with
+//! simulated proxies, so `conduit stat deployments` and `/metrics` show live
+//! numbers within seconds with nothing else installed.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 
 use crate::core::{ListenAddr, Shutdown};
+use crate::k8s::source::MetadataArgs;
 use crate::k8s::{Index, cluster_file};
 use crate::simulate::{self, Shape};
 
@@ -23,36 +24,60 @@ const DEMO_SEED: u64 = 42;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Generate a cluster and drive it with simulated proxies.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["cluster", "kubeconfig"])]
     pub demo: bool,
-    /// Cluster metadata from a file of Kubernetes YAML.
-    #[arg(long, conflicts_with = "demo")]
-    pub cluster: Option<PathBuf>,
+    #[command(flatten)]
+    pub metadata: MetadataArgs,
     /// Telemetry gRPC address (the proxies' Report).
     #[arg(long, default_value = ":8087")]
     pub telemetry_addr: ListenAddr,
     /// Telemetry admin address (/metrics, /ping, /ready).
     #[arg(long, default_value = ":9997")]
     pub metrics_addr: ListenAddr,
+    /// public-api HTTP address (the CLI's and the dashboard's API).
+    #[arg(long, default_value = ":8085")]
+    pub api_addr: ListenAddr,
+    /// public-api admin address.
+    #[arg(long, default_value = ":9995")]
+    pub api_metrics_addr: ListenAddr,
+    /// Prometheus for Stat (the embedded store otherwise).
+    #[arg(long)]
+    pub prometheus_url: Option<String>,
     /// Reports per second from the demo's simulated proxies.
     #[arg(long, default_value_t = 24.0)]
     pub demo_rate: f64,
 }
 
+/// Parses one component's flags from argv, so `run` shares each
+/// component's definition of its defaults.
+#[derive(clap::Parser)]
+struct Component<T: clap::Args> {
+    #[command(flatten)]
+    args: T,
+}
+
+fn component<T: clap::Args>(argv: Vec<String>) -> anyhow::Result<T> {
+    let argv = std::iter::once("conduit".to_string()).chain(argv);
+    Ok(Component::<T>::try_parse_from(argv)?.args)
+}
+
 impl Args {
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let mut argv = vec![
-            "telemetry".to_string(),
             format!("--addr={}", self.telemetry_addr),
             format!("--metrics-addr={}", self.metrics_addr),
         ];
-        if let Some(path) = &self.cluster {
+        if let Some(path) = &self.metadata.cluster {
             argv.push(format!("--cluster={}", path.display()));
         }
-        let telemetry = TelemetryOnly::try_parse_from(argv)
-            .context("telemetry flags")?
-            .args;
-        let bound = if self.demo {
+        if let Some(path) = &self.metadata.kubeconfig {
+            argv.push(format!("--kubeconfig={}", path.display()));
+        }
+        if let Some(url) = &self.prometheus_url {
+            argv.push(format!("--prometheus-url={url}"));
+        }
+        let telemetry: crate::telemetry::Args = component(argv).context("telemetry flags")?;
+        let telemetry = if self.demo {
             let index = Arc::new(Index::new());
             let fleet = simulate::fleet(DEMO_PODS, DEMO_DEPLOYMENTS, DEMO_NAMESPACE, DEMO_SEED);
             let objects =
@@ -62,10 +87,21 @@ impl Args {
         } else {
             telemetry.bind().await?
         };
-        let grpc = bound.grpc_addr();
-        let admin = bound.admin_addr();
-        println!("telemetry: gRPC on {grpc}, metrics on http://{admin}/metrics");
-        let server = tokio::spawn(bound.serve(shutdown.clone()));
+        let grpc = telemetry.grpc_addr();
+        let api: crate::public_api::Args = component(vec![
+            format!("--addr={}", self.api_addr),
+            format!("--metrics-addr={}", self.api_metrics_addr),
+            format!("--telemetry-addr=127.0.0.1:{}", grpc.port()),
+        ])
+        .context("public-api flags")?;
+        let api = api.bind().await?;
+        println!(
+            "telemetry: gRPC on {grpc}, metrics on http://{}/metrics",
+            telemetry.admin_addr()
+        );
+        println!("public-api: http://{}/api/v1/", api.http_addr());
+        let telemetry = tokio::spawn(telemetry.serve(shutdown.clone()));
+        let api = tokio::spawn(api.serve(shutdown.clone()));
         if self.demo {
             let sim = simulate::Args {
                 addr: format!("127.0.0.1:{}", grpc.port()),
@@ -83,7 +119,7 @@ impl Args {
                 json: false,
             };
             println!(
-                "demo: {DEMO_PODS} simulated proxies report {} times a second",
+                "demo: {DEMO_PODS} simulated proxies in namespace {DEMO_NAMESPACE} report {} times a second; try: conduit stat deployments",
                 self.demo_rate
             );
             let demo_shutdown = shutdown.clone();
@@ -93,14 +129,9 @@ impl Args {
                 }
             });
         }
-        server.await.context("telemetry task")?
+        let (telemetry, api) = tokio::join!(telemetry, api);
+        telemetry.context("telemetry task")??;
+        api.context("public-api task")??;
+        Ok(())
     }
-}
-
-/// Parses the telemetry component's flags from the `run` options, so both
-/// share one definition of defaults.
-#[derive(clap::Parser)]
-struct TelemetryOnly {
-    #[command(flatten)]
-    args: crate::telemetry::Args,
 }

@@ -18,6 +18,7 @@
 
 pub mod cluster_file;
 mod index;
+pub mod source;
 pub mod watch;
 
 pub use index::{

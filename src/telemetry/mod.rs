@@ -4,7 +4,6 @@
 
 mod service;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use crate::core::units::{parse_bytes, parse_duration};
 use crate::core::{ListenAddr, Shutdown};
 use crate::grpc::{GrpcMetrics, Guarded};
 use crate::ingest::{self, DroppedLabels, Health, Ingester};
+use crate::k8s::source::{MetadataArgs, Source};
 use crate::k8s::{Index, Kind};
 use crate::proto::controller::stat::stat_server::StatServer;
 use crate::proto::controller::telemetry::telemetry_server::TelemetryServer as ControllerServer;
@@ -57,9 +57,8 @@ pub struct Args {
     /// Prometheus to run Stat queries against (the embedded store otherwise).
     #[arg(long)]
     pub prometheus_url: Option<String>,
-    /// Cluster metadata from a file of Kubernetes YAML instead of an API server.
-    #[arg(long)]
-    pub cluster: Option<PathBuf>,
+    #[command(flatten)]
+    pub metadata: MetadataArgs,
     /// Most live label sets across the mesh metrics; past it, new label sets
     /// fold into the `__overflow__` series.
     #[arg(long, default_value_t = ingest::DEFAULT_MAX_SERIES)]
@@ -96,6 +95,8 @@ pub struct Telemetry {
     ignore_namespaces: Arc<[String]>,
     remote_write: Option<RemoteWrite>,
     prometheus: Option<Prometheus>,
+    /// Cluster metadata watchers to start when serving.
+    source: Source,
 }
 
 impl Args {
@@ -106,20 +107,14 @@ impl Args {
     /// Loads cluster metadata and binds both ports.
     pub async fn bind(self) -> anyhow::Result<Telemetry> {
         let index = Arc::new(Index::new());
-        match &self.cluster {
-            Some(path) => {
-                let summary = crate::k8s::cluster_file::load(path, &index)
-                    .with_context(|| format!("loading cluster file {}", path.display()))?;
-                tracing::info!(file = %path.display(), ?summary, "cluster metadata loaded");
-            }
-            None => {
-                tracing::warn!("no cluster metadata source (--cluster): every address is unknown");
-                for kind in KINDS {
-                    index.mark_synced(*kind);
-                }
-            }
-        }
-        self.bind_with_index(index).await
+        let source = self
+            .metadata
+            .open(&index, KINDS)
+            .await
+            .context("cluster metadata")?;
+        let mut bound = self.bind_with_index(index).await?;
+        bound.source = source;
+        Ok(bound)
     }
 
     /// Binds both ports around an index fed by the caller.
@@ -188,6 +183,7 @@ impl Args {
             max_report_bytes: self.max_report_bytes,
             ignore_namespaces: self.ignore_namespaces.into(),
             prometheus,
+            source: Source::Static,
             remote_write,
         })
     }
@@ -224,6 +220,9 @@ impl Telemetry {
     async fn serve_inner(self, shutdown: Shutdown) -> anyhow::Result<()> {
         tracing::info!("serving");
         let sweeper = tokio::spawn(sweep(self.ingester.clone(), shutdown.clone()));
+        let _watchers = self
+            .source
+            .start(self.index.clone(), KINDS, shutdown.clone());
         let pusher = self.remote_write.map(|rw| rw.start(self.ingester.clone()));
 
         let report = ReportServer::new(ReportService::new(

@@ -1,0 +1,79 @@
+//! `conduit run --demo` as a newcomer starts it: the real binary, then
+//! `conduit stat deployments` against it until every demo deployment shows
+//! live traffic.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What the README promises: numbers within seconds.
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// Kills the demo when the test ends, however it ends.
+struct Demo(Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn demo_shows_every_deployment_with_live_rates() {
+    let bin = env!("CARGO_BIN_EXE_conduit");
+    let mut child = Command::new(bin)
+        .args([
+            "run",
+            "--demo",
+            "--telemetry-addr=127.0.0.1:0",
+            "--metrics-addr=127.0.0.1:0",
+            "--api-addr=127.0.0.1:0",
+            "--api-metrics-addr=127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("conduit runs");
+    let stdout = child.stdout.take().unwrap();
+    let demo = Demo(child);
+    let started = Instant::now();
+    // The banner names the bound public-api address.
+    let mut api = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("public-api: http://") {
+            api = Some(rest.trim_end_matches("/api/v1/").to_string());
+            break;
+        }
+    }
+    let api = api.expect("the demo prints its public-api address");
+
+    let mut last = String::new();
+    loop {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "no live rates for every demo deployment within {DEADLINE:?}; last answer: {last}"
+        );
+        let out = Command::new(bin)
+            .args(["stat", "deployments", "-o", "json", "--api-addr", &api])
+            .output()
+            .unwrap();
+        last = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        if out.status.success()
+            && let Ok(rows) = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+        {
+            let live: Vec<&str> = rows
+                .iter()
+                .filter(|r| r["requestRate"].as_f64().is_some_and(|v| v > 0.0))
+                .filter_map(|r| r["name"].as_str())
+                .collect();
+            if live.len() == 6 && live.iter().all(|n| n.starts_with("demo/")) {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    drop(demo);
+}
