@@ -5,7 +5,6 @@
 
 const PROTOS: &[&str] = &[
     "proto/common/common.proto",
-    "proto/proxy/telemetry/telemetry.proto",
     "proto/proxy/destination/destination.proto",
     "proto/proxy/tap/tap.proto",
     "proto/public/api.proto",
@@ -13,6 +12,11 @@ const PROTOS: &[&str] = &[
     "proto/controller/tap/tap.proto",
     "proto/controller/stat/stat.proto",
 ];
+
+/// The proxies' Report, generated with the telemetry component's codec
+/// (`crate::telemetry::codec::SliceCodec`: decodes from one contiguous
+/// slice, and calls an undecodable body INVALID_ARGUMENT).
+const REPORT_PROTOS: &[&str] = &["proto/proxy/telemetry/telemetry.proto"];
 
 /// Prometheus remote write 1.0: messages only, no service.
 const PROMETHEUS_PROTOS: &[&str] = &["prometheus/remote.proto"];
@@ -33,6 +37,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .compile_fds(fds)?;
+    // Also writes conduit.common again, identically.
+    let fds = protox::compile(REPORT_PROTOS, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .codec_path("crate::telemetry::codec::SliceCodec")
         .compile_fds(fds)?;
     let fds = protox::compile(PROMETHEUS_PROTOS, ["prometheus"])?;
     tonic_prost_build::configure()

@@ -2,12 +2,13 @@
 //! counts and latency by method and status, and, for methods with a message
 //! size limit, status codes as DESIGN §11 asks for them.
 //!
-//! tonic reports a message over the decode limit as `OUT_OF_RANGE` and an
-//! undecodable protobuf body as `INTERNAL`; callers of `Report` are owed
-//! `RESOURCE_EXHAUSTED` and `INVALID_ARGUMENT`. Neither can be configured in
-//! tonic, and both are produced before a handler runs, so the layer rewrites
-//! the status of those trailers-only responses (our handlers never return
-//! either code themselves).
+//! tonic reports a message over the decode limit as `OUT_OF_RANGE`, before
+//! any handler runs and without a way to configure it; callers of `Report`
+//! are owed `RESOURCE_EXHAUSTED`, so the layer rewrites the status of that
+//! trailers-only response (our handlers never return `OUT_OF_RANGE`
+//! themselves). Undecodable bodies are answered `INVALID_ARGUMENT` by the
+//! codec (`crate::telemetry::codec`) with a message starting [`UNDECODABLE`],
+//! which the layer counts.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,6 +19,10 @@ use http::{HeaderValue, Request, Response};
 use http_body::{Body, Frame};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use tower::{Layer, Service};
+
+/// The first word of the message of every undecodable-body error (one word:
+/// the header percent-encodes spaces).
+pub const UNDECODABLE: &str = "undecodable";
 
 /// Server-handling time buckets (seconds) for every gRPC method.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -150,20 +155,20 @@ where
                 .and_then(|v| v.parse::<i32>().ok())
                 .unwrap_or(0);
             if let Some(g) = guarded {
-                let rewritten = match tonic::Code::from(code) {
+                match tonic::Code::from(code) {
                     tonic::Code::OutOfRange => {
                         g.too_large.inc();
-                        Some(tonic::Code::ResourceExhausted)
+                        code = tonic::Code::ResourceExhausted as i32;
+                        headers.insert("grpc-status", HeaderValue::from(code));
                     }
-                    tonic::Code::Internal => {
+                    tonic::Code::InvalidArgument
+                        if headers
+                            .get("grpc-message")
+                            .is_some_and(|m| m.as_bytes().starts_with(UNDECODABLE.as_bytes())) =>
+                    {
                         g.undecodable.inc();
-                        Some(tonic::Code::InvalidArgument)
                     }
-                    _ => None,
-                };
-                if let Some(new) = rewritten {
-                    code = new as i32;
-                    headers.insert("grpc-status", HeaderValue::from(code));
+                    _ => {}
                 }
             }
             let code_name = format!("{:?}", tonic::Code::from(code));

@@ -2,6 +2,7 @@
 //! controller's `ListPods`/`Query` on one gRPC port, and the mesh metrics on
 //! its admin port. Owns one [`Ingester`] and reads the cluster [`Index`].
 
+pub mod codec;
 mod service;
 
 use std::sync::Arc;

@@ -48,6 +48,14 @@ pub async fn start_telemetry(cluster_yaml: &str, flags: &[&str]) -> Running {
     let dir = TempDir::new();
     let cluster = dir.0.join("cluster.yaml");
     std::fs::write(&cluster, cluster_yaml).unwrap();
+    let mut all = vec![format!("--cluster={}", cluster.display())];
+    all.extend(flags.iter().map(|s| s.to_string()));
+    start_telemetry_with(dir, &all).await
+}
+
+/// Starts the telemetry component with exactly these extra flags; `dir` is
+/// kept for as long as it runs.
+pub async fn start_telemetry_with(dir: TempDir, flags: &[String]) -> Running {
     let mut argv: Vec<String> = [
         "conduit",
         "controller",
@@ -58,8 +66,7 @@ pub async fn start_telemetry(cluster_yaml: &str, flags: &[&str]) -> Running {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    argv.push(format!("--cluster={}", cluster.display()));
-    argv.extend(flags.iter().map(|s| s.to_string()));
+    argv.extend(flags.iter().cloned());
     let cli = conduit::cli::Cli::parse_from(conduit::cli::normalize_args(argv));
     let conduit::cli::Command::Controller(conduit::cli::Controller::Telemetry(args)) = cli.command
     else {
