@@ -6,12 +6,14 @@
 # then prints both summaries and the throughput ratio telemetry/discard.
 #
 # Loopback only. Every parameter can be overridden from the environment:
-#   PODS=100 RATE=0 SHAPE=medium DURATION=20s CONCURRENCY=64 SEED=1
+#   PODS=100 RATE=0 SHAPE=medium DURATION=10s CONCURRENCY=64 SEED=1
 #   CONNECTIONS=          (simulate-proxy's default when empty)
 #   DISCARD_PORT=18187 TELEMETRY_PORT=18087 METRICS_PORT=19997
 #   ONLY=                 (discard | telemetry: run one side only)
 #   SKIP_BUILD=1          (use the binaries already in target/release)
 #   PIN=1                 (taskset: server on CPU 0, load on CPU 1; for 2+ cores)
+#   TELEMETRY_FLAGS=      (extra flags for conduit controller telemetry)
+#   ROUNDS=3              (alternating rounds; the medians are compared)
 #
 # Usage: bench/e2e.sh            (from anywhere inside the checkout)
 set -euo pipefail
@@ -19,7 +21,7 @@ set -euo pipefail
 PODS=${PODS:-100}
 RATE=${RATE:-0}
 SHAPE=${SHAPE:-medium}
-DURATION=${DURATION:-20s}
+DURATION=${DURATION:-10s}
 CONCURRENCY=${CONCURRENCY:-64}
 SEED=${SEED:-1}
 CONNECTIONS=${CONNECTIONS:-}
@@ -29,6 +31,11 @@ METRICS_PORT=${METRICS_PORT:-19997}
 ONLY=${ONLY:-}
 SKIP_BUILD=${SKIP_BUILD:-}
 PIN=${PIN:-}
+# Extra flags for the telemetry component, e.g.
+# TELEMETRY_FLAGS=-prometheus-url=http://127.0.0.1:9 (Stat from Prometheus:
+# no embedded Stat store; nothing is queried during the run).
+TELEMETRY_FLAGS=${TELEMETRY_FLAGS:-}
+ROUNDS=${ROUNDS:-3}
 # How long a server may take to open its port: 200 tries of 50 ms.
 PORT_WAIT_TRIES=200
 
@@ -134,32 +141,50 @@ fi
 
 log "pods=$PODS rate=$RATE shape=$SHAPE duration=$DURATION concurrency=$CONCURRENCY seed=$SEED"
 
-discard_json=
-if [[ $ONLY != telemetry ]]; then
-    [[ -x $DISCARD ]] || die "missing $DISCARD"
+run_discard() {
     start_server discard "$DISCARD_PORT" -- "$DISCARD" --addr "127.0.0.1:$DISCARD_PORT"
-    discard_json=$(simulate "$DISCARD_PORT" --json)
+    local json
+    json=$(simulate "$DISCARD_PORT" --json)
     stop_server "$SERVER_PID"
-    echo "discard:   $discard_json"
-fi
+    echo "discard:   $json" >&2
+    rate_of "$json"
+}
 
-telemetry_json=
-if [[ $ONLY != discard ]]; then
-    # The fleet is a function of pods, namespace and seed, so this cluster
-    # file matches the pods the load run reports as.
-    simulate "$TELEMETRY_PORT" --reports 0 --cluster-out "$WORK/cluster.yaml" >/dev/null
+run_telemetry() {
     start_server telemetry "$TELEMETRY_PORT" "$METRICS_PORT" -- \
         "$CONDUIT" controller telemetry \
         "-addr=127.0.0.1:$TELEMETRY_PORT" "-metrics-addr=127.0.0.1:$METRICS_PORT" \
-        --cluster "$WORK/cluster.yaml"
-    telemetry_json=$(simulate "$TELEMETRY_PORT" --json)
+        --cluster "$WORK/cluster.yaml" $TELEMETRY_FLAGS
+    local json
+    json=$(simulate "$TELEMETRY_PORT" --json)
     stop_server "$SERVER_PID"
-    echo "telemetry: $telemetry_json"
-fi
+    echo "telemetry: $json" >&2
+    rate_of "$json"
+}
 
-if [[ -n $discard_json && -n $telemetry_json ]]; then
-    awk -v t="$(rate_of "$telemetry_json")" -v d="$(rate_of "$discard_json")" 'BEGIN {
-        if (d > 0) printf "ratio telemetry/discard: %.3f (%.1f/s vs %.1f/s)\n", t / d, t, d
+# The fleet is a function of pods, namespace and seed, so this cluster file
+# matches the pods the load run reports as.
+simulate "$TELEMETRY_PORT" --reports 0 --cluster-out "$WORK/cluster.yaml" >/dev/null
+[[ $ONLY == telemetry ]] || [[ -x $DISCARD ]] || die "missing $DISCARD"
+
+# Rounds alternate the two servers so drift on a shared machine hits both;
+# the medians are compared.
+discard_rates=()
+telemetry_rates=()
+for ((round = 1; round <= ROUNDS; round++)); do
+    [[ $ONLY == telemetry ]] || discard_rates+=("$(run_discard)")
+    [[ $ONLY == discard ]] || telemetry_rates+=("$(run_telemetry)")
+done
+
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+if [[ ${#discard_rates[@]} -gt 0 && ${#telemetry_rates[@]} -gt 0 ]]; then
+    d=$(median "${discard_rates[@]}")
+    t=$(median "${telemetry_rates[@]}")
+    echo "discard rates:   ${discard_rates[*]}"
+    echo "telemetry rates: ${telemetry_rates[*]}"
+    awk -v t="$t" -v d="$d" -v n="$ROUNDS" 'BEGIN {
+        if (d > 0) printf "ratio telemetry/discard: %.3f (medians of %d rounds: %.1f/s vs %.1f/s)\n", t / d, n, t, d
         else print "ratio telemetry/discard: n/a (discard rate is 0)"
     }'
 fi

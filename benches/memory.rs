@@ -28,7 +28,40 @@ fn resident_bytes() -> usize {
     pages * 4096
 }
 
+/// Set in the child processes: which store to measure.
+const MODE_ENV: &str = "CONDUIT_MEMORY_BENCH_MODE";
+
 fn main() {
+    // Each measurement runs in a fresh process, so memory freed by one can
+    // not be reused by the next and hide its growth.
+    match std::env::var(MODE_ENV).as_deref() {
+        Ok("series") => measure(false),
+        Ok("with-stat") => measure(true),
+        _ => {
+            for (mode, what) in [
+                ("series", "the series store (as with -prometheus-url)"),
+                (
+                    "with-stat",
+                    "the series store and the embedded Stat store (the default)",
+                ),
+            ] {
+                println!("== {what}");
+                let out = std::process::Command::new(std::env::current_exe().unwrap())
+                    .env(MODE_ENV, mode)
+                    .output()
+                    .expect("the bench re-runs itself");
+                print!("{}", String::from_utf8_lossy(&out.stdout));
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+}
+
+fn measure(embedded_stat: bool) {
     let setup = common::setup();
     let snapshot = setup.index.snapshot();
     // Every report is encoded before the first measurement and decoded one
@@ -41,6 +74,7 @@ fn main() {
     let ingester = Ingester::new(
         Config {
             max_series: usize::MAX,
+            embedded_stat,
             ..Config::default()
         },
         health,
@@ -71,7 +105,7 @@ fn main() {
         labels as f64 / (1 << 20) as f64
     );
     println!(
-        "bytes per request label set:   {:.0}   (bar: < 400; everything beyond label text, tcp series included)",
+        "bytes per request label set:   {:.0}   (bar: < 400 for the series store; everything beyond label text, tcp series included)",
         beyond_labels / series as f64
     );
     println!(

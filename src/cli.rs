@@ -43,6 +43,10 @@ pub enum Controller {
     Telemetry(crate::telemetry::Args),
     /// The public HTTP API of the CLI and dashboard: Stat, ListPods, Version, Tap.
     PublicApi(crate::public_api::Args),
+    /// Service discovery for the proxies: Destination.Get streams.
+    Destination(crate::destination::Args),
+    /// The proxies' single address: forwards Report and Get.
+    ProxyApi(crate::proxy_api::Args),
 }
 
 /// Rewrites the original's single-dash long flags (`-addr=:8087`,
@@ -102,6 +106,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::SimulateProxy(args) => args.run(shutdown).await,
         Command::Run(args) => args.run(shutdown).await,
         Command::Controller(Controller::PublicApi(args)) => args.run(shutdown).await,
+        Command::Controller(Controller::Destination(args)) => args.run(shutdown).await,
+        Command::Controller(Controller::ProxyApi(args)) => args.run(shutdown).await,
         Command::Stat(args) => args.run().await,
         Command::Get(args) => args.run().await,
         Command::Version(args) => args.run().await,
@@ -134,6 +140,42 @@ pub fn init_tracing(level: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_originals_destination_and_proxy_api_arguments_parse() {
+        let cli = Cli::try_parse_from(norm(&[
+            "conduit",
+            "controller",
+            "destination",
+            "-addr=:8089",
+            "-metrics-addr=:9999",
+            "-cluster-domain=example.com",
+            "-heartbeat=2s",
+        ]))
+        .unwrap();
+        let Command::Controller(Controller::Destination(d)) = cli.command else {
+            panic!("expected the destination component");
+        };
+        assert_eq!((d.addr.0.port(), d.metrics_addr.0.port()), (8089, 9999));
+        assert_eq!(d.cluster_domain, "example.com");
+        assert_eq!(d.heartbeat, std::time::Duration::from_secs(2));
+        let cli = Cli::try_parse_from(norm(&[
+            "conduit",
+            "controller",
+            "proxy-api",
+            "-addr=:8086",
+            "-metrics-addr=:9996",
+            "-destination-addr=127.0.0.1:8089",
+            "-telemetry-addr=127.0.0.1:8087",
+        ]))
+        .unwrap();
+        let Command::Controller(Controller::ProxyApi(p)) = cli.command else {
+            panic!("expected the proxy-api component");
+        };
+        assert_eq!((p.addr.0.port(), p.metrics_addr.0.port()), (8086, 9996));
+        assert_eq!(p.destination_addr, "127.0.0.1:8089");
+        assert_eq!(p.telemetry_addr, "127.0.0.1:8087");
+    }
 
     fn norm(args: &[&str]) -> Vec<String> {
         normalize_args(args.iter().map(|s| s.to_string()))

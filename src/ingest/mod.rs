@@ -55,6 +55,9 @@ pub struct Config {
     pub max_series: usize,
     pub idle_timeout: Duration,
     pub dropped: DroppedLabels,
+    /// Keep the embedded Stat store ([`window`]); off when Stat is answered
+    /// by Prometheus, which saves its memory and its share of ingest time.
+    pub embedded_stat: bool,
 }
 
 impl Default for Config {
@@ -63,6 +66,7 @@ impl Default for Config {
             max_series: DEFAULT_MAX_SERIES,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             dropped: DroppedLabels::default(),
+            embedded_stat: true,
         }
     }
 }
@@ -270,9 +274,10 @@ impl Ingester {
         }
         // The workload pair is the label text before `method`.
         let pair = &w.as_str()[..pair_len];
-        if self.windows.update(pair, &self.window_budget, |data| {
-            data.add_scope(scope, now.ms, now.secs)
-        }) == Lookup::Full
+        if self.config.embedded_stat
+            && self.windows.update(pair, &self.window_budget, |data| {
+                data.add_scope(scope, now.ms, now.secs)
+            }) == Lookup::Full
         {
             tally.pairs_dropped += 1;
         }

@@ -444,6 +444,16 @@ pub struct Index {
     writer: Mutex<()>,
     /// One bit per [`Kind`] whose initial list has been applied.
     synced: AtomicU8,
+    /// Bumped after every published snapshot, for readers that follow
+    /// changes (destination streams) instead of polling.
+    published: tokio::sync::watch::Sender<Published>,
+}
+
+/// The last publication: a generation counter and when it was stored.
+#[derive(Clone, Copy, Debug)]
+pub struct Published {
+    pub generation: u64,
+    pub at: std::time::Instant,
 }
 
 impl Default for Index {
@@ -471,7 +481,17 @@ impl Index {
             current: ArcSwap::from_pointee(Snapshot::default()),
             writer: Mutex::new(()),
             synced: AtomicU8::new(0),
+            published: tokio::sync::watch::Sender::new(Published {
+                generation: 0,
+                at: std::time::Instant::now(),
+            }),
         }
+    }
+
+    /// A receiver that sees every snapshot published after this call
+    /// (intermediate ones may be coalesced; the latest is always seen).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Published> {
+        self.published.subscribe()
     }
 
     /// The current snapshot. Take it once per unit of work (a report, a
@@ -494,6 +514,10 @@ impl Index {
             snapshot: &mut next,
         });
         self.current.store(Arc::new(next));
+        self.published.send_modify(|p| {
+            p.generation += 1;
+            p.at = std::time::Instant::now();
+        });
         result
     }
 

@@ -23,5 +23,5 @@ pub mod watch;
 
 pub use index::{
     Batch, CONTROLLER_LABEL, DEFAULT_NAMESPACE, Index, InvalidObject, Kind, OwnerRef, PLANE_LABEL,
-    PodInfo, SERVICE_NAME_LABEL, Snapshot, Workload, WorkloadRef,
+    PodInfo, Published, SERVICE_NAME_LABEL, Snapshot, Workload, WorkloadRef,
 };

@@ -137,6 +137,7 @@ impl Args {
                 max_series: self.max_series,
                 idle_timeout: self.series_idle_timeout,
                 dropped: self.drop_labels,
+                embedded_stat: self.prometheus_url.is_none(),
             },
             health,
         ));

@@ -1,0 +1,171 @@
+//! The destination component: `conduit.proxy.destination.Destination/Get`
+//! for `k8s` destinations. Service → its port's targetPort → Endpoints or
+//! EndpointSlices → ready addresses, streamed as a first `add`, then
+//! `add`/`remove` diffs on every index publication, and an empty `add` as a
+//! heartbeat. Reads the cluster [`Index`]; serves its own metrics on the
+//! admin port.
+
+mod metrics;
+pub mod path;
+mod resolve;
+mod service;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tracing::Instrument as _;
+
+use crate::admin::Admin;
+use crate::core::units::parse_duration;
+use crate::core::{ListenAddr, Shutdown};
+use crate::grpc::GrpcMetrics;
+use crate::k8s::source::{MetadataArgs, Source};
+use crate::k8s::{Index, Kind};
+use crate::proto::proxy::destination::destination_server::DestinationServer;
+
+pub use metrics::Metrics;
+pub use resolve::resolve;
+pub use service::DestinationService;
+
+/// The gRPC path of Get.
+pub const GET_PATH: &str = "/conduit.proxy.destination.Destination/Get";
+
+/// The kinds of cluster metadata this component reads (the watcher picks
+/// EndpointSlices or Endpoints, whichever the server offers).
+const KINDS: &[Kind] = &[Kind::Service, Kind::Endpoints, Kind::EndpointSlice];
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// gRPC address for the proxies' Get.
+    #[arg(long, default_value = ":8089")]
+    pub addr: ListenAddr,
+    /// Admin HTTP address: /metrics, /ping, /ready.
+    #[arg(long, default_value = ":9999")]
+    pub metrics_addr: ListenAddr,
+    #[command(flatten)]
+    pub metadata: MetadataArgs,
+    /// The cluster's DNS domain, accepted as `svc.ns.svc.<domain>`.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// How often every stream gets an empty `add`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+}
+
+/// The component with its sockets bound, ready to serve.
+pub struct Destination {
+    index: Arc<Index>,
+    admin: Admin,
+    grpc: GrpcMetrics,
+    metrics: Metrics,
+    grpc_listener: TcpListener,
+    admin_listener: TcpListener,
+    cluster_domain: String,
+    heartbeat: Duration,
+    source: Source,
+}
+
+impl Args {
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        self.bind().await?.serve(shutdown).await
+    }
+
+    /// Opens the cluster metadata and binds both ports.
+    pub async fn bind(self) -> anyhow::Result<Destination> {
+        let index = Arc::new(Index::new());
+        let source = self
+            .metadata
+            .open(&index, KINDS)
+            .await
+            .context("cluster metadata")?;
+        let mut bound = self.bind_with_index(index).await?;
+        bound.source = source;
+        Ok(bound)
+    }
+
+    /// Binds both ports around an index fed by the caller.
+    pub async fn bind_with_index(self, index: Arc<Index>) -> anyhow::Result<Destination> {
+        anyhow::ensure!(!self.heartbeat.is_zero(), "-heartbeat must be above zero");
+        let registry = Admin::registry();
+        let grpc = GrpcMetrics::register(&registry, &[GET_PATH], Vec::new())?;
+        let metrics = Metrics::register(&registry)?;
+        let grpc_listener = TcpListener::bind(self.addr.0)
+            .await
+            .with_context(|| format!("binding -addr {}", self.addr))?;
+        let admin_listener = TcpListener::bind(self.metrics_addr.0)
+            .await
+            .with_context(|| format!("binding -metrics-addr {}", self.metrics_addr))?;
+        let ready_index = index.clone();
+        let admin = Admin {
+            registry,
+            ingester: None,
+            ready: Arc::new(move || {
+                ready_index.is_synced(&[Kind::Service])
+                    && (ready_index.is_synced(&[Kind::Endpoints])
+                        || ready_index.is_synced(&[Kind::EndpointSlice]))
+            }),
+        };
+        Ok(Destination {
+            index,
+            admin,
+            grpc,
+            metrics,
+            grpc_listener,
+            admin_listener,
+            cluster_domain: self.cluster_domain,
+            heartbeat: self.heartbeat,
+            source: Source::Static,
+        })
+    }
+}
+
+impl Destination {
+    pub fn grpc_addr(&self) -> std::net::SocketAddr {
+        self.grpc_listener
+            .local_addr()
+            .expect("a bound listener has a local address")
+    }
+
+    pub fn admin_addr(&self) -> std::net::SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .expect("a bound listener has a local address")
+    }
+
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    /// Serves gRPC and admin HTTP until shutdown; every stream ends then.
+    pub async fn serve(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let span = tracing::info_span!("destination", grpc = %self.grpc_addr(), admin = %self.admin_addr());
+        self.serve_inner(shutdown).instrument(span).await
+    }
+
+    async fn serve_inner(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        tracing::info!("serving");
+        let _watchers = self
+            .source
+            .start(self.index.clone(), KINDS, shutdown.clone());
+        let service = DestinationService::new(
+            self.index.clone(),
+            &self.cluster_domain,
+            self.heartbeat,
+            self.metrics,
+            shutdown.clone(),
+        );
+        let incoming = tonic::transport::server::TcpIncoming::from(self.grpc_listener)
+            .with_nodelay(Some(true));
+        let grpc = tonic::transport::Server::builder()
+            .layer(self.grpc)
+            .add_service(DestinationServer::new(service))
+            .serve_with_incoming_shutdown(incoming, shutdown.clone().signaled());
+        let admin = self.admin.serve(self.admin_listener, shutdown);
+        tokio::try_join!(async { grpc.await.context("gRPC server") }, async {
+            admin.await.context("admin server")
+        })
+        .map(|_| ())
+    }
+}
