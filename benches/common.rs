@@ -4,7 +4,11 @@
 
 use std::sync::Arc;
 
+use conduit::core::ip_to_proto;
+use conduit::ingest::{Config, Health, Ingester};
 use conduit::k8s::{Index, cluster_file};
+use conduit::proto::common::{HttpMethod, TcpAddress, http_method};
+use conduit::proto::proxy::telemetry::*;
 use conduit::simulate::{Fleet, Shape, build_report, cluster_yaml, fleet};
 use prost::Message;
 
@@ -32,4 +36,64 @@ pub fn encoded_reports(fleet: &Fleet, shape: Shape, n: usize, seed: u64) -> Vec<
     (0..n)
         .map(|i| build_report(fleet, shape, i % fleet.pods.len(), &mut rng).encode_to_vec())
         .collect()
+}
+
+/// An ingester holding `n` request label sets between the fleet's pods,
+/// each with two response classes and a full latency histogram.
+pub fn populated(setup: &Setup, n: usize) -> Ingester {
+    let health = Health::register(&prometheus::Registry::new()).unwrap();
+    let ingester = Ingester::new(
+        Config {
+            max_series: usize::MAX,
+            ..Config::default()
+        },
+        health,
+    );
+    let pods = &setup.fleet.pods;
+    let snapshot = setup.index.snapshot();
+    let latencies: Vec<Latency> = (0..20)
+        .map(|i| Latency {
+            latency: 5 + i * 2_500,
+            count: 1 + i,
+        })
+        .collect();
+    let response = |status| ResponseScope {
+        ctx: Some(ResponseCtx {
+            http_status_code: status,
+        }),
+        response_latencies: latencies.clone(),
+        ends: vec![EosScope {
+            ctx: Some(EosCtx {
+                end: Some(eos_ctx::End::Other(true)),
+            }),
+            streams: vec![StreamSummary::default(); 2],
+        }],
+    };
+    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+        let requests = chunk
+            .iter()
+            .map(|&i| RequestScope {
+                ctx: Some(RequestCtx {
+                    source_ip: Some(ip_to_proto(pods[i % pods.len()].ip.into())),
+                    target_addr: Some(TcpAddress {
+                        ip: Some(ip_to_proto(pods[(i / 7) % pods.len()].ip.into())),
+                        port: 8080,
+                    }),
+                    authority: String::new(),
+                    method: Some(HttpMethod {
+                        r#type: Some(http_method::Type::Registered(0)),
+                    }),
+                    path: format!("/api/v1/items/{i}"),
+                }),
+                count: 3,
+                responses: vec![response(200), response(500)],
+            })
+            .collect();
+        let report = ReportRequest {
+            requests,
+            ..Default::default()
+        };
+        ingester.ingest(&report, &*snapshot).unwrap();
+    }
+    ingester
 }

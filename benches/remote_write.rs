@@ -14,74 +14,12 @@ mod common;
 
 use std::hint::black_box;
 
-use conduit::core::ip_to_proto;
-use conduit::ingest::{Config, Health, Ingester};
-use conduit::proto::common::{HttpMethod, TcpAddress, http_method};
-use conduit::proto::proxy::telemetry::*;
+use conduit::ingest::Ingester;
 use conduit::remote_write::{MAX_SAMPLES_PER_REQUEST, encode_all};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// A collection timestamp (ms) as a real one looks on the wire.
 const TIMESTAMP_MS: i64 = 1_767_225_600_000;
-
-/// An ingester holding `n` request label sets between the fleet's pods.
-fn populated(setup: &common::Setup, n: usize) -> Ingester {
-    let health = Health::register(&prometheus::Registry::new()).unwrap();
-    let ingester = Ingester::new(
-        Config {
-            max_series: usize::MAX,
-            ..Config::default()
-        },
-        health,
-    );
-    let pods = &setup.fleet.pods;
-    let snapshot = setup.index.snapshot();
-    let latencies: Vec<Latency> = (0..20)
-        .map(|i| Latency {
-            latency: 5 + i * 2_500,
-            count: 1 + i,
-        })
-        .collect();
-    let response = |status| ResponseScope {
-        ctx: Some(ResponseCtx {
-            http_status_code: status,
-        }),
-        response_latencies: latencies.clone(),
-        ends: vec![EosScope {
-            ctx: Some(EosCtx {
-                end: Some(eos_ctx::End::Other(true)),
-            }),
-            streams: vec![StreamSummary::default(); 2],
-        }],
-    };
-    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
-        let requests = chunk
-            .iter()
-            .map(|&i| RequestScope {
-                ctx: Some(RequestCtx {
-                    source_ip: Some(ip_to_proto(pods[i % pods.len()].ip.into())),
-                    target_addr: Some(TcpAddress {
-                        ip: Some(ip_to_proto(pods[(i / 7) % pods.len()].ip.into())),
-                        port: 8080,
-                    }),
-                    authority: String::new(),
-                    method: Some(HttpMethod {
-                        r#type: Some(http_method::Type::Registered(0)),
-                    }),
-                    path: format!("/api/v1/items/{i}"),
-                }),
-                count: 3,
-                responses: vec![response(200), response(500)],
-            })
-            .collect();
-        let report = ReportRequest {
-            requests,
-            ..Default::default()
-        };
-        ingester.ingest(&report, &*snapshot).unwrap();
-    }
-    ingester
-}
 
 /// Samples, protobuf bytes and compressed bytes of one collection.
 fn encode(ingester: &Ingester) -> (usize, usize, usize) {
@@ -109,7 +47,7 @@ fn remote_write_encode(c: &mut Criterion) {
     let mut group = c.benchmark_group("remote_write_encode");
     group.sample_size(10);
     for n in sizes {
-        let ingester = populated(&setup, n);
+        let ingester = common::populated(&setup, n);
         let (samples, raw, compressed) = encode(&ingester);
         assert_eq!(samples, n * 31, "31 samples per label set");
         println!(

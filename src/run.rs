@@ -48,6 +48,15 @@ pub struct Args {
     pub demo_rate: f64,
 }
 
+/// Prints a banner line; a closed stdout (the reader went away) must not
+/// take the control plane down with it, so errors are ignored.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 /// Parses one component's flags from argv, so `run` shares each
 /// component's definition of its defaults.
 #[derive(clap::Parser)]
@@ -95,11 +104,14 @@ impl Args {
         ])
         .context("public-api flags")?;
         let api = api.bind().await?;
-        println!(
+        say(format_args!(
             "telemetry: gRPC on {grpc}, metrics on http://{}/metrics",
             telemetry.admin_addr()
-        );
-        println!("public-api: http://{}/api/v1/", api.http_addr());
+        ));
+        say(format_args!(
+            "public-api: http://{}/api/v1/",
+            api.http_addr()
+        ));
         let telemetry = tokio::spawn(telemetry.serve(shutdown.clone()));
         let api = tokio::spawn(api.serve(shutdown.clone()));
         if self.demo {
@@ -118,10 +130,10 @@ impl Args {
                 connections: Some(1),
                 json: false,
             };
-            println!(
+            say(format_args!(
                 "demo: {DEMO_PODS} simulated proxies in namespace {DEMO_NAMESPACE} report {} times a second; try: conduit stat deployments",
                 self.demo_rate
-            );
+            ));
             let demo_shutdown = shutdown.clone();
             tokio::spawn(async move {
                 if let Err(error) = sim.run(demo_shutdown).await {

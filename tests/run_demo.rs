@@ -38,16 +38,19 @@ fn demo_shows_every_deployment_with_live_rates() {
     let stdout = child.stdout.take().unwrap();
     let demo = Demo(child);
     let started = Instant::now();
-    // The banner names the bound public-api address.
-    let mut api = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        if let Some(rest) = line.strip_prefix("public-api: http://") {
-            api = Some(rest.trim_end_matches("/api/v1/").to_string());
-            break;
+    // The banner names the bound public-api address; the rest of its output
+    // is drained for as long as it runs.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("public-api: http://") {
+                let _ = tx.send(rest.trim_end_matches("/api/v1/").to_string());
+            }
         }
-    }
-    let api = api.expect("the demo prints its public-api address");
+    });
+    let api = rx
+        .recv_timeout(DEADLINE)
+        .expect("the demo prints its public-api address");
 
     let mut last = String::new();
     loop {

@@ -32,6 +32,11 @@ pub use service::DestinationService;
 /// The gRPC path of Get.
 pub const GET_PATH: &str = "/conduit.proxy.destination.Destination/Get";
 
+/// Streams one connection may hold open: a proxy follows one `Get` per
+/// service it talks to over a single connection, more than hyper's default
+/// of 200 in a large mesh (the original's Go server had no limit).
+const MAX_CONCURRENT_STREAMS: u32 = 10_000;
+
 /// The kinds of cluster metadata this component reads (the watcher picks
 /// EndpointSlices or Endpoints, whichever the server offers).
 const KINDS: &[Kind] = &[Kind::Service, Kind::Endpoints, Kind::EndpointSlice];
@@ -159,6 +164,7 @@ impl Destination {
         let incoming = tonic::transport::server::TcpIncoming::from(self.grpc_listener)
             .with_nodelay(Some(true));
         let grpc = tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
             .layer(self.grpc)
             .add_service(DestinationServer::new(service))
             .serve_with_incoming_shutdown(incoming, shutdown.clone().signaled());

@@ -970,6 +970,25 @@ mod tests {
     }
 
     /// A pod with one IP (or none when `ip` is empty), owned by ReplicaSet `rs` if given.
+    #[test]
+    fn every_write_is_published_to_subscribers() {
+        let index = Index::new();
+        let mut changes = index.subscribe();
+        assert!(!changes.has_changed().unwrap());
+        index.apply_pod(mk_pod("ns", "a", "192.0.2.1", "Running", None));
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(changes.borrow_and_update().generation, 1);
+        index.batch(|b| {
+            b.apply_pod(mk_pod("ns", "b", "192.0.2.2", "Running", None));
+            b.apply_pod(mk_pod("ns", "c", "192.0.2.3", "Running", None));
+        });
+        assert_eq!(
+            changes.borrow_and_update().generation,
+            2,
+            "a batch is one publication"
+        );
+    }
+
     fn mk_pod(ns: &str, name: &str, ip: &str, phase: &str, rs: Option<&str>) -> Pod {
         Pod {
             metadata: ObjectMeta {

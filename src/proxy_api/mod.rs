@@ -36,6 +36,11 @@ const GET_PATH: &str = "/conduit.proxy.destination.Destination/Get";
 /// RESOURCE_EXHAUSTED reaches the proxy.
 const MAX_FORWARD_BYTES: usize = 64 << 20;
 
+/// Streams one connection may hold open: a proxy follows one `Get` per
+/// service it talks to over a single connection, more than hyper's default
+/// of 200 in a large mesh (the original's Go server had no limit).
+const MAX_CONCURRENT_STREAMS: u32 = 10_000;
+
 /// Connecting to an upstream that does not answer fails after this long
 /// (UNAVAILABLE) rather than waiting on the caller's deadline.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -140,6 +145,7 @@ impl ProxyApi {
         let incoming = tonic::transport::server::TcpIncoming::from(self.grpc_listener)
             .with_nodelay(Some(true));
         let grpc = tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
             .layer(self.grpc)
             .add_service(report)
             .add_service(get)
@@ -241,5 +247,30 @@ impl destination_server::Destination for Forward {
         let shutdown = self.shutdown.clone().signaled();
         use futures::StreamExt as _;
         Ok(Response::new(stream.take_until(Box::pin(shutdown)).boxed()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeout(value: &str) -> Option<Duration> {
+        let mut metadata = MetadataMap::new();
+        metadata.insert("grpc-timeout", value.parse().unwrap());
+        grpc_timeout(&metadata)
+    }
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(timeout("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(timeout("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(timeout("9n"), Some(Duration::from_nanos(9)));
+        assert_eq!(timeout("5"), None);
+        assert_eq!(timeout("5x"), None);
+        assert_eq!(timeout("123456789S"), None, "at most 8 digits");
+        assert_eq!(grpc_timeout(&MetadataMap::new()), None);
     }
 }
