@@ -220,7 +220,6 @@ fn histogram<const N: usize>(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::net::IpAddr;
 
     use super::*;
@@ -347,46 +346,7 @@ mod tests {
         ingester
     }
 
-    type Sample = (String, BTreeMap<String, String>, f64);
-
-    #[derive(Default)]
-    struct Collect(Vec<Sample>);
-
-    impl Visit for Collect {
-        fn sample(
-            &mut self,
-            name: &str,
-            labels: &[(&str, &str)],
-            extra: &[(&str, &str)],
-            value: f64,
-        ) {
-            let labels = labels
-                .iter()
-                .chain(extra)
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect();
-            self.0.push((name.to_string(), labels, value));
-        }
-    }
-
-    /// The samples of a text exposition (the subset of the format that
-    /// `/metrics` prints for the mesh series).
-    fn parse_text(text: &str) -> Vec<Sample> {
-        let mut scratch = LabelScratch::default();
-        text.lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .map(|line| {
-                let (series, value) = line.rsplit_once(' ').unwrap();
-                let (name, labels) = series.split_once('{').unwrap();
-                let labels = scratch
-                    .parse(labels.strip_suffix('}').unwrap())
-                    .iter()
-                    .map(|(n, v)| (n.to_string(), v.to_string()))
-                    .collect();
-                (name.to_string(), labels, value.parse().unwrap())
-            })
-            .collect()
-    }
+    use super::testing::{Collect, Sample, parse_text};
 
     fn sorted(mut samples: Vec<Sample>) -> Vec<Sample> {
         samples.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
@@ -436,5 +396,63 @@ mod tests {
         let mut scratch = LabelScratch::default();
         assert_eq!(scratch.parse(w.as_str()).as_slice(), &pairs);
         assert!(scratch.parse("").is_empty());
+    }
+}
+
+/// Helpers shared by the tests that compare the walk with a text exposition.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::collections::BTreeMap;
+
+    use super::{LabelScratch, Visit};
+
+    pub(crate) type Sample = (String, BTreeMap<String, String>, f64);
+
+    #[derive(Default)]
+    pub(crate) struct Collect(pub(crate) Vec<Sample>);
+
+    impl Visit for Collect {
+        fn sample(
+            &mut self,
+            name: &str,
+            labels: &[(&str, &str)],
+            extra: &[(&str, &str)],
+            value: f64,
+        ) {
+            let labels = labels
+                .iter()
+                .chain(extra)
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            self.0.push((name.to_string(), labels, value));
+        }
+    }
+
+    /// The samples of a text exposition, sorted by name and labels.
+    pub(crate) fn parse_text(text: &str) -> Vec<Sample> {
+        let mut scratch = LabelScratch::default();
+        let mut out: Vec<Sample> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|line| {
+                let (series, value) = line.rsplit_once(' ').unwrap();
+                let (name, labels) = match series.split_once('{') {
+                    Some((name, labels)) => (name, labels.strip_suffix('}').unwrap()),
+                    None => (series, ""),
+                };
+                let labels = scratch
+                    .parse(labels)
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect();
+                let value = match value {
+                    "+Inf" => f64::INFINITY,
+                    v => v.parse().unwrap(),
+                };
+                (name.to_string(), labels, value)
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
     }
 }

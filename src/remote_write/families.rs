@@ -79,61 +79,11 @@ pub fn walk(families: &[MetricFamily], visit: &mut impl Visit) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use prometheus::{Encoder as _, HistogramOpts, Opts, Registry, TextEncoder};
 
     use super::*;
-    use crate::ingest::walk::LabelScratch;
 
-    type Sample = (String, BTreeMap<String, String>, f64);
-
-    #[derive(Default)]
-    struct Collect(Vec<Sample>);
-
-    impl Visit for Collect {
-        fn sample(
-            &mut self,
-            name: &str,
-            labels: &[(&str, &str)],
-            extra: &[(&str, &str)],
-            value: f64,
-        ) {
-            let labels = labels
-                .iter()
-                .chain(extra)
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect();
-            self.0.push((name.to_string(), labels, value));
-        }
-    }
-
-    fn parse_text(text: &str) -> Vec<Sample> {
-        let mut scratch = LabelScratch::default();
-        let mut out: Vec<Sample> = text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .map(|line| {
-                let (series, value) = line.rsplit_once(' ').unwrap();
-                let (name, labels) = match series.split_once('{') {
-                    Some((name, labels)) => (name, labels.strip_suffix('}').unwrap()),
-                    None => (series, ""),
-                };
-                let labels = scratch
-                    .parse(labels)
-                    .iter()
-                    .map(|(n, v)| (n.to_string(), v.to_string()))
-                    .collect();
-                let value = match value {
-                    "+Inf" => f64::INFINITY,
-                    v => v.parse().unwrap(),
-                };
-                (name.to_string(), labels, value)
-            })
-            .collect();
-        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        out
-    }
+    use crate::ingest::walk::testing::{Collect, parse_text};
 
     #[test]
     fn registry_walk_and_text_encoder_agree() {
