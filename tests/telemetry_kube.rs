@@ -79,6 +79,28 @@ async fn target_of(t: &Running, path: &str) -> Option<(String, String)> {
         .map(|(_, l, _)| (l["target"].clone(), l["target_deployment"].clone()))
 }
 
+/// Sends a report on a fresh path until its `target` labels are `want`:
+/// each report is the first for its path, so the one that passes was
+/// enriched with what the watch had delivered by then.
+async fn reports_until(t: &Running, what: &str, prefix: &str, want: (String, String)) {
+    let client = t.client().await;
+    let mut n = 0;
+    eventually(what, DEADLINE, || {
+        n += 1;
+        let path = format!("{prefix}/{n}");
+        let mut client = client.clone();
+        let want = want.clone();
+        async move {
+            client
+                .report(report("shop", "web-1-a", vec![call(&path)]))
+                .await
+                .unwrap();
+            target_of(t, &path).await == Some(want)
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn reports_follow_pods_as_the_api_server_reports_them() {
     let fake = fake_api::FakeApi::start_tls(TOKEN).await;
@@ -109,40 +131,13 @@ async fn reports_follow_pods_as_the_api_server_reports_them() {
     // A pod created after start: the next report naming its IP is enriched
     // once the watch has delivered it.
     fake.apply(&mk_pod("books-1-b", "192.0.2.20", "books-1"));
-    let mut n = 0;
-    eventually("the new pod enriches reports", DEADLINE, || {
-        n += 1;
-        let path = format!("/after/{n}");
-        let mut client = client.clone();
-        let t = &t;
-        async move {
-            client
-                .report(report("shop", "web-1-a", vec![call(&path)]))
-                .await
-                .unwrap();
-            target_of(t, &path).await
-                == Some(("shop/books-1-b".to_string(), "shop/books".to_string()))
-        }
-    })
-    .await;
+    let books = ("shop/books-1-b".to_string(), "shop/books".to_string());
+    reports_until(&t, "the new pod enriches reports", "/after", books).await;
 
     // Deleted: its IP stops resolving.
     assert!(fake.delete::<Pod>("shop", "books-1-b"));
-    let mut n = 0;
-    eventually("the deleted pod's IP stops resolving", DEADLINE, || {
-        n += 1;
-        let path = format!("/gone/{n}");
-        let mut client = client.clone();
-        let t = &t;
-        async move {
-            client
-                .report(report("shop", "web-1-a", vec![call(&path)]))
-                .await
-                .unwrap();
-            target_of(t, &path).await == Some((String::new(), String::new()))
-        }
-    })
-    .await;
+    let unknown = (String::new(), String::new());
+    reports_until(&t, "the deleted pod's IP stops resolving", "/gone", unknown).await;
 }
 
 #[tokio::test]

@@ -79,10 +79,9 @@ impl Args {
 
     /// Opens the cluster metadata and binds both ports.
     pub async fn bind(self) -> anyhow::Result<Destination> {
-        let index = Arc::new(Index::new());
-        let source = self
+        let (index, source) = self
             .metadata
-            .open(&index, KINDS)
+            .open_index(KINDS)
             .await
             .context("cluster metadata")?;
         let mut bound = self.bind_with_index(index).await?;

@@ -68,6 +68,16 @@ impl MetadataArgs {
     }
 }
 
+impl MetadataArgs {
+    /// A new index opened on this source: what a component's `bind` starts
+    /// from.
+    pub async fn open_index(&self, kinds: &[Kind]) -> Result<(Arc<Index>, Source), SourceError> {
+        let index = Arc::new(Index::new());
+        let source = self.open(&index, kinds).await?;
+        Ok((index, source))
+    }
+}
+
 impl Source {
     /// Starts the watchers, if any; they end when `shutdown` fires.
     pub fn start(

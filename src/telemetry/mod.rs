@@ -107,10 +107,9 @@ impl Args {
 
     /// Loads cluster metadata and binds both ports.
     pub async fn bind(self) -> anyhow::Result<Telemetry> {
-        let index = Arc::new(Index::new());
-        let source = self
+        let (index, source) = self
             .metadata
-            .open(&index, KINDS)
+            .open_index(KINDS)
             .await
             .context("cluster metadata")?;
         let mut bound = self.bind_with_index(index).await?;
