@@ -35,6 +35,8 @@ pub enum Command {
     Get(crate::client::get::Args),
     /// The versions of this client and of the public API.
     Version(crate::client::version::Args),
+    /// Live requests of a deployment or a pod, one line per event.
+    Tap(crate::client::tap::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,6 +49,8 @@ pub enum Controller {
     Destination(crate::destination::Args),
     /// The proxies' single address: forwards Report and Get.
     ProxyApi(crate::proxy_api::Args),
+    /// Live requests from the proxies: Tap, on the proxies' Observe.
+    Tap(crate::tap::Args),
 }
 
 /// Rewrites the original's single-dash long flags (`-addr=:8087`,
@@ -108,6 +112,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Controller(Controller::PublicApi(args)) => args.run(shutdown).await,
         Command::Controller(Controller::Destination(args)) => args.run(shutdown).await,
         Command::Controller(Controller::ProxyApi(args)) => args.run(shutdown).await,
+        Command::Controller(Controller::Tap(args)) => args.run(shutdown).await,
+        Command::Tap(args) => args.run(shutdown).await,
         Command::Stat(args) => args.run().await,
         Command::Get(args) => args.run().await,
         Command::Version(args) => args.run().await,

@@ -21,4 +21,5 @@ pub mod remote_write;
 pub mod run;
 pub mod simulate;
 pub mod stat;
+pub mod tap;
 pub mod telemetry;
