@@ -35,6 +35,8 @@ pub enum Command {
     Get(crate::client::get::Args),
     /// The versions of this client and of the public API.
     Version(crate::client::version::Args),
+    /// Print the Kubernetes manifests of the control plane (pipe to `kubectl apply -f -`).
+    Install(crate::install::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +113,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stat(args) => args.run().await,
         Command::Get(args) => args.run().await,
         Command::Version(args) => args.run().await,
+        Command::Install(args) => args.run(),
     };
     signal.abort();
     result
