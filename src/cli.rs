@@ -37,6 +37,8 @@ pub enum Command {
     Version(crate::client::version::Args),
     /// Live requests of a deployment or a pod, one line per event.
     Tap(crate::client::tap::Args),
+    /// Print the Kubernetes manifests of the control plane (pipe to `kubectl apply -f -`).
+    Install(crate::install::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,6 +119,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stat(args) => args.run().await,
         Command::Get(args) => args.run().await,
         Command::Version(args) => args.run().await,
+        Command::Install(args) => args.run(),
     };
     signal.abort();
     result
