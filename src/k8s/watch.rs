@@ -47,7 +47,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -367,38 +367,94 @@ impl Ctx {
             .boxed();
         // The (re-)list being collected, from `Init` to `InitDone`.
         let mut listing: Vec<K> = Vec::new();
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(Event::Init) => listing.clear(),
-                Ok(Event::InitApply(obj)) => listing.push(slim(obj)),
-                Ok(Event::InitDone) => {
-                    let objects = std::mem::take(&mut listing);
-                    let count = objects.len();
-                    self.index.batch(|b| K::reset(b, objects));
-                    for kind in std::iter::once(K::INDEX_KIND).chain(also_synced.iter().copied()) {
-                        self.index.mark_synced(kind);
-                    }
-                    tracing::info!(kind = %K::INDEX_KIND, objects = count, "listed");
-                }
-                Ok(Event::Apply(obj)) => self.index.batch(|b| K::apply(b, slim(obj))),
-                Ok(Event::Delete(obj)) => self.index.batch(|b| K::delete(b, &obj)),
-                // The watcher recovers after the backoff: it re-lists after
-                // a 410, and otherwise watches again from the last version seen.
-                Err(watcher::Error::WatchError(status)) if status.code == 410 => {
-                    tracing::info!(
-                        kind = %K::INDEX_KIND,
-                        detail = %status.message,
-                        "watch expired; re-listing",
-                    );
-                }
-                Err(error) => {
-                    tracing::warn!(kind = %K::INDEX_KIND, %error, "watch failed; retrying");
+        let mut changes: Vec<Change<K>> = Vec::new();
+        while let Some(first) = events.next().await {
+            // Events that have already arrived are applied together, as one
+            // published snapshot: a burst (a rollout) then costs readers one
+            // snapshot switch instead of one per event. Order is kept.
+            let mut ready = vec![first];
+            while ready.len() < MAX_COALESCED {
+                match events.next().now_or_never() {
+                    Some(Some(event)) => ready.push(event),
+                    _ => break,
                 }
             }
+            for event in ready {
+                match event {
+                    Ok(Event::Apply(obj)) => changes.push(Change::Apply(slim(obj))),
+                    Ok(Event::Delete(obj)) => changes.push(Change::Delete(obj)),
+                    other => {
+                        self.apply_changes(&mut changes);
+                        self.handle(other, &mut listing, also_synced);
+                    }
+                }
+            }
+            self.apply_changes(&mut changes);
         }
         // The backoffs never give up, so the stream never ends.
         tracing::error!("watch stream ended; this kind is no longer updated");
     }
+
+    /// Applies the pending changes as one batch (one published snapshot).
+    fn apply_changes<K: Indexed>(&self, changes: &mut Vec<Change<K>>) {
+        if changes.is_empty() {
+            return;
+        }
+        self.index.batch(|b| {
+            for change in changes.drain(..) {
+                match change {
+                    Change::Apply(obj) => K::apply(b, obj),
+                    Change::Delete(obj) => K::delete(b, &obj),
+                }
+            }
+        });
+    }
+
+    /// Every event but a change: the list protocol and errors.
+    fn handle<K: Indexed>(
+        &self,
+        event: Result<Event<K>, watcher::Error>,
+        listing: &mut Vec<K>,
+        also_synced: &[Kind],
+    ) {
+        match event {
+            Ok(Event::Init) => listing.clear(),
+            Ok(Event::InitApply(obj)) => listing.push(slim(obj)),
+            Ok(Event::InitDone) => {
+                let objects = std::mem::take(listing);
+                let count = objects.len();
+                self.index.batch(|b| K::reset(b, objects));
+                for kind in std::iter::once(K::INDEX_KIND).chain(also_synced.iter().copied()) {
+                    self.index.mark_synced(kind);
+                }
+                tracing::info!(kind = %K::INDEX_KIND, objects = count, "listed");
+            }
+            Ok(Event::Apply(obj)) => self.index.batch(|b| K::apply(b, slim(obj))),
+            Ok(Event::Delete(obj)) => self.index.batch(|b| K::delete(b, &obj)),
+            // The watcher recovers after the backoff: it re-lists after
+            // a 410, and otherwise watches again from the last version seen.
+            Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+                tracing::info!(
+                    kind = %K::INDEX_KIND,
+                    detail = %status.message,
+                    "watch expired; re-listing",
+                );
+            }
+            Err(error) => {
+                tracing::warn!(kind = %K::INDEX_KIND, %error, "watch failed; retrying");
+            }
+        }
+    }
+}
+
+/// Most watch events applied as one batch: bounds how long a burst keeps
+/// the writer from publishing what it has.
+const MAX_COALESCED: usize = 256;
+
+/// One watch event that changes an object, waiting to be applied.
+enum Change<K> {
+    Apply(K),
+    Delete(K),
 }
 
 /// Drops `metadata.managedFields`: nothing reads them, and they are often
