@@ -22,3 +22,4 @@ pub mod run;
 pub mod simulate;
 pub mod stat;
 pub mod telemetry;
+pub mod web;

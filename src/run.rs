@@ -1,9 +1,10 @@
-//! `conduit run`: the control plane in one process — telemetry and
-//! public-api on their usual ports, sharing nothing but loopback gRPC for
-//! now. With `--demo` it also generates a cluster and drives it with
+//! `conduit run`: the control plane in one process — telemetry,
+//! public-api and the web dashboard on their usual ports, sharing nothing
+//! but loopback calls for now. With `--demo` it also generates a cluster and drives it with
 //! simulated proxies, so `conduit stat deployments` and `/metrics` show live
 //! numbers within seconds with nothing else installed.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,12 @@ pub struct Args {
     /// Prometheus for Stat (the embedded store otherwise).
     #[arg(long)]
     pub prometheus_url: Option<String>,
+    /// Web dashboard HTTP address.
+    #[arg(long, default_value = ":8084")]
+    pub web_addr: ListenAddr,
+    /// Web dashboard admin address.
+    #[arg(long, default_value = ":9994")]
+    pub web_metrics_addr: ListenAddr,
     /// Reports per second from the demo's simulated proxies.
     #[arg(long, default_value_t = 24.0)]
     pub demo_rate: f64,
@@ -55,6 +62,16 @@ fn say(line: std::fmt::Arguments<'_>) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
+}
+
+/// Where this host reaches a bound address: loopback for the unspecified
+/// address (`:8085` binds every interface).
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
 }
 
 /// Parses one component's flags from argv, so `run` shares each
@@ -104,6 +121,13 @@ impl Args {
         ])
         .context("public-api flags")?;
         let api = api.bind().await?;
+        let web: crate::web::Args = component(vec![
+            format!("--addr={}", self.web_addr),
+            format!("--metrics-addr={}", self.web_metrics_addr),
+            format!("--api-addr={}", reachable(api.http_addr())),
+        ])
+        .context("web flags")?;
+        let web = web.bind().await?;
         say(format_args!(
             "telemetry: gRPC on {grpc}, metrics on http://{}/metrics",
             telemetry.admin_addr()
@@ -112,8 +136,10 @@ impl Args {
             "public-api: http://{}/api/v1/",
             api.http_addr()
         ));
+        say(format_args!("web: http://{}/", reachable(web.http_addr())));
         let telemetry = tokio::spawn(telemetry.serve(shutdown.clone()));
         let api = tokio::spawn(api.serve(shutdown.clone()));
+        let web = tokio::spawn(web.serve(shutdown.clone()));
         if self.demo {
             let sim = simulate::Args {
                 addr: format!("127.0.0.1:{}", grpc.port()),
@@ -141,9 +167,10 @@ impl Args {
                 }
             });
         }
-        let (telemetry, api) = tokio::join!(telemetry, api);
+        let (telemetry, api, web) = tokio::join!(telemetry, api, web);
         telemetry.context("telemetry task")??;
         api.context("public-api task")??;
+        web.context("web task")??;
         Ok(())
     }
 }
