@@ -37,6 +37,8 @@ pub enum Command {
     Version(crate::client::version::Args),
     /// The web dashboard, served over HTTP; it talks to the public API.
     Web(crate::web::Args),
+    /// Live requests of a deployment or a pod, one line per event.
+    Tap(crate::client::tap::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,6 +51,8 @@ pub enum Controller {
     Destination(crate::destination::Args),
     /// The proxies' single address: forwards Report and Get.
     ProxyApi(crate::proxy_api::Args),
+    /// Live requests from the proxies: Tap, on the proxies' Observe.
+    Tap(crate::tap::Args),
 }
 
 /// Rewrites the original's single-dash long flags (`-addr=:8087`,
@@ -110,6 +114,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Controller(Controller::PublicApi(args)) => args.run(shutdown).await,
         Command::Controller(Controller::Destination(args)) => args.run(shutdown).await,
         Command::Controller(Controller::ProxyApi(args)) => args.run(shutdown).await,
+        Command::Controller(Controller::Tap(args)) => args.run(shutdown).await,
+        Command::Tap(args) => args.run(shutdown).await,
         Command::Stat(args) => args.run().await,
         Command::Get(args) => args.run().await,
         Command::Version(args) => args.run().await,

@@ -21,5 +21,6 @@ pub mod remote_write;
 pub mod run;
 pub mod simulate;
 pub mod stat;
+pub mod tap;
 pub mod telemetry;
 pub mod web;

@@ -1,19 +1,25 @@
-//! `conduit run`: the control plane in one process — telemetry,
-//! public-api and the web dashboard on their usual ports, sharing nothing
-//! but loopback calls for now. With `--demo` it also generates a cluster and drives it with
-//! simulated proxies, so `conduit stat deployments` and `/metrics` show live
-//! numbers within seconds with nothing else installed.
+//! `conduit run`: the whole control plane in one process — telemetry,
+//! tap, destination, proxy-api, public-api and the web dashboard on their
+//! usual ports, all reading one cluster index. With `--demo` it also generates a cluster and
+//! drives it with simulated proxies (their reports, and their taps on each
+//! pod's loopback address), so `conduit stat deployments`, `conduit tap`
+//! and `/metrics` show live traffic within seconds with nothing else
+//! installed.
+//!
+//! The components still meet over loopback gRPC, as they do in a cluster;
+//! what they share in memory is the index.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use tokio::task::JoinHandle;
 
 use crate::core::{ListenAddr, Shutdown};
 use crate::k8s::source::MetadataArgs;
-use crate::k8s::{Index, cluster_file};
+use crate::k8s::{Index, Kind, cluster_file};
 use crate::simulate::{self, Shape};
 
 /// The demo fleet: enough pods for a readable mesh, light enough for a laptop.
@@ -21,6 +27,15 @@ const DEMO_PODS: usize = 24;
 const DEMO_DEPLOYMENTS: usize = 6;
 const DEMO_NAMESPACE: &str = "demo";
 const DEMO_SEED: u64 = 42;
+
+/// Every kind some component reads: the index they share holds them all.
+const KINDS: &[Kind] = &[
+    Kind::Pod,
+    Kind::ReplicaSet,
+    Kind::Service,
+    Kind::Endpoints,
+    Kind::EndpointSlice,
+];
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -41,15 +56,37 @@ pub struct Args {
     /// public-api admin address.
     #[arg(long, default_value = ":9995")]
     pub api_metrics_addr: ListenAddr,
-    /// Prometheus for Stat (the embedded store otherwise).
-    #[arg(long)]
-    pub prometheus_url: Option<String>,
+    /// Tap gRPC address (public-api's Tap).
+    #[arg(long, default_value = ":8088")]
+    pub tap_addr: ListenAddr,
+    /// Tap admin address.
+    #[arg(long, default_value = ":9998")]
+    pub tap_metrics_addr: ListenAddr,
+    /// Destination gRPC address (the proxies' Get, through proxy-api).
+    #[arg(long, default_value = ":8089")]
+    pub destination_addr: ListenAddr,
+    /// Destination admin address.
+    #[arg(long, default_value = ":9999")]
+    pub destination_metrics_addr: ListenAddr,
+    /// proxy-api gRPC address (the proxies' one address).
+    #[arg(long, default_value = ":8086")]
+    pub proxy_api_addr: ListenAddr,
+    /// proxy-api admin address.
+    #[arg(long, default_value = ":9996")]
+    pub proxy_api_metrics_addr: ListenAddr,
     /// Web dashboard HTTP address.
     #[arg(long, default_value = ":8084")]
     pub web_addr: ListenAddr,
     /// Web dashboard admin address.
     #[arg(long, default_value = ":9994")]
     pub web_metrics_addr: ListenAddr,
+    /// The port the proxies serve Observe on (the demo's simulated ones
+    /// too; 0 picks a free one for them).
+    #[arg(long, default_value_t = crate::tap::DEFAULT_TAP_PORT)]
+    pub tap_port: u16,
+    /// Prometheus for Stat (the embedded store otherwise).
+    #[arg(long)]
+    pub prometheus_url: Option<String>,
     /// Reports per second from the demo's simulated proxies.
     #[arg(long, default_value_t = 24.0)]
     pub demo_rate: f64,
@@ -64,16 +101,6 @@ fn say(line: std::fmt::Arguments<'_>) {
     let _ = out.flush();
 }
 
-/// Where this host reaches a bound address: loopback for the unspecified
-/// address (`:8085` binds every interface).
-fn reachable(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
-        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
-        _ => addr,
-    }
-}
-
 /// Parses one component's flags from argv, so `run` shares each
 /// component's definition of its defaults.
 #[derive(clap::Parser)]
@@ -82,95 +109,178 @@ struct Component<T: clap::Args> {
     args: T,
 }
 
-fn component<T: clap::Args>(argv: Vec<String>) -> anyhow::Result<T> {
+fn component<T: clap::Args>(what: &str, argv: Vec<String>) -> anyhow::Result<T> {
     let argv = std::iter::once("conduit".to_string()).chain(argv);
-    Ok(Component::<T>::try_parse_from(argv)?.args)
+    Ok(Component::<T>::try_parse_from(argv)
+        .with_context(|| format!("{what} flags"))?
+        .args)
+}
+
+/// A component's two addresses as its own flags.
+fn addrs(addr: &ListenAddr, metrics: &ListenAddr) -> Vec<String> {
+    vec![
+        format!("--addr={addr}"),
+        format!("--metrics-addr={metrics}"),
+    ]
+}
+
+/// `127.0.0.1:<port of addr>`: how one component dials another here.
+fn local(addr: SocketAddr) -> String {
+    format!("127.0.0.1:{}", addr.port())
+}
+
+/// A free port on the demo's first pod address, for the simulated taps.
+async fn free_tap_port() -> anyhow::Result<u16> {
+    let ip = simulate::tap::loopback_pod_ip(0);
+    let probe = tokio::net::TcpListener::bind((ip, 0))
+        .await
+        .with_context(|| format!("finding a free port on {ip}"))?;
+    Ok(probe.local_addr()?.port())
 }
 
 impl Args {
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let mut argv = vec![
-            format!("--addr={}", self.telemetry_addr),
-            format!("--metrics-addr={}", self.metrics_addr),
-        ];
-        if let Some(path) = &self.metadata.cluster {
-            argv.push(format!("--cluster={}", path.display()));
-        }
-        if let Some(path) = &self.metadata.kubeconfig {
-            argv.push(format!("--kubeconfig={}", path.display()));
-        }
-        if let Some(url) = &self.prometheus_url {
-            argv.push(format!("--prometheus-url={url}"));
-        }
-        let telemetry: crate::telemetry::Args = component(argv).context("telemetry flags")?;
-        let telemetry = if self.demo {
-            let index = Arc::new(Index::new());
-            let fleet = simulate::fleet(DEMO_PODS, DEMO_DEPLOYMENTS, DEMO_NAMESPACE, DEMO_SEED);
+        let tap_port = match (self.demo, self.tap_port) {
+            (true, 0) => free_tap_port().await?,
+            (_, port) => port,
+        };
+        let index = Arc::new(Index::new());
+        let mut tasks: Vec<(&str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
+        let source = if self.demo {
+            let fleet = simulate::tap::on_loopback(demo_fleet());
             let objects =
                 cluster_file::parse(&simulate::cluster_yaml(&fleet)).context("the demo cluster")?;
             cluster_file::apply(objects, &index);
-            telemetry.bind_with_index(index).await?
+            None
         } else {
-            telemetry.bind().await?
+            Some(
+                self.metadata
+                    .open(&index, KINDS)
+                    .await
+                    .context("cluster metadata")?,
+            )
         };
-        let grpc = telemetry.grpc_addr();
-        let api: crate::public_api::Args = component(vec![
-            format!("--addr={}", self.api_addr),
-            format!("--metrics-addr={}", self.api_metrics_addr),
-            format!("--telemetry-addr=127.0.0.1:{}", grpc.port()),
-        ])
-        .context("public-api flags")?;
+
+        let mut argv = addrs(&self.telemetry_addr, &self.metrics_addr);
+        if let Some(url) = &self.prometheus_url {
+            argv.push(format!("--prometheus-url={url}"));
+        }
+        let telemetry: crate::telemetry::Args = component("telemetry", argv)?;
+        let telemetry = telemetry.bind_with_index(index.clone()).await?;
+        let mut argv = addrs(&self.tap_addr, &self.tap_metrics_addr);
+        argv.push(format!("--tap-port={tap_port}"));
+        let tap: crate::tap::Args = component("tap", argv)?;
+        let tap = tap.bind_with_index(index.clone()).await?;
+        let destination: crate::destination::Args = component(
+            "destination",
+            addrs(&self.destination_addr, &self.destination_metrics_addr),
+        )?;
+        let destination = destination.bind_with_index(index.clone()).await?;
+        let mut argv = addrs(&self.proxy_api_addr, &self.proxy_api_metrics_addr);
+        argv.push(format!(
+            "--destination-addr={}",
+            local(destination.grpc_addr())
+        ));
+        argv.push(format!("--telemetry-addr={}", local(telemetry.grpc_addr())));
+        let proxy_api: crate::proxy_api::Args = component("proxy-api", argv)?;
+        let proxy_api = proxy_api.bind().await?;
+        let mut argv = addrs(&self.api_addr, &self.api_metrics_addr);
+        argv.push(format!("--telemetry-addr={}", local(telemetry.grpc_addr())));
+        argv.push(format!("--tap-addr={}", local(tap.grpc_addr())));
+        let api: crate::public_api::Args = component("public-api", argv)?;
         let api = api.bind().await?;
-        let web: crate::web::Args = component(vec![
-            format!("--addr={}", self.web_addr),
-            format!("--metrics-addr={}", self.web_metrics_addr),
-            format!("--api-addr={}", reachable(api.http_addr())),
-        ])
-        .context("web flags")?;
+        let mut argv = addrs(&self.web_addr, &self.web_metrics_addr);
+        argv.push(format!("--api-addr={}", local(api.http_addr())));
+        let web: crate::web::Args = component("web", argv)?;
         let web = web.bind().await?;
+
+        let grpc = telemetry.grpc_addr();
         say(format_args!(
             "telemetry: gRPC on {grpc}, metrics on http://{}/metrics",
             telemetry.admin_addr()
         ));
         say(format_args!(
+            "tap: gRPC on {}, proxies' tap port {tap_port}",
+            tap.grpc_addr()
+        ));
+        say(format_args!(
+            "destination: gRPC on {}; proxy-api: gRPC on {}",
+            destination.grpc_addr(),
+            proxy_api.grpc_addr()
+        ));
+        say(format_args!(
             "public-api: http://{}/api/v1/",
             api.http_addr()
         ));
-        say(format_args!("web: http://{}/", reachable(web.http_addr())));
-        let telemetry = tokio::spawn(telemetry.serve(shutdown.clone()));
-        let api = tokio::spawn(api.serve(shutdown.clone()));
-        let web = tokio::spawn(web.serve(shutdown.clone()));
-        if self.demo {
-            let sim = simulate::Args {
-                addr: format!("127.0.0.1:{}", grpc.port()),
-                pods: DEMO_PODS,
-                deployments: Some(DEMO_DEPLOYMENTS),
-                namespace: DEMO_NAMESPACE.to_string(),
-                rate: Some(self.demo_rate),
-                duration: Duration::from_secs(365 * 24 * 3600),
-                reports: None,
-                shape: Shape::Medium,
-                cluster_out: None,
-                seed: DEMO_SEED,
-                concurrency: None,
-                connections: Some(1),
-                json: false,
-            };
-            say(format_args!(
-                "demo: {DEMO_PODS} simulated proxies in namespace {DEMO_NAMESPACE} report {} times a second; try: conduit stat deployments",
-                self.demo_rate
+        say(format_args!("web: http://{}/", local(web.http_addr())));
+        if let Some(source) = source {
+            // Every component reads the one index; the watchers feed it.
+            let watchers = source.start(index.clone(), KINDS, shutdown.clone());
+            tasks.push((
+                "metadata watchers",
+                tokio::spawn(async move {
+                    futures::future::join_all(watchers).await;
+                    Ok(())
+                }),
             ));
-            let demo_shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                if let Err(error) = sim.run(demo_shutdown).await {
-                    tracing::warn!(%error, "the demo's simulated proxies stopped");
-                }
-            });
         }
-        let (telemetry, api, web) = tokio::join!(telemetry, api, web);
-        telemetry.context("telemetry task")??;
-        api.context("public-api task")??;
-        web.context("web task")??;
+        tasks.push(("telemetry", tokio::spawn(telemetry.serve(shutdown.clone()))));
+        tasks.push(("tap", tokio::spawn(tap.serve(shutdown.clone()))));
+        tasks.push((
+            "destination",
+            tokio::spawn(destination.serve(shutdown.clone())),
+        ));
+        tasks.push(("proxy-api", tokio::spawn(proxy_api.serve(shutdown.clone()))));
+        tasks.push(("public-api", tokio::spawn(api.serve(shutdown.clone()))));
+        tasks.push(("web", tokio::spawn(web.serve(shutdown.clone()))));
+        if self.demo {
+            self.start_demo(grpc, tap_port, &shutdown);
+        }
+        for (name, task) in tasks {
+            task.await
+                .with_context(|| format!("{name} task"))?
+                .with_context(|| name.to_string())?;
+        }
         Ok(())
     }
+
+    /// The demo's simulated proxies: reports to telemetry, taps on each
+    /// pod's loopback address.
+    fn start_demo(&self, telemetry: SocketAddr, tap_port: u16, shutdown: &Shutdown) {
+        let sim = simulate::Args {
+            addr: local(telemetry),
+            pods: DEMO_PODS,
+            deployments: Some(DEMO_DEPLOYMENTS),
+            namespace: DEMO_NAMESPACE.to_string(),
+            rate: Some(self.demo_rate),
+            duration: Duration::from_secs(365 * 24 * 3600),
+            reports: None,
+            shape: Shape::Medium,
+            cluster_out: None,
+            seed: DEMO_SEED,
+            concurrency: None,
+            connections: Some(1),
+            json: false,
+            tap_port: Some(tap_port),
+            metrics_addr: None,
+        };
+        say(format_args!(
+            "demo: {DEMO_PODS} simulated proxies in namespace {DEMO_NAMESPACE} report {} times a second; try: conduit stat deployments, conduit tap deploy {DEMO_NAMESPACE}/web",
+            self.demo_rate
+        ));
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(error) = sim.run(shutdown).await {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "the demo's simulated proxies stopped"
+                );
+            }
+        });
+    }
+}
+
+/// The demo's cluster, as the simulated proxies see it.
+fn demo_fleet() -> simulate::Fleet {
+    simulate::fleet(DEMO_PODS, DEMO_DEPLOYMENTS, DEMO_NAMESPACE, DEMO_SEED)
 }

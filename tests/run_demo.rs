@@ -30,6 +30,13 @@ fn demo_shows_every_deployment_with_live_rates() {
             "--metrics-addr=127.0.0.1:0",
             "--api-addr=127.0.0.1:0",
             "--api-metrics-addr=127.0.0.1:0",
+            "--tap-addr=127.0.0.1:0",
+            "--tap-metrics-addr=127.0.0.1:0",
+            "--destination-addr=127.0.0.1:0",
+            "--destination-metrics-addr=127.0.0.1:0",
+            "--proxy-api-addr=127.0.0.1:0",
+            "--proxy-api-metrics-addr=127.0.0.1:0",
+            "--tap-port=0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

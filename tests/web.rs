@@ -58,6 +58,13 @@ impl Demo {
                 "--metrics-addr=127.0.0.1:0",
                 "--api-addr=127.0.0.1:0",
                 "--api-metrics-addr=127.0.0.1:0",
+                "--tap-addr=127.0.0.1:0",
+                "--tap-metrics-addr=127.0.0.1:0",
+                "--destination-addr=127.0.0.1:0",
+                "--destination-metrics-addr=127.0.0.1:0",
+                "--proxy-api-addr=127.0.0.1:0",
+                "--proxy-api-metrics-addr=127.0.0.1:0",
+                "--tap-port=0",
                 "--web-addr=127.0.0.1:0",
                 "--web-metrics-addr=127.0.0.1:0",
             ])

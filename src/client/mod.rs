@@ -7,6 +7,7 @@
 pub mod get;
 pub mod stat;
 mod table;
+pub mod tap;
 pub mod version;
 
 use std::time::Duration;
@@ -104,6 +105,39 @@ impl ApiClient {
         path: &str,
         request: &Req,
     ) -> Result<Rsp, ClientError> {
+        let rsp = self.send(path, request).await?;
+        let body = self.read_all(rsp.into_body()).await?;
+        wire::decode_framed(&body).map_err(|error| self.protocol(error.to_string()))
+    }
+
+    /// A streaming call (Tap): the frames of the answer, one message each,
+    /// as they arrive. Only opening the call is bounded in time; the stream
+    /// lasts as long as the server sends.
+    pub async fn stream<Req: Message, Rsp: Message + Default>(
+        &self,
+        path: &str,
+        request: &Req,
+    ) -> Result<Frames<Rsp>, ClientError> {
+        let rsp = tokio::time::timeout(CALL_TIMEOUT, self.send(path, request))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                addr: self.addr.clone(),
+            })??;
+        Ok(Frames {
+            addr: self.addr.clone(),
+            body: rsp.into_body(),
+            buf: bytes::BytesMut::new(),
+            _message: std::marker::PhantomData,
+        })
+    }
+
+    /// Sends `request` to `path`; a non-success answer becomes
+    /// [`ClientError::Server`] with the server's message.
+    async fn send<Req: Message>(
+        &self,
+        path: &str,
+        request: &Req,
+    ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
         let authority = self.base.authority().map_or("", |a| a.as_str());
         let uri = format!("http://{authority}{path}");
         let req = http::Request::builder()
@@ -121,21 +155,72 @@ impl ApiClient {
                 reason: root_cause(&error),
             })?;
         let status = rsp.status();
-        let body = Limited::new(rsp.into_body(), MAX_RESPONSE_BYTES)
+        if status.is_success() {
+            return Ok(rsp);
+        }
+        let body = self.read_all(rsp.into_body()).await?;
+        let text = String::from_utf8_lossy(&body);
+        let message = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        Err(ClientError::Server {
+            addr: self.addr.clone(),
+            status,
+            message,
+        })
+    }
+
+    async fn read_all(&self, body: hyper::body::Incoming) -> Result<Bytes, ClientError> {
+        Ok(Limited::new(body, MAX_RESPONSE_BYTES)
             .collect()
             .await
             .map_err(|error| self.protocol(format!("reading the answer: {}", root_cause(&*error))))?
-            .to_bytes();
-        if !status.is_success() {
-            let text = String::from_utf8_lossy(&body);
-            let message = text.split_whitespace().collect::<Vec<_>>().join(" ");
-            return Err(ClientError::Server {
-                addr: self.addr.clone(),
-                status,
-                message,
-            });
+            .to_bytes())
+    }
+
+    fn protocol(&self, reason: String) -> ClientError {
+        ClientError::Protocol {
+            addr: self.addr.clone(),
+            reason,
         }
-        wire::decode_framed(&body).map_err(|error| self.protocol(error.to_string()))
+    }
+}
+
+/// The messages of a streamed answer.
+pub struct Frames<M> {
+    addr: String,
+    body: hyper::body::Incoming,
+    buf: bytes::BytesMut,
+    _message: std::marker::PhantomData<fn() -> M>,
+}
+
+impl<M: Message + Default> Frames<M> {
+    /// The next message; `None` when the server ended the stream cleanly.
+    /// A stream cut short (the server's error after its first frame) is an
+    /// error, so a caller can tell it from a finished one.
+    pub async fn next(&mut self) -> Result<Option<M>, ClientError> {
+        loop {
+            if let Some(announced) = wire::announced_len(&self.buf)
+                && announced > MAX_RESPONSE_BYTES
+            {
+                return Err(self.protocol(format!("a frame of {announced} bytes")));
+            }
+            if let Some(frame) = wire::unframe(&mut self.buf) {
+                return M::decode(frame)
+                    .map(Some)
+                    .map_err(|error| self.protocol(error.to_string()));
+            }
+            match self.body.frame().await {
+                None if self.buf.is_empty() => return Ok(None),
+                None => return Err(self.protocol("the stream ended inside a frame".into())),
+                Some(Err(error)) => {
+                    return Err(self.protocol(format!("the stream broke: {}", root_cause(&error))));
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
     }
 
     fn protocol(&self, reason: String) -> ClientError {

@@ -163,11 +163,12 @@ fn one_line(text: &str) -> String {
 }
 
 /// The HTTP status of an upstream gRPC failure: the caller's mistake stays
-/// the caller's (400), an upstream that cannot be reached or answer in time
+/// the caller's (400, or 404 for a target that does not exist), an upstream that cannot be reached or answer in time
 /// is 503/504, anything else is the contract's 500.
 pub fn http_status(code: tonic::Code) -> StatusCode {
     match code {
         tonic::Code::InvalidArgument | tonic::Code::OutOfRange => StatusCode::BAD_REQUEST,
+        tonic::Code::NotFound => StatusCode::NOT_FOUND,
         tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         tonic::Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -371,6 +372,7 @@ mod tests {
     #[test]
     fn upstream_codes_map_to_http() {
         assert_eq!(http_status(tonic::Code::InvalidArgument), 400);
+        assert_eq!(http_status(tonic::Code::NotFound), 404);
         assert_eq!(http_status(tonic::Code::Unavailable), 503);
         assert_eq!(http_status(tonic::Code::DeadlineExceeded), 504);
         assert_eq!(http_status(tonic::Code::FailedPrecondition), 500);

@@ -156,13 +156,17 @@ pub fn frame<M: Message>(msg: &M) -> Result<Bytes, CodecError> {
     Ok(buf.freeze())
 }
 
+/// The length the frame at the front of `buf` announces, once its prefix
+/// has arrived.
+pub fn announced_len(buf: &[u8]) -> Option<usize> {
+    let prefix = buf.get(..LENGTH_PREFIX_BYTES)?;
+    Some(u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize)
+}
+
 /// Takes the first complete frame off the front of `buf`: `Ok(None)` when
 /// more bytes are needed.
 pub fn unframe(buf: &mut BytesMut) -> Option<Bytes> {
-    if buf.len() < LENGTH_PREFIX_BYTES {
-        return None;
-    }
-    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let len = announced_len(buf)?;
     if buf.len() < LENGTH_PREFIX_BYTES + len {
         return None;
     }
@@ -176,9 +180,7 @@ pub fn decode_framed<M: Message + Default>(body: &[u8]) -> Result<M, CodecError>
     match unframe(&mut buf) {
         Some(msg) if buf.is_empty() => Ok(M::decode(msg)?),
         _ => {
-            let announced = body
-                .get(..LENGTH_PREFIX_BYTES)
-                .map_or(0, |p| u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as usize);
+            let announced = announced_len(body).unwrap_or(0);
             Err(CodecError::Truncated {
                 announced,
                 available: body.len().saturating_sub(LENGTH_PREFIX_BYTES),

@@ -16,6 +16,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::metrics::Metrics;
 use super::queue::{Queue, Taken};
+use crate::core::error_chain;
 
 pub const SNAPPY: &str = "snappy";
 pub const PROTOBUF: &str = "application/x-protobuf";
@@ -197,17 +198,6 @@ fn first_line(body: &[u8]) -> String {
         .chars()
         .take(512)
         .collect()
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        source = e.source();
-    }
-    out
 }
 
 /// Retry delays: doubling from `min`, capped at `max`.

@@ -12,6 +12,8 @@ pub mod client;
 pub mod fleet;
 pub mod report;
 pub mod stats;
+pub mod tap;
+pub mod traffic;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument as _;
 
 use crate::core::addr::client_uri;
+use crate::core::error_chain;
 use crate::core::units::parse_duration;
 use crate::core::{Shutdown, ShutdownHandle};
 use crate::proto::proxy::telemetry::report_request;
@@ -110,6 +113,15 @@ pub struct Args {
     /// Print the summary as one JSON object instead of a line.
     #[arg(long)]
     pub json: bool,
+    /// Also serve Tap.Observe on every pod's `<pod IP>:PORT`; the pods then
+    /// get loopback addresses (127.1.0.1, 127.1.0.2, ...) so that one
+    /// process can listen on each, and the cluster file says so.
+    #[arg(long)]
+    pub tap_port: Option<u16>,
+    /// Admin HTTP address (/metrics with the simulated taps' counters,
+    /// /ping, /ready).
+    #[arg(long)]
+    pub metrics_addr: Option<crate::core::ListenAddr>,
 }
 
 /// Validated parameters of a run.
@@ -131,6 +143,11 @@ impl Args {
             &self.namespace,
             self.seed,
         );
+        let fleet = match self.tap_port {
+            Some(_) => tap::on_loopback(fleet),
+            None => fleet,
+        };
+        let _sidecars = self.start_sidecars(&fleet, &shutdown).await?;
         if let Some(path) = &self.cluster_out {
             std::fs::write(path, cluster_yaml(&fleet))
                 .with_context(|| format!("writing the cluster file {}", path.display()))?;
@@ -195,6 +212,49 @@ impl Args {
             println!("{}", summary.line());
         }
         Ok(())
+    }
+
+    /// The admin server and the simulated taps, when asked for; they run
+    /// until `shutdown`.
+    async fn start_sidecars(
+        &self,
+        fleet: &Fleet,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+        let registry = crate::admin::Admin::registry();
+        let counters = tap::Counters::register(&registry)?;
+        let mut tasks = Vec::new();
+        if let Some(port) = self.tap_port {
+            anyhow::ensure!(port != 0, "--tap-port must be a port, 1-65535");
+            let model = traffic::model(fleet, self.seed);
+            tasks = tap::serve(
+                Arc::new(fleet.clone()),
+                Arc::new(model),
+                port,
+                1.0,
+                counters,
+                shutdown.clone(),
+            )
+            .await?;
+            tracing::info!(port, pods = fleet.pods.len(), "simulated taps listening");
+        }
+        if let Some(addr) = &self.metrics_addr {
+            let listener = tokio::net::TcpListener::bind(addr.0)
+                .await
+                .with_context(|| format!("binding --metrics-addr {addr}"))?;
+            let admin = crate::admin::Admin {
+                registry,
+                ingester: None,
+                ready: Arc::new(|| true),
+            };
+            let shutdown = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(error) = admin.serve(listener, shutdown).await {
+                    tracing::warn!(%error, "the admin server stopped");
+                }
+            }));
+        }
+        Ok(tasks)
     }
 
     fn plan(&self) -> anyhow::Result<Plan> {
@@ -434,19 +494,6 @@ impl Worker {
         }
         stats
     }
-}
-
-/// An error and its sources, `: `-separated (tonic's transport error alone
-/// says only "transport error").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        source = e.source();
-    }
-    out
 }
 
 #[cfg(test)]

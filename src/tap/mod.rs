@@ -1,0 +1,156 @@
+//! The tap component: `conduit.controller.tap.Tap/Tap`, live requests from
+//! the proxies of a pod or a deployment. The target resolves through the
+//! cluster [`Index`] (Pod → ReplicaSet → Deployment) to the IPs of its
+//! running pods; each pod's proxy serves `conduit.proxy.tap.Tap/Observe`
+//! on `-tap-port`; [`filter`] turns the caller's filters into the proxies'
+//! `Match`, [`service`] splits the rate and merges the streams. Serves its
+//! own metrics on the admin port.
+
+pub mod filter;
+mod metrics;
+pub mod service;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tracing::Instrument as _;
+
+use crate::admin::Admin;
+use crate::core::{ListenAddr, Shutdown};
+use crate::grpc::GrpcMetrics;
+use crate::k8s::source::{MetadataArgs, Source};
+use crate::k8s::{Index, Kind};
+use crate::proto::controller::tap::tap_server::TapServer;
+
+pub use metrics::Metrics;
+pub use service::TapService;
+
+/// The gRPC path of the controller's Tap.
+pub const TAP_PATH: &str = "/conduit.controller.tap.Tap/Tap";
+
+/// The proxies' tap port, as the original proxy listens.
+pub const DEFAULT_TAP_PORT: u16 = 4190;
+
+/// The kinds of cluster metadata this component reads: pods and the owners
+/// that name their deployment.
+const KINDS: &[Kind] = &[Kind::Pod, Kind::ReplicaSet];
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// gRPC address for Tap (public-api's `-tap-addr`).
+    #[arg(long, default_value = ":8088")]
+    pub addr: ListenAddr,
+    /// Admin HTTP address: /metrics, /ping, /ready.
+    #[arg(long, default_value = ":9998")]
+    pub metrics_addr: ListenAddr,
+    #[command(flatten)]
+    pub metadata: MetadataArgs,
+    /// The port every proxy serves Observe on.
+    #[arg(long, default_value_t = DEFAULT_TAP_PORT)]
+    pub tap_port: u16,
+}
+
+/// The component with its sockets bound, ready to serve.
+pub struct Tap {
+    index: Arc<Index>,
+    admin: Admin,
+    grpc: GrpcMetrics,
+    metrics: Metrics,
+    grpc_listener: TcpListener,
+    admin_listener: TcpListener,
+    tap_port: u16,
+    source: Source,
+}
+
+impl Args {
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        self.bind().await?.serve(shutdown).await
+    }
+
+    /// Opens the cluster metadata and binds both ports.
+    pub async fn bind(self) -> anyhow::Result<Tap> {
+        let (index, source) = self
+            .metadata
+            .open_index(KINDS)
+            .await
+            .context("cluster metadata")?;
+        let mut bound = self.bind_with_index(index).await?;
+        bound.source = source;
+        Ok(bound)
+    }
+
+    /// Binds both ports around an index fed by the caller.
+    pub async fn bind_with_index(self, index: Arc<Index>) -> anyhow::Result<Tap> {
+        anyhow::ensure!(self.tap_port != 0, "-tap-port must be a port, 1-65535");
+        let registry = Admin::registry();
+        let grpc = GrpcMetrics::register(&registry, &[TAP_PATH], Vec::new())?;
+        let metrics = Metrics::register(&registry)?;
+        let grpc_listener = TcpListener::bind(self.addr.0)
+            .await
+            .with_context(|| format!("binding -addr {}", self.addr))?;
+        let admin_listener = TcpListener::bind(self.metrics_addr.0)
+            .await
+            .with_context(|| format!("binding -metrics-addr {}", self.metrics_addr))?;
+        let ready_index = index.clone();
+        let admin = Admin {
+            registry,
+            ingester: None,
+            ready: Arc::new(move || ready_index.is_synced(KINDS)),
+        };
+        Ok(Tap {
+            index,
+            admin,
+            grpc,
+            metrics,
+            grpc_listener,
+            admin_listener,
+            tap_port: self.tap_port,
+            source: Source::Static,
+        })
+    }
+}
+
+impl Tap {
+    pub fn grpc_addr(&self) -> std::net::SocketAddr {
+        self.grpc_listener
+            .local_addr()
+            .expect("a bound listener has a local address")
+    }
+
+    pub fn admin_addr(&self) -> std::net::SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .expect("a bound listener has a local address")
+    }
+
+    /// Serves gRPC and admin HTTP until shutdown; every stream ends then.
+    pub async fn serve(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let span = tracing::info_span!("tap", grpc = %self.grpc_addr(), admin = %self.admin_addr());
+        self.serve_inner(shutdown).instrument(span).await
+    }
+
+    async fn serve_inner(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        tracing::info!(tap_port = self.tap_port, "serving");
+        let _watchers = self
+            .source
+            .start(self.index.clone(), KINDS, shutdown.clone());
+        let service = TapService::new(
+            self.index.clone(),
+            self.tap_port,
+            self.metrics,
+            shutdown.clone(),
+        );
+        let incoming = tonic::transport::server::TcpIncoming::from(self.grpc_listener)
+            .with_nodelay(Some(true));
+        let grpc = tonic::transport::Server::builder()
+            .layer(self.grpc)
+            .add_service(TapServer::new(service))
+            .serve_with_incoming_shutdown(incoming, shutdown.clone().signaled());
+        let admin = self.admin.serve(self.admin_listener, shutdown);
+        tokio::try_join!(async { grpc.await.context("gRPC server") }, async {
+            admin.await.context("admin server")
+        })
+        .map(|_| ())
+    }
+}
