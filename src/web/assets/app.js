@@ -453,7 +453,8 @@ function ipText(ip) {
   if (ip.ipv6) {
     const halves = [BigInt(ip.ipv6.first || 0), BigInt(ip.ipv6.last || 0)];
     const hextets = halves.flatMap((b) => [48n, 32n, 16n, 0n].map((s) => ((b >> s) & 0xffffn).toString(16)));
-    return `[${hextets.join(':')}]`;
+    // The URL parser writes IPv6 in its canonical, compressed form.
+    return new URL(`http://[${hextets.join(':')}]/`).hostname;
   }
   return '?';
 }
@@ -461,6 +462,12 @@ function ipText(ip) {
 function addrText(a) {
   return a ? `${ipText(a.ip)}:${a.port || 0}` : '?';
 }
+
+const GRPC_CODES = [
+  'OK', 'Cancelled', 'Unknown', 'InvalidArgument', 'DeadlineExceeded', 'NotFound', 'AlreadyExists',
+  'PermissionDenied', 'ResourceExhausted', 'FailedPrecondition', 'Aborted', 'OutOfRange',
+  'Unimplemented', 'Internal', 'Unavailable', 'DataLoss', 'Unauthenticated',
+];
 
 function methodText(m) {
   return m ? m.registered || m.unregistered || '' : '';
@@ -488,8 +495,10 @@ function tapRow(event) {
   } else if (http.responseEnd) {
     kind = 'end';
     init = http.responseEnd;
-    cells.status = `grpc ${init.grpcStatus ?? 0}`;
-    cells.latency = fmtLatency(seconds(init.sinceRequestInit));
+    const code = init.grpcStatus ?? 0;
+    cells.status = `grpc ${GRPC_CODES[code] || code} · ${init.responseBytes ?? 0} B`;
+    // As the CLI's `duration`: from the response's start to its end.
+    cells.latency = fmtLatency(seconds(init.sinceResponseInit));
   } else {
     return null;
   }
