@@ -39,6 +39,8 @@ pub enum Command {
     Web(crate::web::Args),
     /// Live requests of a deployment or a pod, one line per event.
     Tap(crate::client::tap::Args),
+    /// Print the Kubernetes manifests of the control plane (pipe to `kubectl apply -f -`).
+    Install(crate::install::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,6 +122,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get(args) => args.run().await,
         Command::Version(args) => args.run().await,
         Command::Web(args) => args.run(shutdown).await,
+        Command::Install(args) => args.run(),
     };
     signal.abort();
     result

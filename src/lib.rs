@@ -13,6 +13,7 @@ pub mod core;
 pub mod destination;
 pub mod grpc;
 pub mod ingest;
+pub mod install;
 pub mod k8s;
 pub mod proto;
 pub mod proxy_api;

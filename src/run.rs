@@ -22,10 +22,7 @@ use crate::k8s::source::MetadataArgs;
 use crate::k8s::{Index, Kind, cluster_file};
 use crate::simulate::{self, Shape};
 
-/// The demo fleet: enough pods for a readable mesh, light enough for a laptop.
-const DEMO_PODS: usize = 24;
-const DEMO_DEPLOYMENTS: usize = 6;
-const DEMO_NAMESPACE: &str = "demo";
+/// The demo mesh's seed: the same names, IPs and traffic on every run.
 const DEMO_SEED: u64 = 42;
 
 /// Every kind some component reads: the index they share holds them all.
@@ -87,8 +84,9 @@ pub struct Args {
     /// Prometheus for Stat (the embedded store otherwise).
     #[arg(long)]
     pub prometheus_url: Option<String>,
-    /// Reports per second from the demo's simulated proxies.
-    #[arg(long, default_value_t = 24.0)]
+    /// Reports per second from the demo's simulated proxies (all of them;
+    /// each report carries the traffic since that pod's last one).
+    #[arg(long, default_value_t = 20.0)]
     pub demo_rate: f64,
 }
 
@@ -247,11 +245,12 @@ impl Args {
     /// The demo's simulated proxies: reports to telemetry, taps on each
     /// pod's loopback address.
     fn start_demo(&self, telemetry: SocketAddr, tap_port: u16, shutdown: &Shutdown) {
+        let fleet = demo_fleet();
         let sim = simulate::Args {
             addr: local(telemetry),
-            pods: DEMO_PODS,
-            deployments: Some(DEMO_DEPLOYMENTS),
-            namespace: DEMO_NAMESPACE.to_string(),
+            pods: fleet.pods.len(),
+            deployments: Some(fleet.deployments.len()),
+            namespace: String::new(),
             rate: Some(self.demo_rate),
             duration: Duration::from_secs(365 * 24 * 3600),
             reports: None,
@@ -262,11 +261,23 @@ impl Args {
             connections: Some(1),
             json: false,
             tap_port: Some(tap_port),
+            demo_mesh: true,
             metrics_addr: None,
         };
+        let mut namespaces: Vec<&str> = Vec::new();
+        for d in &fleet.deployments {
+            if !namespaces.contains(&d.namespace.as_str()) {
+                namespaces.push(&d.namespace);
+            }
+        }
         say(format_args!(
-            "demo: {DEMO_PODS} simulated proxies in namespace {DEMO_NAMESPACE} report {} times a second; try: conduit stat deployments, conduit tap deploy {DEMO_NAMESPACE}/web",
-            self.demo_rate
+            "demo: {} simulated proxies of {} deployments in namespaces {} report {} times a second; try: conduit stat deployments, conduit tap deploy {}/{}",
+            fleet.pods.len(),
+            fleet.deployments.len(),
+            namespaces.join(", "),
+            self.demo_rate,
+            fleet.deployments[0].namespace,
+            fleet.deployments[0].name,
         ));
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -282,5 +293,5 @@ impl Args {
 
 /// The demo's cluster, as the simulated proxies see it.
 fn demo_fleet() -> simulate::Fleet {
-    simulate::fleet(DEMO_PODS, DEMO_DEPLOYMENTS, DEMO_NAMESPACE, DEMO_SEED)
+    simulate::fleet::demo_fleet(DEMO_SEED)
 }

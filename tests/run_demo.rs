@@ -1,10 +1,14 @@
 //! `conduit run --demo` as a newcomer starts it: the real binary, then
 //! `conduit stat deployments` against it until every demo deployment shows
-//! live traffic.
+//! live traffic (with the failing and the slow route visible), and
+//! `conduit tap` showing live requests.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use conduit::simulate::fleet::DEMO_LAYOUT;
 
 /// What the README promises: numbers within seconds.
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -59,6 +63,11 @@ fn demo_shows_every_deployment_with_live_rates() {
         .recv_timeout(DEADLINE)
         .expect("the demo prints its public-api address");
 
+    let expected: BTreeSet<String> = DEMO_LAYOUT
+        .iter()
+        .map(|(ns, name, _)| format!("{ns}/{name}"))
+        .collect();
+    let expected: BTreeSet<&str> = expected.iter().map(String::as_str).collect();
     let mut last = String::new();
     loop {
         assert!(
@@ -74,16 +83,39 @@ fn demo_shows_every_deployment_with_live_rates() {
         if out.status.success()
             && let Ok(rows) = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
         {
-            let live: Vec<&str> = rows
+            let live: BTreeSet<&str> = rows
                 .iter()
                 .filter(|r| r["requestRate"].as_f64().is_some_and(|v| v > 0.0))
                 .filter_map(|r| r["name"].as_str())
                 .collect();
-            if live.len() == 6 && live.iter().all(|n| n.starts_with("demo/")) {
+            let failing = rows
+                .iter()
+                .any(|r| r["successRate"].as_f64().is_some_and(|v| v < 0.99));
+            let slow = rows
+                .iter()
+                .any(|r| r["p99LatencyMs"].as_f64().is_some_and(|v| v > 100.0));
+            if live == expected && failing && slow {
                 break;
             }
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+
+    // The README's tap command prints live requests.
+    let (ns, name, _) = DEMO_LAYOUT[0];
+    let mut tap = Command::new(bin)
+        .args(["tap", "deploy", &format!("{ns}/{name}"), "--api-addr", &api])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(tap.stdout.take().unwrap()).lines().next();
+    let _ = tap.kill();
+    let _ = tap.wait();
+    let first = first.expect("a tap event").unwrap();
+    assert!(
+        first.starts_with("req id=") && first.contains(&format!(":authority={name}.{ns}.svc")),
+        "{first}"
+    );
     drop(demo);
 }

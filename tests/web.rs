@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use clap::Parser as _;
 use conduit::core::ShutdownHandle;
+use conduit::simulate::fleet::{DEMO_CALLS, DEMO_LAYOUT};
 use serde_json::Value;
 use webdriver::{Browser, http};
 
@@ -33,10 +34,37 @@ const START_DEADLINE: Duration = Duration::from_secs(15);
 /// reports arrive within a second or two, and pages refresh every 5 s.
 const PAGE_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Deployments `conduit run --demo` generates.
-const DEMO_DEPLOYMENTS: usize = 6;
-/// Pods `conduit run --demo` generates.
-const DEMO_PODS: usize = 24;
+/// The demo's deployments, `namespace/name`, sorted as the overview
+/// lists them.
+fn demo_deployments() -> Vec<String> {
+    let mut names: Vec<String> = DEMO_LAYOUT
+        .iter()
+        .map(|(ns, name, _)| format!("{ns}/{name}"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The demo's pod count.
+fn demo_pods() -> usize {
+    DEMO_LAYOUT.iter().map(|(_, _, pods)| pods).sum()
+}
+
+/// The demo's callers (`true`) or callees (`false`) of deployment `i` of
+/// [`DEMO_LAYOUT`], sorted.
+fn demo_peers(i: usize, callers: bool) -> Vec<String> {
+    let mut peers: Vec<String> = DEMO_CALLS
+        .iter()
+        .filter_map(|&(from, to)| match callers {
+            true if to == i => Some(from),
+            false if from == i => Some(to),
+            _ => None,
+        })
+        .map(|j| format!("{}/{}", DEMO_LAYOUT[j].0, DEMO_LAYOUT[j].1))
+        .collect();
+    peers.sort();
+    peers
+}
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
 
@@ -150,7 +178,7 @@ fn pages_assets_and_the_api_pass_through_against_the_demo() {
     let demo = Demo::start();
 
     // Every client-side route is the app's page.
-    for path in ["/", "/pods", "/tap", "/deployments/demo/web"] {
+    for path in ["/", "/pods", "/tap", "/deployments/storefront/web"] {
         let rsp = http(&demo.web, "GET", path, &[], b"");
         assert_eq!(rsp.status, 200, "GET {path}");
         assert_eq!(rsp.header("content-type"), Some("text/html; charset=utf-8"));
@@ -203,7 +231,7 @@ fn pages_assets_and_the_api_pass_through_against_the_demo() {
 
     // A Stat through the dashboard, as the overview asks it.
     let stat = br#"{"metrics":["REQUEST_RATE"],"window":"ONE_MIN","groupBy":"TARGET_DEPLOY","summarize":true}"#;
-    let live = eventually("live Stat through the dashboard", PAGE_DEADLINE, || {
+    eventually("live Stat through the dashboard", PAGE_DEADLINE, || {
         let rsp = http(&demo.web, "POST", "/api/v1/Stat", &[JSON], stat);
         if rsp.status != 200 {
             return Err(format!("{}: {}", rsp.status, rsp.text()));
@@ -212,17 +240,17 @@ fn pages_assets_and_the_api_pass_through_against_the_demo() {
             .as_array()
             .cloned()
             .unwrap_or_default();
-        if series.len() < DEMO_DEPLOYMENTS {
+        let mut names: Vec<String> = series
+            .iter()
+            .filter_map(|s| s["metadata"]["targetDeploy"].as_str())
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        if names != demo_deployments() {
             return Err(rsp.text());
         }
-        Ok(series)
+        Ok(())
     });
-    assert!(live.iter().all(|s| {
-        s["metadata"]["targetDeploy"]
-            .as_str()
-            .unwrap()
-            .starts_with("demo/")
-    }));
 
     // Bodies are bounded before anything is forwarded.
     let big = vec![b' '; 64 * 1024 + 1];
@@ -430,15 +458,15 @@ fn page_shows(browser: &Browser, name: &str, check: &str) {
 fn the_dashboard_in_headless_chromium_against_the_demo() {
     let demo = Demo::start();
     let browser = Browser::start();
-    let (deployments, pods) = eventually("the demo's pods", PAGE_DEADLINE, || {
+    let pods = eventually("the demo's pods", PAGE_DEADLINE, || {
         let (deployments, pods) = demo.mesh();
-        if deployments.len() == DEMO_DEPLOYMENTS && pods.len() == DEMO_PODS {
-            Ok((deployments, pods))
+        if deployments == demo_deployments() && pods.len() == demo_pods() {
+            Ok(pods)
         } else {
             Err(format!("{deployments:?}, {} pods", pods.len()))
         }
     });
-    let wanted = serde_json::to_string(&deployments).unwrap();
+    let wanted = serde_json::to_string(&demo_deployments()).unwrap();
 
     // Overview: a row per deployment with live numbers and a trend line.
     browser.goto(&demo.url("/"));
@@ -465,8 +493,14 @@ fn the_dashboard_in_headless_chromium_against_the_demo() {
         ),
     );
 
-    // A deployment, reached by following its link: pods, callers, callees.
-    let deployment = &deployments[0];
+    // A deployment, reached by following its link: its pods, and its
+    // callers and callees as the demo's call graph has them.
+    let index = (0..DEMO_LAYOUT.len())
+        .find(|&i| !demo_peers(i, true).is_empty() && !demo_peers(i, false).is_empty())
+        .expect("the demo has a deployment in the middle of its call graph");
+    let deployment = &format!("{}/{}", DEMO_LAYOUT[index].0, DEMO_LAYOUT[index].1);
+    let callers = serde_json::to_string(&demo_peers(index, true)).unwrap();
+    let callees = serde_json::to_string(&demo_peers(index, false)).unwrap();
     let members = pods
         .iter()
         .filter(|p| p["deployment"] == deployment.as_str())
@@ -484,8 +518,9 @@ fn the_dashboard_in_headless_chromium_against_the_demo() {
             const pods = document.querySelectorAll('#deployment-pods tbody tr[data-pod]');
             if (pods.length !== {members}) return pods.length + ' pods';
             for (const p of pods) if (p.querySelector('[data-metric=rate]').textContent === '—') return p.dataset.pod + ' has no rate';
-            if (!document.querySelector('#callers tbody tr[data-deployment="{deployment}"]')) return 'no callers';
-            if (!document.querySelector('#callees tbody tr[data-deployment]')) return 'no callees';
+            const peers = (id) => JSON.stringify([...document.querySelectorAll(`#${{id}} tbody tr[data-deployment]`)].map(r => r.dataset.deployment));
+            if (peers('callers') !== JSON.stringify({callers})) return 'callers ' + peers('callers');
+            if (peers('callees') !== JSON.stringify({callees})) return 'callees ' + peers('callees');
             if (!document.querySelector('.big-trend svg.sparkline path.line')) return 'no trend line';
             return null;
             "#
@@ -493,6 +528,7 @@ fn the_dashboard_in_headless_chromium_against_the_demo() {
     );
 
     // Pods: every pod, each with a recent report.
+    let count = demo_pods();
     browser.goto(&demo.url("/pods"));
     page_shows(
         &browser,
@@ -501,7 +537,7 @@ fn the_dashboard_in_headless_chromium_against_the_demo() {
             r#"
             if (!document.getElementById('error').hidden) return document.getElementById('error').textContent;
             const rows = [...document.querySelectorAll('#pods tbody tr[data-pod]')];
-            if (rows.length !== {DEMO_PODS}) return rows.length + ' pods';
+            if (rows.length !== {count}) return rows.length + ' pods';
             const stale = rows.filter(r => r.dataset.fresh !== 'true').map(r => r.dataset.pod);
             if (stale.length) return 'not fresh: ' + stale.join(', ');
             if (!rows.every(r => /ago|just now/.test(r.querySelector('.freshness').textContent))) return 'no report ages';

@@ -31,10 +31,25 @@ const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 const TEMPLATE_HASH_LEN: usize = 10;
 const POD_SUFFIX_LEN: usize = 5;
 
+/// The demo mesh: a shop over three namespaces, each deployment with its
+/// namespace and pod count, callers listed before the services they call.
+pub const DEMO_LAYOUT: &[(&str, &str, usize)] = &[
+    ("storefront", "web", 3),
+    ("storefront", "api", 4),
+    ("catalog", "catalog", 2),
+    ("checkout", "cart", 2),
+    ("catalog", "search", 2),
+    ("catalog", "reviews", 1),
+    ("checkout", "orders", 3),
+    ("checkout", "payments", 2),
+];
+
+/// Who calls whom in the demo mesh, as indices into [`DEMO_LAYOUT`].
+pub const DEMO_CALLS: &[(usize, usize)] = &[(0, 1), (1, 2), (1, 3), (2, 4), (2, 5), (3, 6), (6, 7)];
+
 /// The simulated cluster.
 #[derive(Clone, Debug)]
 pub struct Fleet {
-    pub namespace: String,
     pub deployments: Vec<SimDeployment>,
     pub pods: Vec<SimPod>,
 }
@@ -43,6 +58,7 @@ pub struct Fleet {
 /// owns.
 #[derive(Clone, Debug)]
 pub struct SimDeployment {
+    pub namespace: String,
     pub name: String,
     pub uid: String,
     pub template_hash: String,
@@ -81,20 +97,44 @@ impl Fleet {
 /// A fleet of `pods` pods spread round-robin over `deployments` deployments
 /// (at least one) in `namespace`.
 pub fn fleet(pods: usize, deployments: usize, namespace: &str, seed: u64) -> Fleet {
-    let mut rng = fastrand::Rng::with_seed(seed);
     let deployments = deployments.max(1);
-    let mut deploys: Vec<SimDeployment> = (0..deployments)
-        .map(|i| SimDeployment {
-            name: deployment_name(i),
+    let layout: Vec<(String, String)> = (0..deployments)
+        .map(|i| (namespace.to_string(), deployment_name(i)))
+        .collect();
+    build(&layout, (0..pods).map(|i| i % deployments), seed)
+}
+
+/// The demo mesh of [`DEMO_LAYOUT`].
+pub fn demo_fleet(seed: u64) -> Fleet {
+    let layout: Vec<(String, String)> = DEMO_LAYOUT
+        .iter()
+        .map(|(ns, name, _)| (ns.to_string(), name.to_string()))
+        .collect();
+    let owners = DEMO_LAYOUT
+        .iter()
+        .enumerate()
+        .flat_map(|(j, &(_, _, pods))| std::iter::repeat_n(j, pods));
+    build(&layout, owners, seed)
+}
+
+/// Deployments `(namespace, name)`, and one pod per item of `owners` (the
+/// index of its deployment).
+fn build(layout: &[(String, String)], owners: impl Iterator<Item = usize>, seed: u64) -> Fleet {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut deploys: Vec<SimDeployment> = layout
+        .iter()
+        .map(|(namespace, name)| SimDeployment {
+            namespace: namespace.clone(),
+            name: name.clone(),
             uid: uid(&mut rng),
             template_hash: random_name(&mut rng, TEMPLATE_HASH_LEN),
             replica_set_uid: uid(&mut rng),
             pods: Vec::new(),
         })
         .collect();
-    let pods = (0..pods)
-        .map(|i| {
-            let deployment_index = i % deployments;
+    let pods = owners
+        .enumerate()
+        .map(|(i, deployment_index)| {
             let deploy = &mut deploys[deployment_index];
             deploy.pods.push(i);
             SimPod {
@@ -104,7 +144,7 @@ pub fn fleet(pods: usize, deployments: usize, namespace: &str, seed: u64) -> Fle
                     deploy.template_hash,
                     random_name(&mut rng, POD_SUFFIX_LEN)
                 ),
-                namespace: namespace.to_string(),
+                namespace: deploy.namespace.clone(),
                 deployment: deploy.name.clone(),
                 deployment_index,
                 ip: pod_ip(i),
@@ -114,7 +154,6 @@ pub fn fleet(pods: usize, deployments: usize, namespace: &str, seed: u64) -> Fle
         })
         .collect();
     Fleet {
-        namespace: namespace.to_string(),
         deployments: deploys,
         pods,
     }
@@ -161,8 +200,8 @@ fn uid(rng: &mut fastrand::Rng) -> String {
 /// owned (controller: true) by the object above it.
 pub fn cluster_yaml(fleet: &Fleet) -> String {
     let mut out = String::new();
-    let ns = &fleet.namespace;
     for d in &fleet.deployments {
+        let ns = &d.namespace;
         let replicas = d.pods.len();
         // `write!` into a String cannot fail.
         let _ = write!(
@@ -221,6 +260,7 @@ spec:
     }
     for pod in &fleet.pods {
         let d = fleet.deployment_of(pod);
+        let ns = &pod.namespace;
         let _ = write!(
             out,
             "---

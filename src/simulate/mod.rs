@@ -54,6 +54,9 @@ const CONNECTIONS_CAP: usize = 4;
 /// (large reports are ~100 KiB each).
 const BODY_POOL_MAX: usize = 128;
 const BODY_POOL_BYTES: usize = 32 << 20;
+/// Distinct reports per pod of the traffic model, cycled through: enough
+/// that counts vary from report to report as real traffic does.
+const MODEL_VARIANTS: usize = 8;
 /// A Report that takes longer than this counts as DeadlineExceeded.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -118,6 +121,12 @@ pub struct Args {
     /// process can listen on each, and the cluster file says so.
     #[arg(long)]
     pub tap_port: Option<u16>,
+    /// Simulate the demo mesh instead (three namespaces, 1–5 pods per
+    /// deployment, a call graph with a failing and a slow route; reports
+    /// carry its traffic): `--pods`, `--deployments`, `--namespace` and
+    /// `--shape` are then unused.
+    #[arg(long)]
+    pub demo_mesh: bool,
     /// Admin HTTP address (/metrics with the simulated taps' counters,
     /// /ping, /ready).
     #[arg(long)]
@@ -136,13 +145,18 @@ struct Plan {
 
 impl Args {
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let plan = self.plan()?;
-        let fleet = fleet(
-            self.pods,
-            self.deployments.unwrap_or((self.pods / 3).max(1)),
-            &self.namespace,
-            self.seed,
-        );
+        let fleet = if self.demo_mesh {
+            fleet::demo_fleet(self.seed)
+        } else {
+            fleet(
+                self.pods,
+                self.deployments.unwrap_or((self.pods / 3).max(1)),
+                &self.namespace,
+                self.seed,
+            )
+        };
+        let pods = fleet.pods.len();
+        let plan = self.plan(pods)?;
         let fleet = match self.tap_port {
             Some(_) => tap::on_loopback(fleet),
             None => fleet,
@@ -152,12 +166,19 @@ impl Args {
             std::fs::write(path, cluster_yaml(&fleet))
                 .with_context(|| format!("writing the cluster file {}", path.display()))?;
         }
-        let pool = Pool::build(&fleet, self.shape, self.seed);
+        let pool = if self.demo_mesh {
+            // Each report holds the traffic since the pod's last one.
+            let interval = pods as f64 / plan.rate.unwrap_or(pods as f64 / REPORT_INTERVAL_SECS);
+            Pool::model(&fleet, &self.model(&fleet), interval, self.seed)
+        } else {
+            Pool::build(&fleet, self.shape, self.seed)
+        };
         let report_bytes = pool.mean_len();
         tracing::info!(
             addr = %self.addr,
-            pods = self.pods,
+            pods,
             shape = %self.shape,
+            demo_mesh = self.demo_mesh,
             rate = ?plan.rate,
             concurrency = plan.concurrency,
             connections = plan.connections,
@@ -201,8 +222,12 @@ impl Args {
         let summary = Summary {
             stats,
             elapsed,
-            shape: self.shape.as_str(),
-            pods: self.pods,
+            shape: if self.demo_mesh {
+                "demo"
+            } else {
+                self.shape.as_str()
+            },
+            pods,
             concurrency: plan.concurrency,
             report_bytes,
         };
@@ -226,7 +251,7 @@ impl Args {
         let mut tasks = Vec::new();
         if let Some(port) = self.tap_port {
             anyhow::ensure!(port != 0, "--tap-port must be a port, 1-65535");
-            let model = traffic::model(fleet, self.seed);
+            let model = self.model(fleet);
             tasks = tap::serve(
                 Arc::new(fleet.clone()),
                 Arc::new(model),
@@ -257,20 +282,29 @@ impl Args {
         Ok(tasks)
     }
 
-    fn plan(&self) -> anyhow::Result<Plan> {
-        anyhow::ensure!(self.pods > 0, "--pods must be at least 1");
-        let rate = self.rate.unwrap_or(self.pods as f64 / REPORT_INTERVAL_SECS);
+    /// The traffic model of `fleet`: the demo's call graph, or a tree.
+    fn model(&self, fleet: &Fleet) -> traffic::Model {
+        if self.demo_mesh {
+            traffic::model_with_calls(fleet, fleet::DEMO_CALLS, self.seed)
+        } else {
+            traffic::model(fleet, self.seed)
+        }
+    }
+
+    fn plan(&self, pods: usize) -> anyhow::Result<Plan> {
+        anyhow::ensure!(pods > 0, "--pods must be at least 1");
+        let rate = self.rate.unwrap_or(pods as f64 / REPORT_INTERVAL_SECS);
         anyhow::ensure!(
             rate.is_finite() && rate >= 0.0,
             "--rate must be a number of reports per second, 0 for unpaced"
         );
         let concurrency = self
             .concurrency
-            .unwrap_or((self.pods * CONCURRENCY_PER_POD).min(CONCURRENCY_CAP));
+            .unwrap_or((pods * CONCURRENCY_PER_POD).min(CONCURRENCY_CAP));
         anyhow::ensure!(concurrency > 0, "--concurrency must be at least 1");
         let connections = self
             .connections
-            .unwrap_or(self.pods.min(CONNECTIONS_CAP))
+            .unwrap_or(pods.min(CONNECTIONS_CAP))
             .clamp(1, concurrency);
         Ok(Plan {
             rate: (rate > 0.0).then_some(rate),
@@ -308,6 +342,25 @@ impl Pool {
         bodies.push(first);
         while bodies.len() < n {
             bodies.push(build_body(fleet, shape, &mut rng).encode_to_vec().into());
+        }
+        Self { headers, bodies }
+    }
+
+    /// Inbound reports of the traffic model, [`MODEL_VARIANTS`] per pod:
+    /// headers and bodies are laid out alike, so report `seq` is pod
+    /// `seq % pods`'s header with a body of that pod's own traffic.
+    fn model(fleet: &Fleet, model: &traffic::Model, interval_secs: f64, seed: u64) -> Self {
+        let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(1));
+        let pods = fleet.pods.len();
+        let mut headers = Vec::with_capacity(pods * MODEL_VARIANTS);
+        let mut bodies = Vec::with_capacity(pods * MODEL_VARIANTS);
+        for _ in 0..MODEL_VARIANTS {
+            for pod in 0..pods {
+                let head = header(fleet, pod, report_request::Proxy::Inbound);
+                headers.push(Bytes::from(head.encode_to_vec()));
+                let body = traffic::inbound_body(model, fleet, pod, interval_secs, &mut rng);
+                bodies.push(Bytes::from(body.encode_to_vec()));
+            }
         }
         Self { headers, bodies }
     }

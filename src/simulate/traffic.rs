@@ -7,11 +7,18 @@
 //! route somewhere fails often and one is slow, as in a mesh worth
 //! watching; the rest succeed almost always and answer in milliseconds.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::proto::common::http_method::Registered as Method;
+use crate::core::ip_to_proto;
+use crate::proto::common::http_method::{self, Registered as Method};
+use crate::proto::common::{HttpMethod, TcpAddress};
+use crate::proto::proxy::telemetry::{
+    EosCtx, EosScope, Latency, ReportRequest, RequestCtx, RequestScope, ResponseCtx, ResponseScope,
+    ServerTransport, StreamSummary, TransportSummary, eos_ctx,
+};
 
-use super::fleet::Fleet;
+use super::fleet::{Fleet, POD_PORT};
 
 /// Requests per second the ingress sends to the first deployment.
 const INGRESS_RPS: f64 = 40.0;
@@ -62,23 +69,43 @@ pub struct Request<'a> {
     pub status: u32,
 }
 
-/// The model of `fleet`: deployment 0 takes the ingress's traffic, and
-/// deployment `j > 0` is called by deployment `(j - 1) / 2` with 60–100%
-/// of its caller's rate.
+/// The model of `fleet` as a binary tree: deployment `j > 0` is called
+/// by deployment `(j - 1) / 2`.
 pub fn model(fleet: &Fleet, seed: u64) -> Model {
+    let calls: Vec<(usize, usize)> = (1..fleet.deployments.len())
+        .map(|j| ((j - 1) / 2, j))
+        .collect();
+    model_with_calls(fleet, &calls, seed)
+}
+
+/// The model of `fleet` with these `(caller, callee)` edges, callers
+/// listed before their callees: deployment 0 takes the ingress's traffic,
+/// and each call carries 60–100% of its caller's inbound rate. A
+/// deployment nobody calls is called by the ingress.
+pub fn model_with_calls(fleet: &Fleet, edges: &[(usize, usize)], seed: u64) -> Model {
     let mut rng = fastrand::Rng::with_seed(seed ^ 0x7a11_c0de);
     let n = fleet.deployments.len();
-    let mut inbound = vec![0.0; n];
     let mut calls = vec![Vec::new(); n];
-    for j in 0..n {
-        let (caller, rps) = if j == 0 {
-            (None, INGRESS_RPS)
-        } else {
-            let caller = (j - 1) / 2;
-            (Some(caller), inbound[caller] * (0.6 + 0.4 * rng.f64()))
-        };
-        inbound[j] = rps;
-        calls[j].push(Call { caller, rps });
+    calls[0].push(Call {
+        caller: None,
+        rps: INGRESS_RPS,
+    });
+    for j in 1..n {
+        let mut inbound = Vec::new();
+        for &(caller, _) in edges.iter().filter(|&&(c, callee)| callee == j && c < j) {
+            let caller_rps: f64 = calls[caller].iter().map(|c: &Call| c.rps).sum();
+            inbound.push(Call {
+                caller: Some(caller),
+                rps: caller_rps * (0.6 + 0.4 * rng.f64()),
+            });
+        }
+        if inbound.is_empty() {
+            inbound.push(Call {
+                caller: None,
+                rps: INGRESS_RPS * (0.2 + 0.3 * rng.f64()),
+            });
+        }
+        calls[j] = inbound;
     }
     // The troubled routes: one failing, one slow, away from the front door
     // when the mesh is big enough to have a back.
@@ -145,6 +172,112 @@ impl Model {
     }
 }
 
+/// The body of an INBOUND report of pod `pod`: `interval_secs` of the
+/// requests the model sends it, by caller, route and status, with their
+/// latencies. (Requests appear only in inbound reports, so each is counted
+/// once, at the pod that served it.)
+pub fn inbound_body(
+    model: &Model,
+    fleet: &Fleet,
+    pod: usize,
+    interval_secs: f64,
+    rng: &mut fastrand::Rng,
+) -> ReportRequest {
+    let target = &fleet.pods[pod];
+    let j = target.deployment_index;
+    let replicas = fleet.deployments[j].pods.len() as f64;
+    let authority = format!(
+        "{}.{}.svc.cluster.local:{POD_PORT}",
+        target.deployment, target.namespace
+    );
+    let target_addr = TcpAddress {
+        ip: Some(ip_to_proto(IpAddr::V4(target.ip))),
+        port: POD_PORT,
+    };
+    let mut requests = Vec::new();
+    let mut server_transports = Vec::new();
+    for call in &model.calls[j] {
+        let source = match call.caller {
+            None => IpAddr::V4(INGRESS_IP),
+            Some(caller) => {
+                let pods = &fleet.deployments[caller].pods;
+                IpAddr::V4(fleet.pods[pods[rng.usize(..pods.len())]].ip)
+            }
+        };
+        server_transports.push(ServerTransport {
+            source_ip: Some(ip_to_proto(source)),
+            connects: rng.u32(0..=1),
+            disconnects: vec![TransportSummary {
+                duration_ms: rng.u64(1_000..=60_000),
+                bytes_sent: rng.u64(10_000..=1_000_000),
+            }],
+        });
+        for route in &model.routes[j] {
+            let expected = call.rps / replicas * route.weight * interval_secs;
+            // Randomised rounding: the expected count on average.
+            let count = (expected + rng.f64()).floor() as u32;
+            if count == 0 {
+                continue;
+            }
+            let mut by_status: BTreeMap<u32, BTreeMap<u32, u32>> = BTreeMap::new();
+            for _ in 0..count {
+                let status = if rng.f64() < route.failure { 500 } else { 200 };
+                let latency = sample_latency_tenths(route.p50_ms, rng);
+                *by_status
+                    .entry(status)
+                    .or_default()
+                    .entry(latency)
+                    .or_default() += 1;
+            }
+            let responses = by_status
+                .into_iter()
+                .map(|(status, latencies)| {
+                    let n: u32 = latencies.values().sum();
+                    ResponseScope {
+                        ctx: Some(ResponseCtx {
+                            http_status_code: status,
+                        }),
+                        response_latencies: latencies
+                            .into_iter()
+                            .map(|(latency, count)| Latency { latency, count })
+                            .collect(),
+                        ends: vec![EosScope {
+                            ctx: Some(EosCtx {
+                                end: Some(eos_ctx::End::Other(true)),
+                            }),
+                            streams: (0..n)
+                                .map(|_| StreamSummary {
+                                    duration_ms: rng.u64(1..=50),
+                                    bytes_sent: rng.u64(120..=4_000),
+                                    frames_sent: rng.u32(1..=4),
+                                })
+                                .collect(),
+                        }],
+                    }
+                })
+                .collect();
+            requests.push(RequestScope {
+                ctx: Some(RequestCtx {
+                    source_ip: Some(ip_to_proto(source)),
+                    target_addr: Some(target_addr),
+                    authority: authority.clone(),
+                    method: Some(HttpMethod {
+                        r#type: Some(http_method::Type::Registered(route.method as i32)),
+                    }),
+                    path: route.path.clone(),
+                }),
+                count,
+                responses,
+            });
+        }
+    }
+    ReportRequest {
+        server_transports,
+        requests,
+        ..ReportRequest::default()
+    }
+}
+
 /// A log-normal latency around `p50_ms`, in tenths of a millisecond.
 pub fn sample_latency_tenths(p50_ms: f64, rng: &mut fastrand::Rng) -> u32 {
     // Box–Muller: one standard normal from two uniforms.
@@ -196,6 +329,63 @@ mod tests {
             .filter(|r| r.p50_ms > 100.0)
             .count();
         assert_eq!((failing, slow), (1, 1));
+    }
+
+    #[test]
+    fn the_demo_mesh_follows_its_calls() {
+        use super::super::fleet::{DEMO_CALLS, demo_fleet};
+        let f = demo_fleet(42);
+        let m = model_with_calls(&f, DEMO_CALLS, 42);
+        for &(caller, callee) in DEMO_CALLS {
+            assert!(m.calls[callee].iter().any(|c| c.caller == Some(caller)));
+        }
+        // Only the front door is called from outside the mesh.
+        let from_ingress: Vec<usize> = (0..m.calls.len())
+            .filter(|&j| m.calls[j].iter().any(|c| c.caller.is_none()))
+            .collect();
+        assert_eq!(from_ingress, [0]);
+        assert!((0..m.calls.len()).all(|j| m.inbound_rps(j) > 1.0));
+    }
+
+    #[test]
+    fn inbound_reports_carry_the_modelled_rates() {
+        use super::super::fleet::{DEMO_CALLS, demo_fleet};
+        let f = demo_fleet(42);
+        let m = model_with_calls(&f, DEMO_CALLS, 42);
+        let mut rng = fastrand::Rng::with_seed(3);
+        // Payments (the failing POST) over many reports of its pods.
+        let j = f
+            .deployments
+            .iter()
+            .position(|d| d.name == "payments")
+            .unwrap();
+        let (mut requests, mut failures, mut responses) = (0u64, 0u64, 0u64);
+        for _ in 0..200 {
+            for &pod in &f.deployments[j].pods {
+                let body = inbound_body(&m, &f, pod, 1.0, &mut rng);
+                for scope in &body.requests {
+                    let ctx = scope.ctx.as_ref().unwrap();
+                    assert!(ctx.authority.starts_with("payments.checkout.svc"));
+                    requests += u64::from(scope.count);
+                    for r in &scope.responses {
+                        let n = r.ends[0].streams.len() as u64;
+                        let observed: u32 = r.response_latencies.iter().map(|l| l.count).sum();
+                        assert_eq!(u64::from(observed), n, "one latency per response");
+                        responses += n;
+                        if r.ctx.as_ref().unwrap().http_status_code >= 500 {
+                            failures += n;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(requests, responses);
+        let rate = requests as f64 / 200.0;
+        let modelled = m.inbound_rps(j);
+        assert!((rate / modelled - 1.0).abs() < 0.1, "{rate} vs {modelled}");
+        // The failing route is a fifth of the traffic at 25%: ~5% overall.
+        let failure = failures as f64 / requests as f64;
+        assert!((0.03..0.08).contains(&failure), "{failure}");
     }
 
     #[test]
