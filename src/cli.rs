@@ -35,6 +35,8 @@ pub enum Command {
     Get(crate::client::get::Args),
     /// The versions of this client and of the public API.
     Version(crate::client::version::Args),
+    /// The web dashboard, served over HTTP; it talks to the public API.
+    Web(crate::web::Args),
     /// Live requests of a deployment or a pod, one line per event.
     Tap(crate::client::tap::Args),
     /// Print the Kubernetes manifests of the control plane (pipe to `kubectl apply -f -`).
@@ -119,6 +121,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stat(args) => args.run().await,
         Command::Get(args) => args.run().await,
         Command::Version(args) => args.run().await,
+        Command::Web(args) => args.run(shutdown).await,
         Command::Install(args) => args.run(),
     };
     signal.abort();
@@ -239,6 +242,34 @@ mod tests {
         assert_eq!(t.addr.0.port(), 8087);
         assert_eq!(t.metrics_addr.0.port(), 9997);
         assert_eq!(t.ignore_namespaces, ["kube-system"]);
+    }
+
+    #[test]
+    fn the_originals_web_arguments_parse() {
+        let cli = Cli::try_parse_from(norm(&[
+            "conduit",
+            "web",
+            "-addr=:8084",
+            "-metrics-addr=:9994",
+            "-api-addr=api.conduit.svc.cluster.local:8085",
+            "-static-dir=/dist",
+            "-template-dir=/templates",
+            "-uuid=5bbd3b8b-2b5b-4b8f-9e0a-0123456789ab",
+            "-namespace=conduit",
+        ]))
+        .unwrap();
+        let Command::Web(w) = cli.command else {
+            panic!("expected the web dashboard");
+        };
+        assert_eq!((w.addr.0.port(), w.metrics_addr.0.port()), (8084, 9994));
+        assert_eq!(w.api_addr, "api.conduit.svc.cluster.local:8085");
+        assert_eq!(w.static_dir.as_deref(), Some(std::path::Path::new("/dist")));
+        assert_eq!(
+            w.template_dir.as_deref(),
+            Some(std::path::Path::new("/templates"))
+        );
+        assert_eq!(w.uuid, "5bbd3b8b-2b5b-4b8f-9e0a-0123456789ab");
+        assert_eq!(w.namespace, "conduit");
     }
 
     #[test]

@@ -24,3 +24,4 @@ pub mod simulate;
 pub mod stat;
 pub mod tap;
 pub mod telemetry;
+pub mod web;

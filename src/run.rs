@@ -1,6 +1,6 @@
 //! `conduit run`: the whole control plane in one process — telemetry,
-//! tap, destination, proxy-api and public-api on their usual ports, all
-//! reading one cluster index. With `--demo` it also generates a cluster and
+//! tap, destination, proxy-api, public-api and the web dashboard on their
+//! usual ports, all reading one cluster index. With `--demo` it also generates a cluster and
 //! drives it with simulated proxies (their reports, and their taps on each
 //! pod's loopback address), so `conduit stat deployments`, `conduit tap`
 //! and `/metrics` show live traffic within seconds with nothing else
@@ -71,6 +71,12 @@ pub struct Args {
     /// proxy-api admin address.
     #[arg(long, default_value = ":9996")]
     pub proxy_api_metrics_addr: ListenAddr,
+    /// Web dashboard HTTP address.
+    #[arg(long, default_value = ":8084")]
+    pub web_addr: ListenAddr,
+    /// Web dashboard admin address.
+    #[arg(long, default_value = ":9994")]
+    pub web_metrics_addr: ListenAddr,
     /// The port the proxies serve Observe on (the demo's simulated ones
     /// too; 0 picks a free one for them).
     #[arg(long, default_value_t = crate::tap::DEFAULT_TAP_PORT)]
@@ -181,6 +187,10 @@ impl Args {
         argv.push(format!("--tap-addr={}", local(tap.grpc_addr())));
         let api: crate::public_api::Args = component("public-api", argv)?;
         let api = api.bind().await?;
+        let mut argv = addrs(&self.web_addr, &self.web_metrics_addr);
+        argv.push(format!("--api-addr={}", local(api.http_addr())));
+        let web: crate::web::Args = component("web", argv)?;
+        let web = web.bind().await?;
 
         let grpc = telemetry.grpc_addr();
         say(format_args!(
@@ -200,6 +210,7 @@ impl Args {
             "public-api: http://{}/api/v1/",
             api.http_addr()
         ));
+        say(format_args!("web: http://{}/", local(web.http_addr())));
         if let Some(source) = source {
             // Every component reads the one index; the watchers feed it.
             let watchers = source.start(index.clone(), KINDS, shutdown.clone());
@@ -219,6 +230,7 @@ impl Args {
         ));
         tasks.push(("proxy-api", tokio::spawn(proxy_api.serve(shutdown.clone()))));
         tasks.push(("public-api", tokio::spawn(api.serve(shutdown.clone()))));
+        tasks.push(("web", tokio::spawn(web.serve(shutdown.clone()))));
         if self.demo {
             self.start_demo(grpc, tap_port, &shutdown);
         }

@@ -1,0 +1,576 @@
+//! The web dashboard, `conduit web`: its HTTP surface over loopback (pages,
+//! embedded assets, the public-api pass-through) and the app itself in a
+//! real headless Chromium against `conduit run --demo`.
+//!
+//! Screenshots of each page are saved under `<target dir>/web-screenshots/`
+//! (the parent of Cargo's `CARGO_TARGET_TMPDIR`, i.e. `target/` unless
+//! `CARGO_TARGET_DIR` moves it).
+
+mod support;
+#[path = "support/webdriver.rs"]
+mod webdriver;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use clap::Parser as _;
+use conduit::core::ShutdownHandle;
+use conduit::simulate::fleet::{DEMO_CALLS, DEMO_LAYOUT};
+use serde_json::Value;
+use webdriver::{Browser, http};
+
+/// How long the demo may take to print its addresses.
+const START_DEADLINE: Duration = Duration::from_secs(15);
+
+/// How long a page may take to show what it should: the demo's first
+/// reports arrive within a second or two, and pages refresh every 5 s.
+const PAGE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The demo's deployments, `namespace/name`, sorted as the overview
+/// lists them.
+fn demo_deployments() -> Vec<String> {
+    let mut names: Vec<String> = DEMO_LAYOUT
+        .iter()
+        .map(|(ns, name, _)| format!("{ns}/{name}"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The demo's pod count.
+fn demo_pods() -> usize {
+    DEMO_LAYOUT.iter().map(|(_, _, pods)| pods).sum()
+}
+
+/// The demo's callers (`true`) or callees (`false`) of deployment `i` of
+/// [`DEMO_LAYOUT`], sorted.
+fn demo_peers(i: usize, callers: bool) -> Vec<String> {
+    let mut peers: Vec<String> = DEMO_CALLS
+        .iter()
+        .filter_map(|&(from, to)| match callers {
+            true if to == i => Some(from),
+            false if from == i => Some(to),
+            _ => None,
+        })
+        .map(|j| format!("{}/{}", DEMO_LAYOUT[j].0, DEMO_LAYOUT[j].1))
+        .collect();
+    peers.sort();
+    peers
+}
+
+const JSON: (&str, &str) = ("Content-Type", "application/json");
+
+/// `conduit run --demo` as the real binary on loopback ports it picks
+/// itself; killed when the test ends, however it ends.
+struct Demo {
+    child: Child,
+    web: String,
+    api: String,
+}
+
+impl Demo {
+    fn start() -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_conduit"))
+            .args([
+                "run",
+                "--demo",
+                "--telemetry-addr=127.0.0.1:0",
+                "--metrics-addr=127.0.0.1:0",
+                "--api-addr=127.0.0.1:0",
+                "--api-metrics-addr=127.0.0.1:0",
+                "--tap-addr=127.0.0.1:0",
+                "--tap-metrics-addr=127.0.0.1:0",
+                "--destination-addr=127.0.0.1:0",
+                "--destination-metrics-addr=127.0.0.1:0",
+                "--proxy-api-addr=127.0.0.1:0",
+                "--proxy-api-metrics-addr=127.0.0.1:0",
+                "--tap-port=0",
+                "--web-addr=127.0.0.1:0",
+                "--web-metrics-addr=127.0.0.1:0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("conduit runs");
+        let stdout = child.stdout.take().unwrap();
+        // The banner names the bound addresses; the rest of the output is
+        // drained for as long as the demo runs.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                for (prefix, key) in [("public-api: http://", "api"), ("web: http://", "web")] {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        let addr = rest.split('/').next().unwrap_or_default().to_string();
+                        let _ = tx.send((key, addr));
+                    }
+                }
+            }
+        });
+        let mut demo = Demo {
+            child,
+            web: String::new(),
+            api: String::new(),
+        };
+        while demo.web.is_empty() || demo.api.is_empty() {
+            let (key, addr) = rx
+                .recv_timeout(START_DEADLINE)
+                .expect("the demo prints its public-api and web addresses");
+            match key {
+                "api" => demo.api = addr,
+                _ => demo.web = addr,
+            }
+        }
+        demo
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.web)
+    }
+
+    /// The demo's deployments and pods, from ListPods through the dashboard.
+    fn mesh(&self) -> (Vec<String>, Vec<Value>) {
+        let rsp = http(&self.web, "POST", "/api/v1/ListPods", &[JSON], b"{}");
+        assert_eq!(rsp.status, 200, "{}", rsp.text());
+        let pods = rsp.json()["pods"].as_array().cloned().unwrap_or_default();
+        let mut deployments: Vec<String> = pods
+            .iter()
+            .filter_map(|p| p["deployment"].as_str())
+            .map(str::to_string)
+            .collect();
+        deployments.sort();
+        deployments.dedup();
+        (deployments, pods)
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it gives a value, failing after `timeout` with the
+/// last reason it gave.
+fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(why) if Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last: {why}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+#[test]
+fn pages_assets_and_the_api_pass_through_against_the_demo() {
+    let demo = Demo::start();
+
+    // Every client-side route is the app's page.
+    for path in ["/", "/pods", "/tap", "/deployments/storefront/web"] {
+        let rsp = http(&demo.web, "GET", path, &[], b"");
+        assert_eq!(rsp.status, 200, "GET {path}");
+        assert_eq!(rsp.header("content-type"), Some("text/html; charset=utf-8"));
+        assert!(rsp.text().contains("data-namespace=\"conduit\""), "{path}");
+        assert!(rsp.text().contains("/static/app.js"));
+        assert!(rsp.header("content-security-policy").is_some());
+    }
+    for path in ["/nope", "/static/nope.js", "/api/v1/Nope", "/metrics"] {
+        assert_eq!(http(&demo.web, "GET", path, &[], b"").status, 404, "{path}");
+    }
+
+    // Assets: their content types, and an ETag a browser can revalidate.
+    for (path, content_type) in [
+        ("/static/app.js", "text/javascript; charset=utf-8"),
+        ("/static/app.css", "text/css; charset=utf-8"),
+        ("/static/favicon.svg", "image/svg+xml"),
+    ] {
+        let rsp = http(&demo.web, "GET", path, &[], b"");
+        assert_eq!(rsp.status, 200, "{path}");
+        assert_eq!(rsp.header("content-type"), Some(content_type), "{path}");
+        assert_eq!(rsp.header("cache-control"), Some("no-cache"));
+        let etag = rsp.header("etag").expect("an ETag").to_string();
+        let again = http(&demo.web, "GET", path, &[("If-None-Match", &etag)], b"");
+        assert_eq!(again.status, 304, "{path} revalidates");
+        assert!(again.body.is_empty());
+    }
+
+    // Version through the dashboard is public-api's own answer.
+    let direct = http(&demo.api, "POST", "/api/v1/Version", &[JSON], b"");
+    let through = http(&demo.web, "POST", "/api/v1/Version", &[JSON], b"");
+    assert_eq!(direct.status, 200);
+    assert_eq!((through.status, through.text()), (200, direct.text()));
+    assert_eq!(through.header("content-type"), Some("application/json"));
+    assert_eq!(through.json()["releaseVersion"], env!("CARGO_PKG_VERSION"));
+
+    // public-api's refusals come through unchanged.
+    let direct = http(&demo.api, "GET", "/api/v1/Stat", &[], b"");
+    let through = http(&demo.web, "GET", "/api/v1/Stat", &[], b"");
+    assert_eq!(through.status, 405);
+    assert_eq!(through.text(), direct.text());
+    assert_eq!(through.header("allow"), Some("POST"));
+    let through = http(
+        &demo.web,
+        "POST",
+        "/api/v1/Stat",
+        &[("Content-Type", "text/plain")],
+        b"x",
+    );
+    assert_eq!(through.status, 415, "{}", through.text());
+
+    // A Stat through the dashboard, as the overview asks it.
+    let stat = br#"{"metrics":["REQUEST_RATE"],"window":"ONE_MIN","groupBy":"TARGET_DEPLOY","summarize":true}"#;
+    eventually("live Stat through the dashboard", PAGE_DEADLINE, || {
+        let rsp = http(&demo.web, "POST", "/api/v1/Stat", &[JSON], stat);
+        if rsp.status != 200 {
+            return Err(format!("{}: {}", rsp.status, rsp.text()));
+        }
+        let series = rsp.json()["metrics"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut names: Vec<String> = series
+            .iter()
+            .filter_map(|s| s["metadata"]["targetDeploy"].as_str())
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        if names != demo_deployments() {
+            return Err(rsp.text());
+        }
+        Ok(())
+    });
+
+    // Bodies are bounded before anything is forwarded.
+    let big = vec![b' '; 64 * 1024 + 1];
+    let rsp = http(&demo.web, "POST", "/api/v1/Stat", &[JSON], &big);
+    assert_eq!(rsp.status, 413, "{}", rsp.text());
+
+    // Pages and assets take GET only.
+    let rsp = http(&demo.web, "POST", "/static/app.js", &[], b"");
+    assert_eq!(rsp.status, 405);
+}
+
+/// A request as public-api saw it: method, path, Content-Type, body.
+type Seen = (String, String, Option<String>, String);
+
+/// A stand-in public-api: Tap answers a line, then the next only when the
+/// test says so; every request it sees is recorded.
+#[derive(Clone, Default)]
+struct FakeApi {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    tap: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Bytes>>>>,
+}
+
+async fn fake_api(State(fake): State<FakeApi>, req: Request) -> Response {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = axum::body::to_bytes(req.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    fake.seen.lock().unwrap().push((
+        method,
+        path.clone(),
+        content_type,
+        String::from_utf8_lossy(&body).into_owned(),
+    ));
+    match path.as_str() {
+        "/api/v1/Tap" => {
+            let rx = fake.tap.lock().unwrap().take().expect("one tap");
+            let lines = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
+            let lines = futures::StreamExt::map(lines, Ok::<_, std::io::Error>);
+            (
+                [("content-type", "application/json")],
+                Body::from_stream(lines),
+            )
+                .into_response()
+        }
+        _ => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom\n").into_response(),
+    }
+}
+
+async fn start_fake_api(fake: FakeApi) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(fake_api).with_state(fake);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// `conduit web` in-process on loopback ports, pointed at `api`.
+async fn start_web(api: &str) -> (SocketAddr, SocketAddr, ShutdownHandle) {
+    let cli = conduit::cli::Cli::parse_from(conduit::cli::normalize_args(
+        [
+            "conduit",
+            "web",
+            "-addr=127.0.0.1:0",
+            "-metrics-addr=127.0.0.1:0",
+            &format!("-api-addr={api}"),
+            "-namespace=mesh-system",
+        ]
+        .map(String::from),
+    ));
+    let conduit::cli::Command::Web(args) = cli.command else {
+        unreachable!()
+    };
+    let web = args.bind().await.expect("web binds");
+    let (http_addr, admin_addr) = (web.http_addr(), web.admin_addr());
+    let (handle, shutdown) = ShutdownHandle::new();
+    tokio::spawn(web.serve(shutdown));
+    (http_addr, admin_addr, handle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_api_is_a_502_and_the_dashboard_stays_ready() {
+    let unused = webdriver::free_port();
+    let (web, admin, _shutdown) = start_web(&format!("127.0.0.1:{unused}")).await;
+    let (web, admin) = (web.to_string(), admin.to_string());
+    tokio::task::spawn_blocking(move || {
+        let rsp = http(&web, "POST", "/api/v1/Version", &[JSON], b"");
+        assert_eq!(rsp.status, 502, "{}", rsp.text());
+        assert_eq!(
+            rsp.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+        assert!(
+            rsp.text().starts_with(&format!(
+                "cannot reach the public API at 127.0.0.1:{unused}: "
+            )),
+            "{}",
+            rsp.text()
+        );
+        let page = http(&web, "GET", "/", &[], b"");
+        assert!(page.text().contains("data-namespace=\"mesh-system\""));
+        assert_eq!(http(&admin, "GET", "/ready", &[], b"").status, 200);
+        let metrics = http(&admin, "GET", "/metrics", &[], b"").text();
+        assert!(
+            metrics.contains(r#"conduit_web_requests_total{kind="api",status="502"} 1"#),
+            "{metrics}"
+        );
+        assert!(metrics.contains(r#"conduit_web_requests_total{kind="page",status="200"} 1"#));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tap_streams_through_as_each_event_arrives() {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let fake = FakeApi::default();
+    *fake.tap.lock().unwrap() = Some(rx);
+    let api = start_fake_api(fake.clone()).await;
+    let (web, _admin, _shutdown) = start_web(&api.to_string()).await;
+    let request = br#"{"deployment":"demo/web","maxRps":5}"#;
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(web).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "POST /api/v1/Tap HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
+            request.len()
+        )
+        .unwrap();
+        stream.write_all(request).unwrap();
+        tx.send(Bytes::from_static(b"{\"first\":1}\n")).unwrap();
+        // The first event reaches the browser while the stream is still
+        // open: nothing waits for the end of the stream.
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&raw).contains("{\"first\":1}") {
+            let n = stream.read(&mut buf).expect("the first event arrives");
+            assert!(n > 0, "the stream ended early");
+            raw.extend_from_slice(&buf[..n]);
+        }
+        tx.send(Bytes::from_static(b"{\"second\":2}\n")).unwrap();
+        drop(tx);
+        stream.read_to_end(&mut raw).unwrap();
+        assert!(raw.ends_with(b"0\r\n\r\n"), "a finished stream ends with the final chunk");
+        let rsp = webdriver::parse_response(&raw);
+        assert_eq!(rsp.status, 200);
+        assert_eq!(rsp.header("content-type"), Some("application/json"));
+        assert_eq!(rsp.text(), "{\"first\":1}\n{\"second\":2}\n");
+    })
+    .await
+    .unwrap();
+    // What public-api received: the method, path, media type and body as
+    // the browser sent them.
+    let seen = fake.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [(
+            "POST".to_string(),
+            "/api/v1/Tap".to_string(),
+            Some("application/json; charset=utf-8".to_string()),
+            String::from_utf8_lossy(request).into_owned(),
+        )]
+    );
+}
+
+/// Where screenshots go: `<target dir>/web-screenshots/`.
+fn screenshot_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("CARGO_TARGET_TMPDIR is inside the target dir")
+        .join("web-screenshots")
+}
+
+/// Waits for a page to pass `check` (a script returning `null` when the
+/// page is right, or what is still wrong); a screenshot is saved either way,
+/// so a failure can be looked at.
+fn page_shows(browser: &Browser, name: &str, check: &str) {
+    let path = screenshot_dir().join(format!("{name}.png"));
+    let started = Instant::now();
+    let mut last = Value::Null;
+    while started.elapsed() < PAGE_DEADLINE {
+        last = browser.execute(check);
+        if last.is_null() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    browser.screenshot(&path);
+    assert!(
+        last.is_null(),
+        "the {name} page did not show what it should within {PAGE_DEADLINE:?}: {last} \
+         (screenshot: {})",
+        path.display()
+    );
+}
+
+#[test]
+fn the_dashboard_in_headless_chromium_against_the_demo() {
+    let demo = Demo::start();
+    let browser = Browser::start();
+    let pods = eventually("the demo's pods", PAGE_DEADLINE, || {
+        let (deployments, pods) = demo.mesh();
+        if deployments == demo_deployments() && pods.len() == demo_pods() {
+            Ok(pods)
+        } else {
+            Err(format!("{deployments:?}, {} pods", pods.len()))
+        }
+    });
+    let wanted = serde_json::to_string(&demo_deployments()).unwrap();
+
+    // Overview: a row per deployment with live numbers and a trend line.
+    browser.goto(&demo.url("/"));
+    page_shows(
+        &browser,
+        "overview",
+        &format!(
+            r#"
+            const wanted = {wanted};
+            if (!document.getElementById('error').hidden) return document.getElementById('error').textContent;
+            const rows = [...document.querySelectorAll('#overview tbody tr[data-deployment]')];
+            const shown = rows.map(r => r.dataset.deployment);
+            if (JSON.stringify(shown) !== JSON.stringify(wanted)) return 'rows: ' + JSON.stringify(shown);
+            for (const r of rows) {{
+                if (!(Number(r.dataset.rate) > 0)) return r.dataset.deployment + ' has no request rate';
+                const chart = r.querySelector('svg.sparkline');
+                if (!chart || !chart.querySelector('path.line')) return r.dataset.deployment + ' has no trend line';
+                if (Number(chart.dataset.points) < 2) return r.dataset.deployment + ' has ' + chart.dataset.points + ' trend points';
+                if (r.querySelector('[data-metric=success]').textContent === '—') return r.dataset.deployment + ' has no success rate';
+            }}
+            if (document.querySelector('#totals [data-metric=rate] .value').textContent === '—') return 'no mesh totals';
+            return null;
+            "#
+        ),
+    );
+
+    // A deployment, reached by following its link: its pods, and its
+    // callers and callees as the demo's call graph has them.
+    let index = (0..DEMO_LAYOUT.len())
+        .find(|&i| !demo_peers(i, true).is_empty() && !demo_peers(i, false).is_empty())
+        .expect("the demo has a deployment in the middle of its call graph");
+    let deployment = &format!("{}/{}", DEMO_LAYOUT[index].0, DEMO_LAYOUT[index].1);
+    let callers = serde_json::to_string(&demo_peers(index, true)).unwrap();
+    let callees = serde_json::to_string(&demo_peers(index, false)).unwrap();
+    let members = pods
+        .iter()
+        .filter(|p| p["deployment"] == deployment.as_str())
+        .count();
+    browser.execute(&format!(
+        r#"document.querySelector('#overview tr[data-deployment="{deployment}"] a').click(); return null;"#
+    ));
+    page_shows(
+        &browser,
+        "deployment",
+        &format!(
+            r#"
+            if (location.pathname !== '/deployments/{deployment}') return 'at ' + location.pathname;
+            if (!document.getElementById('error').hidden) return document.getElementById('error').textContent;
+            const pods = document.querySelectorAll('#deployment-pods tbody tr[data-pod]');
+            if (pods.length !== {members}) return pods.length + ' pods';
+            for (const p of pods) if (p.querySelector('[data-metric=rate]').textContent === '—') return p.dataset.pod + ' has no rate';
+            const peers = (id) => JSON.stringify([...document.querySelectorAll(`#${{id}} tbody tr[data-deployment]`)].map(r => r.dataset.deployment));
+            if (peers('callers') !== JSON.stringify({callers})) return 'callers ' + peers('callers');
+            if (peers('callees') !== JSON.stringify({callees})) return 'callees ' + peers('callees');
+            if (!document.querySelector('.big-trend svg.sparkline path.line')) return 'no trend line';
+            return null;
+            "#
+        ),
+    );
+
+    // Pods: every pod, each with a recent report.
+    let count = demo_pods();
+    browser.goto(&demo.url("/pods"));
+    page_shows(
+        &browser,
+        "pods",
+        &format!(
+            r#"
+            if (!document.getElementById('error').hidden) return document.getElementById('error').textContent;
+            const rows = [...document.querySelectorAll('#pods tbody tr[data-pod]')];
+            if (rows.length !== {count}) return rows.length + ' pods';
+            const stale = rows.filter(r => r.dataset.fresh !== 'true').map(r => r.dataset.pod);
+            if (stale.length) return 'not fresh: ' + stale.join(', ');
+            if (!rows.every(r => /ago|just now/.test(r.querySelector('.freshness').textContent))) return 'no report ages';
+            return null;
+            "#
+        ),
+    );
+
+    // Tap: live events of a deployment, until Stop.
+    browser.goto(&demo.url(&format!("/tap?deployment={deployment}")));
+    browser.execute(
+        r#"document.getElementById('tap-max-rps').value = '20';
+           document.getElementById('tap-start').click(); return null;"#,
+    );
+    page_shows(
+        &browser,
+        "tap",
+        r#"
+        const rows = [...document.querySelectorAll('#tap-events tbody tr[data-kind]')];
+        const kinds = new Set(rows.map(r => r.dataset.kind));
+        if (!kinds.has('req') || !kinds.has('rsp') || rows.length < 4) {
+            return document.getElementById('tap-status').textContent + ' / ' + rows.length + ' rows';
+        }
+        return null;
+        "#,
+    );
+    browser.execute("document.getElementById('tap-stop').click(); return null;");
+    eventually("the tap to stop", PAGE_DEADLINE, || {
+        let status = browser.execute("return document.getElementById('tap-status').textContent;");
+        if status == "Stopped." {
+            Ok(())
+        } else {
+            Err(status.to_string())
+        }
+    });
+}
