@@ -1,7 +1,9 @@
 //! The cluster-metadata index at cluster scale: how fast the watchers can
 //! apply updates, how long an IP lookup takes, and whether lookups slow
 //! down while a writer applies updates as fast as it can (they must not:
-//! readers take a snapshot and never wait on a writer).
+//! readers take a snapshot and never wait on a writer) — alone, and inside
+//! the ingester running flat out on medium reports whose every IP is looked
+//! up in a 100k-pod index.
 //!
 //! Addresses come from 198.18.0.0/15, the range reserved for benchmarks
 //! (131,072 addresses: room for the largest sweep).
@@ -12,7 +14,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use conduit::ingest::{Config, Health, Ingester};
 use conduit::k8s::Index;
+use conduit::proto::proxy::telemetry::ReportRequest;
+use conduit::simulate::{Shape, build_report, fleet};
+use prost::Message as _;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
@@ -165,12 +171,14 @@ fn lookup(c: &mut Criterion) {
 
         // The same lookups while another thread applies updates: at a
         // whole-cluster rollout's rate, then flat out.
+        let batched = format!("under_max_writes_batch_{BATCH}");
         let writers = [
-            ("under_rollout_writes", Some(ROLLOUT_UPDATES_PER_SEC)),
-            ("under_max_writes", None),
+            ("under_rollout_writes", Writes::rate(ROLLOUT_UPDATES_PER_SEC)),
+            ("under_max_writes", Writes::flat_out(1)),
+            (batched.as_str(), Writes::flat_out(BATCH)),
         ];
-        for (name, rate) in writers {
-            let writer = Writer::start(index.clone(), pods, rate);
+        for (name, writes) in writers {
+            let writer = Writer::start_with(index.clone(), pods, writes);
             group.bench_with_input(BenchmarkId::new(name, pods), &ips, |b, ips| {
                 let mut n = 0;
                 b.iter(|| {
@@ -190,6 +198,110 @@ fn lookup(c: &mut Criterion) {
     group.finish();
 }
 
+/// Distinct medium reports cycled through by the ingesting thread.
+const INGEST_REPORTS: usize = 64;
+
+/// Medium reports between the index's pods: a 100k-pod fleet's reports,
+/// renumbered onto the bench's addresses.
+fn reports_for(pods: usize) -> Vec<Vec<u8>> {
+    let mut fleet = fleet(pods, pods / PODS_PER_RS, "sim", 1);
+    for (i, pod) in fleet.pods.iter_mut().enumerate() {
+        let IpAddr::V4(ip) = pod_ip(i) else {
+            unreachable!("bench addresses are IPv4")
+        };
+        pod.ip = ip;
+    }
+    let mut rng = fastrand::Rng::with_seed(5);
+    (0..INGEST_REPORTS)
+        .map(|i| build_report(&fleet, Shape::Medium, i % pods, &mut rng).encode_to_vec())
+        .collect()
+}
+
+/// The ingester at full load (this thread: decode, enrich through the
+/// index, aggregate, one medium report per iteration) with nothing else,
+/// then beside a writer at a rollout's rate, and flat out: one snapshot per
+/// update, or per batch of [`BATCH`] as the watchers publish a burst.
+fn ingest_beside_writes(c: &mut Criterion) {
+    let pods = 100_000;
+    let mut group = c.benchmark_group("index/ingest_medium_100k_pods");
+    group.throughput(Throughput::Elements(1));
+    let index = mk_index(pods);
+    let reports = reports_for(pods);
+    let ingester = Ingester::new(
+        Config::default(),
+        Health::register(&prometheus::Registry::new()).unwrap(),
+    );
+    for r in &reports {
+        let report = ReportRequest::decode(&r[..]).unwrap();
+        ingester.ingest(&report, &**index.load()).unwrap();
+    }
+    let batched = format!("max_writes_batch_{BATCH}");
+    // The controls write the same way into another index of the same size,
+    // one the ingester never reads: what the machine's two cores and
+    // shared caches cost, apart from anything the ingester's lookups owe
+    // to the writes they see.
+    let elsewhere = mk_index(pods);
+    let writers = [
+        ("no_writer", None),
+        (
+            "rollout_writes",
+            Some((&index, Writes::rate(ROLLOUT_UPDATES_PER_SEC))),
+        ),
+        (
+            "control_rollout_writes_elsewhere",
+            Some((&elsewhere, Writes::rate(ROLLOUT_UPDATES_PER_SEC))),
+        ),
+        ("max_writes", Some((&index, Writes::flat_out(1)))),
+        (
+            "control_max_writes_elsewhere",
+            Some((&elsewhere, Writes::flat_out(1))),
+        ),
+        (batched.as_str(), Some((&index, Writes::flat_out(BATCH)))),
+    ];
+    for (name, writes) in writers {
+        let writer = writes.map(|(target, w)| Writer::start_with(target.clone(), pods, w));
+        group.bench_function(name, |b| {
+            let mut i = 0;
+            b.iter(|| {
+                let report = ReportRequest::decode(&reports[i % reports.len()][..]).unwrap();
+                i += 1;
+                ingester.ingest(&report, &**index.load()).unwrap();
+                black_box(report)
+            })
+        });
+        if let Some(writer) = writer {
+            let (updates, elapsed) = writer.stop();
+            eprintln!(
+                "index/ingest_medium_100k_pods/{name}: the writer applied {updates} updates in \
+                 {elapsed:.1?} ({:.0} updates/s) while the ingester ran",
+                updates as f64 / elapsed.as_secs_f64()
+            );
+        }
+    }
+    group.finish();
+}
+
+/// How a [`Writer`] writes: at a rate, or flat out; `batch` updates per
+/// published snapshot.
+#[derive(Clone, Copy)]
+struct Writes {
+    rate: Option<u32>,
+    batch: usize,
+}
+
+impl Writes {
+    fn rate(per_sec: u32) -> Self {
+        Self {
+            rate: Some(per_sec),
+            batch: 1,
+        }
+    }
+
+    fn flat_out(batch: usize) -> Self {
+        Self { rate: None, batch }
+    }
+}
+
 /// A thread applying pod updates at `rate` per second, or as fast as it can.
 struct Writer {
     stop: Arc<AtomicBool>,
@@ -199,7 +311,8 @@ struct Writer {
 }
 
 impl Writer {
-    fn start(index: Arc<Index>, pods: usize, rate: Option<u32>) -> Self {
+    fn start_with(index: Arc<Index>, pods: usize, writes: Writes) -> Self {
+        let Writes { rate, batch } = writes;
         let stop = Arc::new(AtomicBool::new(false));
         let updates = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
@@ -212,8 +325,16 @@ impl Writer {
                 let mut due = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
                     rev += 1;
-                    index.apply_pod(mk_pod(rng.usize(0..pods), rev));
-                    updates.fetch_add(1, Ordering::Relaxed);
+                    if batch == 1 {
+                        index.apply_pod(mk_pod(rng.usize(0..pods), rev));
+                    } else {
+                        index.batch(|b| {
+                            for _ in 0..batch {
+                                b.apply_pod(mk_pod(rng.usize(0..pods), rev));
+                            }
+                        });
+                    }
+                    updates.fetch_add(batch as u64, Ordering::Relaxed);
                     if let Some(interval) = interval {
                         due += interval;
                         std::thread::sleep(due.saturating_duration_since(Instant::now()));
@@ -239,5 +360,5 @@ impl Writer {
     }
 }
 
-criterion_group!(benches, update, lookup);
+criterion_group!(benches, update, lookup, ingest_beside_writes);
 criterion_main!(benches);

@@ -51,6 +51,9 @@ pub struct Totals {
     /// Where the slots read start: the window's start rounded down to the
     /// slot grain (ms). Counts cover from here to the window's end.
     pub aligned_from_ms: Option<u64>,
+    /// Of `requests`, those of pairs' first reports inside the window
+    /// ([`WindowData::baseline_requests`]), which a rate leaves out.
+    pub baseline: u64,
 }
 
 impl Totals {
@@ -68,6 +71,7 @@ impl Totals {
 
     pub fn merge(&mut self, other: &Totals) {
         self.requests += other.requests;
+        self.baseline += other.baseline;
         self.success += other.success;
         self.failure += other.failure;
         self.latency.merge(&other.latency);
@@ -85,6 +89,12 @@ pub struct WindowData {
     rolled_through: Option<u64>,
     /// When this pair was first seen (ms, store clock).
     pub first_seen_ms: u64,
+    /// Requests of the first report that named this pair. A report counts
+    /// the requests since the proxy's previous one, so the first holds
+    /// traffic from before `first_seen_ms`: a rate over the time since then
+    /// leaves it out, as Prometheus' `rate()` takes a counter's first
+    /// sample as its baseline.
+    pub baseline_requests: u64,
     touched: u32,
 }
 
@@ -99,6 +109,11 @@ impl WindowData {
     pub fn add_scope(&mut self, scope: &RequestScope, now_ms: u64, now_secs: u32) {
         if self.fine.is_empty() && self.coarse.is_empty() {
             self.first_seen_ms = now_ms;
+            self.baseline_requests = 0;
+        }
+        if now_ms == self.first_seen_ms {
+            // Every scope of the first report (one report, one clock read).
+            self.baseline_requests += u64::from(scope.count);
         }
         self.touched = now_secs;
         let slot = self.current(now_ms);
@@ -273,5 +288,15 @@ mod tests {
         let mut t = Totals::default();
         w.totals(0, 7_200_000, &mut t);
         assert_eq!(t.requests, 1);
+    }
+
+    #[test]
+    fn the_first_report_is_the_baseline() {
+        let mut w = WindowData::default();
+        // The first report: two scopes of the pair, read at one instant.
+        w.add_scope(&scope(10, 200, 10), 1_000, 0);
+        w.add_scope(&scope(5, 200, 10), 1_000, 0);
+        w.add_scope(&scope(10, 200, 10), 2_000, 0);
+        assert_eq!((w.first_seen_ms, w.baseline_requests), (1_000, 15));
     }
 }
