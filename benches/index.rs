@@ -18,11 +18,11 @@ use conduit::ingest::{Config, Health, Ingester};
 use conduit::k8s::Index;
 use conduit::proto::proxy::telemetry::ReportRequest;
 use conduit::simulate::{Shape, build_report, fleet};
-use prost::Message as _;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use prost::Message as _;
 
 /// Cluster sizes swept: a large namespace-scoped install, and the 100k-pod
 /// cluster the issue sets as the bar.
@@ -173,7 +173,10 @@ fn lookup(c: &mut Criterion) {
         // whole-cluster rollout's rate, then flat out.
         let batched = format!("under_max_writes_batch_{BATCH}");
         let writers = [
-            ("under_rollout_writes", Writes::rate(ROLLOUT_UPDATES_PER_SEC)),
+            (
+                "under_rollout_writes",
+                Writes::rate(ROLLOUT_UPDATES_PER_SEC),
+            ),
             ("under_max_writes", Writes::flat_out(1)),
             (batched.as_str(), Writes::flat_out(BATCH)),
         ];
