@@ -13,6 +13,7 @@
 //! ([`exposition`]) sees it. Imports neither tonic nor kube.
 
 pub mod exposition;
+pub mod flat;
 pub mod health;
 pub mod hist;
 pub mod instances;
@@ -32,9 +33,9 @@ pub use health::Health;
 pub use instances::Instances;
 pub use report::{DroppedLabels, Enrich, InvalidReport, NoMetadata, WorkloadRef};
 
-use crate::core::ip_from_proto;
-use crate::proto::proxy::telemetry::{ReportRequest, RequestScope, report_request::Proxy};
-use report::{LabelWriter, is_success, method_label, resolve, scope_addrs};
+use crate::proto::proxy::telemetry::{ReportRequest, report_request::Proxy};
+use flat::{FlatReport, Report, Scope, WireError};
+use report::{LabelWriter, is_success, method_label, resolve};
 use series::{MeshData, Response, TcpData};
 use table::{Budget, Lookup, Table};
 use window::WindowData;
@@ -118,6 +119,17 @@ pub struct Ingester {
 thread_local! {
     /// Label rendering scratch space, reused across reports on each thread.
     static SCRATCH: RefCell<LabelWriter> = RefCell::new(LabelWriter::default());
+    /// Decoding tables, reused across reports on each thread.
+    static FLAT: RefCell<FlatReport> = RefCell::new(FlatReport::default());
+}
+
+/// Why a report's bytes were refused; nothing of it was applied.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    #[error("not a ReportRequest: {0}")]
+    Undecodable(#[from] WireError),
+    #[error(transparent)]
+    Invalid(#[from] InvalidReport),
 }
 
 /// Per-report tallies, added to the health counters once per report.
@@ -195,8 +207,30 @@ impl Ingester {
         self.mesh.label_bytes() + self.tcp.label_bytes()
     }
 
-    /// Applies one report, or rejects it whole.
+    /// Applies one encoded `ReportRequest`, or rejects it whole: decoded
+    /// straight from `bytes` ([`flat`]), validated, then applied.
+    pub fn ingest_bytes<E: Enrich>(&self, bytes: &[u8], meta: &E) -> Result<(), IngestError> {
+        FLAT.with_borrow_mut(|flat| {
+            flat.decode(bytes)?;
+            self.ingest_decoded(Report { flat, bytes }, meta)?;
+            Ok(())
+        })
+    }
+
+    /// Applies one report, or rejects it whole (the report is encoded, then
+    /// taken as [`Self::ingest_bytes`] takes what arrives on the wire).
     pub fn ingest<E: Enrich>(&self, report: &ReportRequest, meta: &E) -> Result<(), InvalidReport> {
+        use prost::Message as _;
+        match self.ingest_bytes(&report.encode_to_vec(), meta) {
+            Ok(()) => Ok(()),
+            Err(IngestError::Invalid(invalid)) => Err(invalid),
+            Err(IngestError::Undecodable(error)) => {
+                unreachable!("prost's encoding of a report decodes: {error}")
+            }
+        }
+    }
+
+    fn ingest_decoded<E: Enrich>(&self, report: Report<'_>, meta: &E) -> Result<(), InvalidReport> {
         let started = Instant::now();
         if let Err(error) = report::validate(report) {
             self.health.rejected_invalid.inc();
@@ -208,17 +242,15 @@ impl Ingester {
         };
         let mut tally = Tally::default();
         SCRATCH.with_borrow_mut(|w| {
-            for scope in &report.requests {
-                self.apply_scope(scope, meta, now, w, &mut tally);
+            for scope in &report.flat.scopes {
+                self.apply_scope(report, scope, meta, now, w, &mut tally);
             }
             self.apply_transports(report, meta, now.secs, w, &mut tally);
         });
-        if let Some(process) = &report.process
-            && !process.scheduled_namespace.is_empty()
-            && !process.scheduled_instance.is_empty()
-        {
-            self.instances
-                .touch(&process.scheduled_namespace, &process.scheduled_instance);
+        let flat = report.flat;
+        let (namespace, instance) = (report.str(flat.namespace), report.str(flat.instance));
+        if flat.has_process && !namespace.is_empty() && !instance.is_empty() {
+            self.instances.touch(namespace, instance);
         }
         let h = &self.health;
         h.reports.inc();
@@ -233,18 +265,18 @@ impl Ingester {
 
     fn apply_scope<E: Enrich>(
         &self,
-        scope: &RequestScope,
+        report: Report<'_>,
+        scope: &Scope,
         meta: &E,
         now: Now,
         w: &mut LabelWriter,
         tally: &mut Tally,
     ) {
-        let Some(ctx) = scope.ctx.as_ref() else {
+        if !scope.has_ctx {
             return; // unreachable after validate
-        };
-        let (source_ip, target_ip) = scope_addrs(scope);
-        let source = resolve(meta, source_ip, &mut tally.source_misses);
-        let target = resolve(meta, target_ip, &mut tally.target_misses);
+        }
+        let source = resolve(meta, scope.source_ip, &mut tally.source_misses);
+        let target = resolve(meta, scope.target_ip, &mut tally.target_misses);
         let dropped = self.config.dropped;
         w.clear();
         w.push("source", source.pod);
@@ -255,28 +287,32 @@ impl Ingester {
         let method = if dropped.method {
             ""
         } else {
-            method_label(ctx.method.as_ref())
+            method_label(report, scope.method)
         };
-        let path = if dropped.path { "" } else { &ctx.path };
+        let path = if dropped.path {
+            ""
+        } else {
+            report.str(scope.path)
+        };
         tally.truncated += u64::from(w.push("method", method)) + u64::from(w.push("path", path));
 
         let mut folded: SmallVec<[Response; 4]> = SmallVec::new();
         let lookup = self.mesh.update(w.as_str(), &self.budget, |data| {
             data.touched = now.secs;
-            add_scope(data, scope, Some(&self.budget), &mut folded);
+            add_scope(data, report, scope, Some(&self.budget), &mut folded);
         });
         if lookup == Lookup::Full {
             tally.folded += 1;
             let mut overflow = self.mesh_overflow.lock();
             let data = overflow.get_or_insert_with(MeshData::default);
             data.touched = now.secs;
-            add_scope(data, scope, None, &mut folded);
+            add_scope(data, report, scope, None, &mut folded);
         }
         // The workload pair is the label text before `method`.
         let pair = &w.as_str()[..pair_len];
         if self.config.embedded_stat
             && self.windows.update(pair, &self.window_budget, |data| {
-                data.add_scope(scope, now.ms, now.secs)
+                data.add_scope(report, scope, now.ms, now.secs)
             }) == Lookup::Full
         {
             tally.pairs_dropped += 1;
@@ -294,31 +330,23 @@ impl Ingester {
 
     fn apply_transports<E: Enrich>(
         &self,
-        report: &ReportRequest,
+        report: Report<'_>,
         meta: &E,
         now: u32,
         w: &mut LabelWriter,
         tally: &mut Tally,
     ) {
-        if report.server_transports.is_empty() && report.client_transports.is_empty() {
+        let flat = report.flat;
+        if flat.server_transports.is_empty() && flat.client_transports.is_empty() {
             return;
         }
-        let direction = match Proxy::try_from(report.proxy) {
+        let direction = match Proxy::try_from(flat.proxy) {
             Ok(Proxy::Outbound) => "outbound",
             _ => "inbound",
         };
         // The reporting pod is one side of every connection; it is named by
         // its Process even when the index does not know it.
-        let (ns, name) = report
-            .process
-            .as_ref()
-            .map(|p| {
-                (
-                    p.scheduled_namespace.as_str(),
-                    p.scheduled_instance.as_str(),
-                )
-            })
-            .unwrap_or_default();
+        let (ns, name) = (report.str(flat.namespace), report.str(flat.instance));
         let own_label;
         let this = match meta.by_pod(ns, name) {
             Some(w) => w,
@@ -334,24 +362,15 @@ impl Ingester {
                 }
             }
         };
-        for t in &report.server_transports {
-            let peer = resolve(
-                meta,
-                t.source_ip.as_ref().and_then(ip_from_proto),
-                &mut tally.source_misses,
-            );
+        for t in &flat.server_transports {
+            let peer = resolve(meta, t.ip, &mut tally.source_misses);
             tcp_labels(w, direction, "src", peer, this);
-            self.add_tcp(w.as_str(), now, t.connects, &t.disconnects, tally);
+            self.add_tcp(w.as_str(), now, t.connects, report.disconnects(t), tally);
         }
-        for t in &report.client_transports {
-            let ip = t
-                .target_addr
-                .as_ref()
-                .and_then(|a| a.ip.as_ref())
-                .and_then(ip_from_proto);
-            let peer = resolve(meta, ip, &mut tally.target_misses);
+        for t in &flat.client_transports {
+            let peer = resolve(meta, t.ip, &mut tally.target_misses);
             tcp_labels(w, direction, "dst", this, peer);
-            self.add_tcp(w.as_str(), now, t.connects, &t.disconnects, tally);
+            self.add_tcp(w.as_str(), now, t.connects, report.disconnects(t), tally);
         }
     }
 
@@ -360,14 +379,14 @@ impl Ingester {
         labels: &str,
         now: u32,
         connects: u32,
-        disconnects: &[crate::proto::proxy::telemetry::TransportSummary],
+        disconnects: &[(u64, u64)],
         tally: &mut Tally,
     ) {
         let add = |data: &mut TcpData| {
             data.touched = now;
             data.opens += u64::from(connects);
-            for d in disconnects {
-                data.observe_close(d.duration_ms, d.bytes_sent);
+            for &(duration_ms, bytes_sent) in disconnects {
+                data.observe_close(duration_ms, bytes_sent);
             }
         };
         if self.tcp.update(labels, &self.budget, add) == Lookup::Full {
@@ -414,20 +433,21 @@ fn expire_overflow<D: table::SeriesData>(overflow: &Mutex<Option<D>>, cutoff: u3
 /// hold are pushed to `folded` for the overflow series.
 fn add_scope(
     data: &mut MeshData,
-    scope: &RequestScope,
+    report: Report<'_>,
+    scope: &Scope,
     budget: Option<&Budget>,
     folded: &mut SmallVec<[Response; 4]>,
 ) {
     data.requests += u64::from(scope.count);
-    for rsp in &scope.responses {
-        let status = rsp.ctx.as_ref().map_or(0, |c| c.http_status_code);
-        data.observe_latencies(&rsp.response_latencies);
-        for eos in &rsp.ends {
-            let n = eos.streams.len() as u64;
+    for rsp in report.responses(scope) {
+        let status = rsp.status;
+        data.observe_latencies(report.latencies(rsp));
+        for eos in report.ends(rsp) {
+            let n = u64::from(eos.streams);
             if n == 0 {
                 continue;
             }
-            let success = is_success(eos.ctx.as_ref().and_then(|c| c.end.as_ref()), status);
+            let success = is_success(eos.end, status);
             // validate() bounds the status to three digits.
             let status = status as u16;
             match data.response_mut(status, success) {

@@ -1,12 +1,12 @@
-//! From one `ReportRequest` to series updates: validate the whole report,
-//! then enrich and aggregate it.
+//! From one decoded report ([`flat`](super::flat)) to series updates:
+//! validate the whole report, then enrich and aggregate it.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use crate::core::ip_from_proto;
-use crate::proto::common::{HttpMethod, http_method};
-use crate::proto::proxy::telemetry::{ReportRequest, RequestScope, eos_ctx, report_request::Proxy};
+use super::flat::{End, Method, Report};
+use crate::proto::common::http_method;
+use crate::proto::proxy::telemetry::report_request::Proxy;
 
 /// Longest label value kept from a report (paths, unregistered methods):
 /// longer ones are cut at a character boundary so one report cannot make a
@@ -72,37 +72,35 @@ pub enum InvalidReport {
 }
 
 /// Checks every rule a report must satisfy before any of it is applied.
-pub fn validate(report: &ReportRequest) -> Result<(), InvalidReport> {
-    if Proxy::try_from(report.proxy).is_err() {
-        return Err(InvalidReport::UnknownProxy(report.proxy));
+pub fn validate(report: Report<'_>) -> Result<(), InvalidReport> {
+    let flat = report.flat;
+    if Proxy::try_from(flat.proxy).is_err() {
+        return Err(InvalidReport::UnknownProxy(flat.proxy));
     }
-    for (s, scope) in report.requests.iter().enumerate() {
-        let ctx = scope
-            .ctx
-            .as_ref()
-            .ok_or(InvalidReport::RequestWithoutCtx { scope: s })?;
-        if let Some(http_method::Type::Registered(value)) =
-            ctx.method.as_ref().and_then(|m| m.r#type.as_ref())
-            && http_method::Registered::try_from(*value).is_err()
-        {
-            return Err(InvalidReport::UnknownMethod {
-                scope: s,
-                value: *value,
-            });
+    for (s, scope) in flat.scopes.iter().enumerate() {
+        if !scope.has_ctx {
+            return Err(InvalidReport::RequestWithoutCtx { scope: s });
         }
-        for (r, rsp) in scope.responses.iter().enumerate() {
-            let ctx = rsp.ctx.as_ref().ok_or(InvalidReport::ResponseWithoutCtx {
-                scope: s,
-                response: r,
-            })?;
-            if ctx.http_status_code > MAX_HTTP_STATUS {
+        if let Method::Registered(value) = scope.method
+            && http_method::Registered::try_from(value).is_err()
+        {
+            return Err(InvalidReport::UnknownMethod { scope: s, value });
+        }
+        for (r, rsp) in report.responses(scope).iter().enumerate() {
+            if !rsp.has_ctx {
+                return Err(InvalidReport::ResponseWithoutCtx {
+                    scope: s,
+                    response: r,
+                });
+            }
+            if rsp.status > MAX_HTTP_STATUS {
                 return Err(InvalidReport::BadStatus {
                     scope: s,
                     response: r,
-                    status: ctx.http_status_code,
+                    status: rsp.status,
                 });
             }
-            if let Some(e) = rsp.ends.iter().position(|eos| eos.ctx.is_none()) {
+            if let Some(e) = report.ends(rsp).iter().position(|eos| !eos.has_ctx) {
                 return Err(InvalidReport::EosWithoutCtx {
                     scope: s,
                     response: r,
@@ -116,22 +114,22 @@ pub fn validate(report: &ReportRequest) -> Result<(), InvalidReport> {
 
 /// The classification rule (DESIGN §11): a gRPC status is success iff 0; a
 /// stream reset is a failure; otherwise the HTTP status decides (< 500).
-pub fn is_success(end: Option<&eos_ctx::End>, http_status: u32) -> bool {
+pub fn is_success(end: Option<End>, http_status: u32) -> bool {
     match end {
-        Some(eos_ctx::End::GrpcStatusCode(code)) => *code == 0,
-        Some(eos_ctx::End::ResetErrorCode(_)) => false,
-        Some(eos_ctx::End::Other(_)) | None => http_status < 500,
+        Some(End::Grpc(code)) => code == 0,
+        Some(End::Reset(_)) => false,
+        Some(End::Other) | None => http_status < 500,
     }
 }
 
 /// The method label: the registered name (`GET`) or the unregistered string.
-pub fn method_label(method: Option<&HttpMethod>) -> &str {
-    match method.and_then(|m| m.r#type.as_ref()) {
-        Some(http_method::Type::Registered(v)) => http_method::Registered::try_from(*v)
+pub fn method_label<'a>(report: Report<'a>, method: Method) -> &'a str {
+    match method {
+        Method::Registered(v) => http_method::Registered::try_from(v)
             .map(|m| m.as_str_name())
             .unwrap_or(""),
-        Some(http_method::Type::Unregistered(s)) => s,
-        None => "",
+        Method::Unregistered(range) => report.str(range),
+        Method::None => "",
     }
 }
 
@@ -269,23 +267,22 @@ pub(super) fn resolve<'a, E: Enrich>(
     })
 }
 
-pub(super) fn scope_addrs(scope: &RequestScope) -> (Option<IpAddr>, Option<IpAddr>) {
-    let Some(ctx) = scope.ctx.as_ref() else {
-        return (None, None);
-    };
-    let source = ctx.source_ip.as_ref().and_then(ip_from_proto);
-    let target = ctx
-        .target_addr
-        .as_ref()
-        .and_then(|t| t.ip.as_ref())
-        .and_then(ip_from_proto);
-    (source, target)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::proto::proxy::telemetry::*;
+
+    /// Validates `report` as the ingester sees it: encoded, then decoded.
+    fn check(report: &ReportRequest) -> Result<(), InvalidReport> {
+        use prost::Message as _;
+        let bytes = report.encode_to_vec();
+        let mut flat = super::super::flat::FlatReport::default();
+        flat.decode(&bytes).unwrap();
+        validate(Report {
+            flat: &flat,
+            bytes: &bytes,
+        })
+    }
 
     fn scope_without_ctx() -> RequestScope {
         RequestScope {
@@ -315,25 +312,24 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            validate(&report).unwrap_err().to_string(),
+            check(&report).unwrap_err().to_string(),
             "requests[0].responses[0].ends[0] has no ctx"
         );
         report.requests.push(scope_without_ctx());
         report.requests[0].responses[0].ends.clear();
         assert_eq!(
-            validate(&report).unwrap_err(),
+            check(&report).unwrap_err(),
             InvalidReport::RequestWithoutCtx { scope: 1 }
         );
     }
 
     #[test]
     fn classification() {
-        use eos_ctx::End;
-        assert!(is_success(Some(&End::GrpcStatusCode(0)), 500));
-        assert!(!is_success(Some(&End::GrpcStatusCode(2)), 200));
-        assert!(!is_success(Some(&End::ResetErrorCode(0)), 200));
-        assert!(is_success(Some(&End::Other(true)), 404));
-        assert!(!is_success(Some(&End::Other(true)), 503));
+        assert!(is_success(Some(End::Grpc(0)), 500));
+        assert!(!is_success(Some(End::Grpc(2)), 200));
+        assert!(!is_success(Some(End::Reset(0)), 200));
+        assert!(is_success(Some(End::Other), 404));
+        assert!(!is_success(Some(End::Other), 503));
         assert!(is_success(None, 499));
     }
 

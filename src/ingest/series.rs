@@ -75,20 +75,21 @@ impl MeshData {
     /// Adds a response's latencies. The wire orders them by value, so the
     /// bucket is found by walking forward from the previous one; an
     /// out-of-order entry falls back to a search.
-    pub fn observe_latencies(&mut self, latencies: &[crate::proto::proxy::telemetry::Latency]) {
+    /// Entries are `(latency in tenths, count)`.
+    pub fn observe_latencies(&mut self, latencies: &[(u32, u32)]) {
         let mut bucket = 0;
-        for l in latencies {
-            if bucket > 0 && l.latency <= LATENCY_BOUNDS_TENTHS[bucket - 1] {
-                bucket = latency_bucket(l.latency);
+        for &(latency, count) in latencies {
+            if bucket > 0 && latency <= LATENCY_BOUNDS_TENTHS[bucket - 1] {
+                bucket = latency_bucket(latency);
             } else {
                 while bucket < LATENCY_BOUNDS_TENTHS.len()
-                    && LATENCY_BOUNDS_TENTHS[bucket] < l.latency
+                    && LATENCY_BOUNDS_TENTHS[bucket] < latency
                 {
                     bucket += 1;
                 }
             }
-            self.latency[bucket] += u64::from(l.count);
-            self.latency_sum_tenths += u64::from(l.latency) * u64::from(l.count);
+            self.latency[bucket] += u64::from(count);
+            self.latency_sum_tenths += u64::from(latency) * u64::from(count);
         }
     }
 
@@ -173,22 +174,18 @@ mod tests {
 
     #[test]
     fn walking_buckets_matches_searching_them() {
-        use crate::proto::proxy::telemetry::Latency;
         let mut rng = fastrand::Rng::with_seed(5);
         for _ in 0..500 {
-            let mut lats: Vec<Latency> = (0..rng.usize(0..25))
-                .map(|_| Latency {
-                    latency: rng.u32(0..600_000),
-                    count: rng.u32(0..100),
-                })
+            let mut lats: Vec<(u32, u32)> = (0..rng.usize(0..25))
+                .map(|_| (rng.u32(0..600_000), rng.u32(0..100)))
                 .collect();
             if rng.bool() {
-                lats.sort_by_key(|l| l.latency);
+                lats.sort_by_key(|l| l.0);
             }
             let (mut a, mut b) = (MeshData::default(), MeshData::default());
             a.observe_latencies(&lats);
-            for l in &lats {
-                b.observe_latency(l.latency, l.count);
+            for &(latency, count) in &lats {
+                b.observe_latency(latency, count);
             }
             assert_eq!(a.latency, b.latency);
             assert_eq!(a.latency_sum_tenths, b.latency_sum_tenths);

@@ -11,10 +11,10 @@
 
 use std::collections::VecDeque;
 
+use super::flat::{Report, Scope};
 use super::hist::SparseHist;
 use super::report::is_success;
 use super::table::SeriesData;
-use crate::proto::proxy::telemetry::RequestScope;
 
 /// Fine slot width: the proxies' report interval, the finest grain a rate
 /// over a 10 s window can be read at.
@@ -27,6 +27,11 @@ pub const COARSE_MS: u64 = 60_000;
 const COARSE_SLOTS: u64 = 61;
 /// Fine slots per coarse slot.
 const PER_COARSE: u64 = COARSE_MS / FINE_MS;
+/// The most a first report is taken to cover before it arrived: the
+/// original proxies report every 10 s; a longer gap to the second report is
+/// idle traffic, not a report interval.
+pub const MAX_FIRST_REPORT_LEAD_MS: u64 = 30_000;
+
 /// A pair no report touched for this long is dropped: it has nothing left
 /// in any window.
 pub const PAIR_IDLE_SECS: u32 = 3_700;
@@ -51,9 +56,6 @@ pub struct Totals {
     /// Where the slots read start: the window's start rounded down to the
     /// slot grain (ms). Counts cover from here to the window's end.
     pub aligned_from_ms: Option<u64>,
-    /// Of `requests`, those of pairs' first reports inside the window
-    /// ([`WindowData::baseline_requests`]), which a rate leaves out.
-    pub baseline: u64,
 }
 
 impl Totals {
@@ -71,7 +73,6 @@ impl Totals {
 
     pub fn merge(&mut self, other: &Totals) {
         self.requests += other.requests;
-        self.baseline += other.baseline;
         self.success += other.success;
         self.failure += other.failure;
         self.latency.merge(&other.latency);
@@ -89,12 +90,8 @@ pub struct WindowData {
     rolled_through: Option<u64>,
     /// When this pair was first seen (ms, store clock).
     pub first_seen_ms: u64,
-    /// Requests of the first report that named this pair. A report counts
-    /// the requests since the proxy's previous one, so the first holds
-    /// traffic from before `first_seen_ms`: a rate over the time since then
-    /// leaves it out, as Prometheus' `rate()` takes a counter's first
-    /// sample as its baseline.
-    pub baseline_requests: u64,
+    /// When a later report first named this pair (ms, store clock).
+    second_seen_ms: Option<u64>,
     touched: u32,
 }
 
@@ -106,34 +103,46 @@ impl SeriesData for WindowData {
 
 impl WindowData {
     /// Adds one request scope at `now_ms` (store clock).
-    pub fn add_scope(&mut self, scope: &RequestScope, now_ms: u64, now_secs: u32) {
+    pub fn add_scope(&mut self, report: Report<'_>, scope: &Scope, now_ms: u64, now_secs: u32) {
         if self.fine.is_empty() && self.coarse.is_empty() {
             self.first_seen_ms = now_ms;
-            self.baseline_requests = 0;
-        }
-        if now_ms == self.first_seen_ms {
-            // Every scope of the first report (one report, one clock read).
-            self.baseline_requests += u64::from(scope.count);
+            self.second_seen_ms = None;
+        } else if self.second_seen_ms.is_none() && now_ms > self.first_seen_ms {
+            self.second_seen_ms = Some(now_ms);
         }
         self.touched = now_secs;
         let slot = self.current(now_ms);
         slot.requests += u64::from(scope.count);
-        for rsp in &scope.responses {
-            let status = rsp.ctx.as_ref().map_or(0, |c| c.http_status_code);
+        for rsp in report.responses(scope) {
+            let status = rsp.status;
             slot.latency.record_run(
-                rsp.response_latencies
+                report
+                    .latencies(rsp)
                     .iter()
-                    .map(|l| (l.latency, u64::from(l.count))),
+                    .map(|&(latency, count)| (latency, u64::from(count))),
             );
-            for eos in &rsp.ends {
-                let n = eos.streams.len() as u64;
-                if is_success(eos.ctx.as_ref().and_then(|c| c.end.as_ref()), status) {
+            for eos in report.ends(rsp) {
+                let n = u64::from(eos.streams);
+                if is_success(eos.end, status) {
                     slot.success += n;
                 } else {
                     slot.failure += n;
                 }
             }
         }
+    }
+
+    /// Where this pair's data begins. A report counts the requests since
+    /// the proxy's previous one, so the first report that named the pair
+    /// covers time before it arrived: about as long as the gap to the next
+    /// one, at most [`MAX_FIRST_REPORT_LEAD_MS`]. Until a second report
+    /// comes, the data begins at the first.
+    pub fn covered_from_ms(&self) -> u64 {
+        let lead = self
+            .second_seen_ms
+            .map_or(0, |second| second - self.first_seen_ms)
+            .min(MAX_FIRST_REPORT_LEAD_MS);
+        self.first_seen_ms.saturating_sub(lead)
     }
 
     /// The fine slot for `now_ms`, rolling closed minutes into coarse slots
@@ -229,7 +238,33 @@ mod tests {
     use super::*;
     use crate::proto::proxy::telemetry::*;
 
-    fn scope(count: u32, status: u32, latency: u32) -> RequestScope {
+    /// One scope of `count` requests, as the ingester decodes it.
+    struct Decoded {
+        flat: super::super::flat::FlatReport,
+        bytes: Vec<u8>,
+    }
+
+    fn add(w: &mut WindowData, d: &Decoded, now_ms: u64) {
+        let report = Report {
+            flat: &d.flat,
+            bytes: &d.bytes,
+        };
+        w.add_scope(report, &d.flat.scopes[0], now_ms, 0);
+    }
+
+    fn scope(count: u32, status: u32, latency: u32) -> Decoded {
+        use prost::Message as _;
+        let report = ReportRequest {
+            requests: vec![request_scope(count, status, latency)],
+            ..ReportRequest::default()
+        };
+        let bytes = report.encode_to_vec();
+        let mut flat = super::super::flat::FlatReport::default();
+        flat.decode(&bytes).unwrap();
+        Decoded { flat, bytes }
+    }
+
+    fn request_scope(count: u32, status: u32, latency: u32) -> RequestScope {
         RequestScope {
             ctx: Some(RequestCtx::default()),
             count,
@@ -253,7 +288,7 @@ mod tests {
         let mut w = WindowData::default();
         // One report of 10 requests every 10 s for 30 minutes.
         for i in 0..180u64 {
-            w.add_scope(&scope(10, 200, 100), i * FINE_MS + 1, 0);
+            add(&mut w, &scope(10, 200, 100), i * FINE_MS + 1);
         }
         let now = 179 * FINE_MS + 2;
         let sum = |from: u64| {
@@ -279,24 +314,30 @@ mod tests {
     #[test]
     fn failures_and_expiry() {
         let mut w = WindowData::default();
-        w.add_scope(&scope(4, 503, 10), 5, 0);
+        add(&mut w, &scope(4, 503, 10), 5);
         let mut t = Totals::default();
         w.totals(0, 10, &mut t);
         assert_eq!((t.success, t.failure), (0, 4));
         // Two hours later the old data is gone.
-        w.add_scope(&scope(1, 200, 10), 7_200_000, 0);
+        add(&mut w, &scope(1, 200, 10), 7_200_000);
         let mut t = Totals::default();
         w.totals(0, 7_200_000, &mut t);
         assert_eq!(t.requests, 1);
     }
 
     #[test]
-    fn the_first_report_is_the_baseline() {
+    fn the_first_report_covers_the_gap_before_it() {
         let mut w = WindowData::default();
         // The first report: two scopes of the pair, read at one instant.
-        w.add_scope(&scope(10, 200, 10), 1_000, 0);
-        w.add_scope(&scope(5, 200, 10), 1_000, 0);
-        w.add_scope(&scope(10, 200, 10), 2_000, 0);
-        assert_eq!((w.first_seen_ms, w.baseline_requests), (1_000, 15));
+        add(&mut w, &scope(10, 200, 10), 50_000);
+        add(&mut w, &scope(5, 200, 10), 50_000);
+        assert_eq!(w.covered_from_ms(), 50_000, "one report: no interval known");
+        add(&mut w, &scope(10, 200, 10), 60_000);
+        add(&mut w, &scope(10, 200, 10), 61_000);
+        assert_eq!(w.covered_from_ms(), 40_000, "the gap to the second report");
+        let mut idle = WindowData::default();
+        add(&mut idle, &scope(1, 200, 10), 100_000);
+        add(&mut idle, &scope(1, 200, 10), 400_000);
+        assert_eq!(idle.covered_from_ms(), 100_000 - MAX_FIRST_REPORT_LEAD_MS);
     }
 }

@@ -16,6 +16,7 @@ use crate::proto::public::{
 const MIN_SPAN_MS: u64 = 1_000;
 
 struct Group {
+    /// Where the group's data begins (see [`crate::ingest::window::WindowData::covered_from_ms`]).
     first_seen_ms: u64,
     points: Vec<Totals>,
 }
@@ -64,14 +65,9 @@ pub fn stat_at(ingester: &Ingester, q: &Query, now_ms: u64) -> MetricResponse {
                 points: vec![Totals::default(); points.len()],
             }),
         };
-        group.first_seen_ms = group.first_seen_ms.min(data.first_seen_ms);
+        group.first_seen_ms = group.first_seen_ms.min(data.covered_from_ms());
         for (totals, &(from, to)) in group.points.iter_mut().zip(&points) {
             data.totals(from, to, totals);
-            if (from..=to).contains(&data.first_seen_ms) {
-                // The first report's requests happened before the pair was
-                // seen: the baseline, as for a counter's first sample.
-                totals.baseline += data.baseline_requests;
-            }
         }
     });
 
@@ -121,9 +117,8 @@ fn value_of(
         MetricName::RequestRate => {
             let from = t.aligned_from_ms?.max(first_seen_ms);
             let span = to_ms.saturating_sub(from).max(MIN_SPAN_MS);
-            let requests = t.requests.saturating_sub(t.baseline);
             Some(metric_value::Value::Gauge(
-                requests as f64 * 1000.0 / span as f64,
+                t.requests as f64 * 1000.0 / span as f64,
             ))
         }
         MetricName::SuccessRate => {

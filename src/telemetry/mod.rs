@@ -3,6 +3,7 @@
 //! its admin port. Owns one [`Ingester`] and reads the cluster [`Index`].
 
 pub mod codec;
+mod report_server;
 mod service;
 
 use std::sync::Arc;
@@ -21,9 +22,9 @@ use crate::k8s::source::{MetadataArgs, Source};
 use crate::k8s::{Index, Kind};
 use crate::proto::controller::stat::stat_server::StatServer;
 use crate::proto::controller::telemetry::telemetry_server::TelemetryServer as ControllerServer;
-use crate::proto::proxy::telemetry::telemetry_server::TelemetryServer as ReportServer;
 use crate::remote_write::{self, RemoteWrite};
 use crate::stat::promql::Prometheus;
+use report_server::ReportServer;
 
 pub use service::{ControllerService, ReportService, StatService};
 

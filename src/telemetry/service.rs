@@ -5,15 +5,14 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::ingest::{Enrich, Ingester, WorkloadRef};
+use crate::grpc::UNDECODABLE;
+use crate::ingest::{Enrich, IngestError, Ingester, WorkloadRef};
 use crate::k8s::{Index, Snapshot};
 use crate::proto::controller::stat::stat_server;
 use crate::proto::controller::telemetry::{
     ListPodsRequest, QueryRequest, QueryResponse, telemetry_server,
 };
-use crate::proto::proxy::telemetry::{
-    ReportRequest, ReportResponse, telemetry_server as report_server,
-};
+use crate::proto::proxy::telemetry::ReportResponse;
 use crate::proto::public::{ListPodsResponse, MetricRequest, MetricResponse, Pod};
 use crate::stat::{Query, StatError, embedded, promql::Prometheus};
 
@@ -54,16 +53,20 @@ impl ReportService {
     }
 }
 
-#[tonic::async_trait]
-impl report_server::Telemetry for ReportService {
-    async fn report(
-        &self,
-        request: Request<ReportRequest>,
-    ) -> Result<Response<ReportResponse>, Status> {
+impl ReportService {
+    /// One `Report` body: decoded, validated and applied by the ingester,
+    /// or refused whole with INVALID_ARGUMENT.
+    pub fn report_bytes(&self, body: &[u8]) -> Result<Response<ReportResponse>, Status> {
         let snapshot = self.index.load();
-        match self.ingester.ingest(request.get_ref(), &**snapshot) {
+        match self.ingester.ingest_bytes(body, &**snapshot) {
             Ok(()) => Ok(Response::new(ReportResponse {})),
-            Err(error) => {
+            Err(IngestError::Undecodable(error)) => {
+                tracing::debug!(%error, "report undecodable");
+                Err(Status::invalid_argument(format!(
+                    "{UNDECODABLE} message: {error}"
+                )))
+            }
+            Err(IngestError::Invalid(error)) => {
                 tracing::debug!(%error, "report rejected");
                 Err(Status::invalid_argument(format!("invalid report: {error}")))
             }

@@ -1,0 +1,853 @@
+//! A `ReportRequest` decoded straight from its wire bytes into flat,
+//! reusable tables: no allocation per field, strings left in the input as
+//! byte ranges (checked to be UTF-8).
+//!
+//! Why by hand: prost builds the whole message tree (a `Vec` per repeated
+//! field, a `String` per string), and for a medium report that decode costs
+//! more than everything the ingester then does with it. The proxies' report
+//! is the hot path of the product; this decoder reads it in one pass into
+//! tables whose capacity is kept from report to report, so a steady stream
+//! of reports allocates nothing here.
+//!
+//! Semantics follow prost's (proto3): unknown fields are skipped, a
+//! repeated singular field's later occurrence overwrites scalars and merges
+//! into messages, integers narrower than 64 bits are truncated, a wrong
+//! wire type for a known field is an error, and strings must be UTF-8.
+//! `tests::agrees_with_prost` holds it to that.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::Range;
+
+/// Deepest nesting of unknown groups skipped (prost's recursion limit).
+const MAX_GROUP_DEPTH: u32 = 100;
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("truncated message")]
+    Truncated,
+    #[error("invalid varint")]
+    BadVarint,
+    #[error("invalid wire type {wire_type} for field {field}")]
+    WireType { field: u32, wire_type: u32 },
+    #[error("invalid tag")]
+    BadTag,
+    #[error("string field {0} is not UTF-8")]
+    NotUtf8(u32),
+    #[error("unbalanced or too deeply nested groups")]
+    Groups,
+}
+
+/// A method as the report names it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Method {
+    #[default]
+    None,
+    Registered(i32),
+    /// The unregistered name, as a range of the input.
+    Unregistered(Range32),
+}
+
+/// How a stream ended (`EosCtx.end`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Grpc(u32),
+    Reset(u32),
+    Other,
+}
+
+/// A byte range of the input (reports are at most a few MiB).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Range32 {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Range32 {
+    fn of(r: Range<usize>) -> Self {
+        Self {
+            start: r.start as u32,
+            end: r.end as u32,
+        }
+    }
+
+    fn range(self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+/// An index range into one of the tables.
+pub type Span = Range<u32>;
+
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    pub has_ctx: bool,
+    pub source_ip: Option<IpAddr>,
+    pub target_ip: Option<IpAddr>,
+    pub method: Method,
+    pub path: Range32,
+    pub count: u32,
+    pub responses: Span,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Response {
+    pub has_ctx: bool,
+    pub status: u32,
+    pub latencies: Span,
+    pub ends: Span,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Eos {
+    pub has_ctx: bool,
+    pub end: Option<End>,
+    pub streams: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Transport {
+    pub ip: Option<IpAddr>,
+    pub connects: u32,
+    pub disconnects: Span,
+}
+
+/// One report, decoded. `clear` keeps the tables' capacity.
+#[derive(Debug, Default)]
+pub struct FlatReport {
+    pub has_process: bool,
+    pub namespace: Range32,
+    pub instance: Range32,
+    pub proxy: i32,
+    pub scopes: Vec<Scope>,
+    pub responses: Vec<Response>,
+    /// `(latency in tenths of a ms, count)`, each response's in its order.
+    pub latencies: Vec<(u32, u32)>,
+    pub ends: Vec<Eos>,
+    pub server_transports: Vec<Transport>,
+    pub client_transports: Vec<Transport>,
+    /// `(duration_ms, bytes_sent)`.
+    pub disconnects: Vec<(u64, u64)>,
+}
+
+/// A decoded report and the bytes its strings live in.
+#[derive(Clone, Copy)]
+pub struct Report<'a> {
+    pub flat: &'a FlatReport,
+    pub bytes: &'a [u8],
+}
+
+impl<'a> Report<'a> {
+    /// The text of a string range (checked UTF-8 when decoded).
+    pub fn str(&self, r: Range32) -> &'a str {
+        std::str::from_utf8(&self.bytes[r.range()]).unwrap_or_default()
+    }
+
+    pub fn responses(&self, scope: &Scope) -> &'a [Response] {
+        &self.flat.responses[span(&scope.responses)]
+    }
+
+    pub fn latencies(&self, response: &Response) -> &'a [(u32, u32)] {
+        &self.flat.latencies[span(&response.latencies)]
+    }
+
+    pub fn ends(&self, response: &Response) -> &'a [Eos] {
+        &self.flat.ends[span(&response.ends)]
+    }
+
+    pub fn disconnects(&self, transport: &Transport) -> &'a [(u64, u64)] {
+        &self.flat.disconnects[span(&transport.disconnects)]
+    }
+}
+
+fn span(s: &Span) -> Range<usize> {
+    s.start as usize..s.end as usize
+}
+
+impl FlatReport {
+    pub fn clear(&mut self) {
+        self.has_process = false;
+        self.namespace = Range32::default();
+        self.instance = Range32::default();
+        self.proxy = 0;
+        self.scopes.clear();
+        self.responses.clear();
+        self.latencies.clear();
+        self.ends.clear();
+        self.server_transports.clear();
+        self.client_transports.clear();
+        self.disconnects.clear();
+    }
+
+    /// Decodes `bytes` (a whole `ReportRequest`) into `self`, replacing
+    /// what it held. On error `self` holds a partial report; don't use it.
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<(), WireError> {
+        self.clear();
+        let mut r = Reader::new(bytes, 0);
+        while let Some((field, wt)) = r.key()? {
+            match field {
+                1 => {
+                    let mut m = r.message(field, wt)?;
+                    self.has_process = true;
+                    self.process(&mut m)?;
+                }
+                2 => self.proxy = r.varint_field(field, wt)? as i32,
+                3 | 4 => {
+                    let mut m = r.message(field, wt)?;
+                    let t = self.transport(&mut m, field == 4)?;
+                    if field == 3 {
+                        self.server_transports.push(t);
+                    } else {
+                        self.client_transports.push(t);
+                    }
+                }
+                5 => {
+                    let mut m = r.message(field, wt)?;
+                    let scope = self.scope(&mut m)?;
+                    self.scopes.push(scope);
+                }
+                _ => r.skip(field, wt)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, r: &mut Reader<'_>) -> Result<(), WireError> {
+        while let Some((field, wt)) = r.key()? {
+            match field {
+                1 => {
+                    r.string(field, wt)?;
+                }
+                2 => self.instance = r.string(field, wt)?,
+                3 => self.namespace = r.string(field, wt)?,
+                _ => r.skip(field, wt)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A ServerTransport (`client == false`: field 1 is an IPAddress) or a
+    /// ClientTransport (field 1 is a TcpAddress).
+    fn transport(&mut self, r: &mut Reader<'_>, client: bool) -> Result<Transport, WireError> {
+        let start = self.disconnects.len() as u32;
+        let mut t = Transport::default();
+        while let Some((field, wt)) = r.key()? {
+            match field {
+                1 => {
+                    let mut m = r.message(field, wt)?;
+                    if client {
+                        tcp_address(&mut m, &mut t.ip)?;
+                    } else {
+                        ip_address(&mut m, &mut t.ip)?;
+                    }
+                }
+                2 => t.connects = r.varint_field(field, wt)? as u32,
+                3 => {
+                    let mut m = r.message(field, wt)?;
+                    let (mut duration, mut bytes) = (0, 0);
+                    while let Some((field, wt)) = m.key()? {
+                        match field {
+                            1 => duration = m.varint_field(field, wt)?,
+                            2 => bytes = m.varint_field(field, wt)?,
+                            _ => m.skip(field, wt)?,
+                        }
+                    }
+                    self.disconnects.push((duration, bytes));
+                }
+                _ => r.skip(field, wt)?,
+            }
+        }
+        t.disconnects = start..self.disconnects.len() as u32;
+        Ok(t)
+    }
+
+    fn scope(&mut self, r: &mut Reader<'_>) -> Result<Scope, WireError> {
+        let start = self.responses.len() as u32;
+        let mut s = Scope::default();
+        while let Some((field, wt)) = r.key()? {
+            match field {
+                1 => {
+                    let mut m = r.message(field, wt)?;
+                    s.has_ctx = true;
+                    request_ctx(&mut m, &mut s)?;
+                }
+                2 => s.count = r.varint_field(field, wt)? as u32,
+                3 => {
+                    let mut m = r.message(field, wt)?;
+                    let response = self.response(&mut m)?;
+                    self.responses.push(response);
+                }
+                _ => r.skip(field, wt)?,
+            }
+        }
+        s.responses = start..self.responses.len() as u32;
+        Ok(s)
+    }
+
+    fn response(&mut self, r: &mut Reader<'_>) -> Result<Response, WireError> {
+        let latencies = self.latencies.len() as u32;
+        let ends = self.ends.len() as u32;
+        let mut rsp = Response::default();
+        while let Some((field, wt)) = r.key()? {
+            match field {
+                1 => {
+                    let mut m = r.message(field, wt)?;
+                    rsp.has_ctx = true;
+                    while let Some((field, wt)) = m.key()? {
+                        match field {
+                            1 => rsp.status = m.varint_field(field, wt)? as u32,
+                            _ => m.skip(field, wt)?,
+                        }
+                    }
+                }
+                2 => {
+                    let mut m = r.message(field, wt)?;
+                    let (mut latency, mut count) = (0, 0);
+                    while let Some((field, wt)) = m.key()? {
+                        match field {
+                            1 => latency = m.varint_field(field, wt)? as u32,
+                            2 => count = m.varint_field(field, wt)? as u32,
+                            _ => m.skip(field, wt)?,
+                        }
+                    }
+                    self.latencies.push((latency, count));
+                }
+                3 => {
+                    let mut m = r.message(field, wt)?;
+                    let eos = eos_scope(&mut m)?;
+                    self.ends.push(eos);
+                }
+                _ => r.skip(field, wt)?,
+            }
+        }
+        rsp.latencies = latencies..self.latencies.len() as u32;
+        rsp.ends = ends..self.ends.len() as u32;
+        Ok(rsp)
+    }
+}
+
+fn request_ctx(r: &mut Reader<'_>, s: &mut Scope) -> Result<(), WireError> {
+    while let Some((field, wt)) = r.key()? {
+        match field {
+            1 => ip_address(&mut r.message(field, wt)?, &mut s.source_ip)?,
+            2 => tcp_address(&mut r.message(field, wt)?, &mut s.target_ip)?,
+            3 => {
+                r.string(field, wt)?;
+            }
+            4 => {
+                let mut m = r.message(field, wt)?;
+                while let Some((field, wt)) = m.key()? {
+                    match field {
+                        1 => s.method = Method::Registered(m.varint_field(field, wt)? as i32),
+                        2 => s.method = Method::Unregistered(m.string(field, wt)?),
+                        _ => m.skip(field, wt)?,
+                    }
+                }
+            }
+            5 => s.path = r.string(field, wt)?,
+            _ => r.skip(field, wt)?,
+        }
+    }
+    Ok(())
+}
+
+fn eos_scope(r: &mut Reader<'_>) -> Result<Eos, WireError> {
+    let mut eos = Eos::default();
+    while let Some((field, wt)) = r.key()? {
+        match field {
+            1 => {
+                let mut m = r.message(field, wt)?;
+                eos.has_ctx = true;
+                while let Some((field, wt)) = m.key()? {
+                    match field {
+                        1 => eos.end = Some(End::Grpc(m.varint_field(field, wt)? as u32)),
+                        2 => eos.end = Some(End::Reset(m.varint_field(field, wt)? as u32)),
+                        3 => {
+                            m.varint_field(field, wt)?;
+                            eos.end = Some(End::Other);
+                        }
+                        _ => m.skip(field, wt)?,
+                    }
+                }
+            }
+            2 => {
+                // Only how many streams ended matters; each is still read
+                // through, so a malformed one fails as prost would fail.
+                let mut m = r.message(field, wt)?;
+                while let Some((field, wt)) = m.key()? {
+                    match field {
+                        1..=3 => {
+                            m.varint_field(field, wt)?;
+                        }
+                        _ => m.skip(field, wt)?,
+                    }
+                }
+                eos.streams += 1;
+            }
+            _ => r.skip(field, wt)?,
+        }
+    }
+    Ok(eos)
+}
+
+/// A `TcpAddress`: its IP (merged into `ip`); the port is not needed.
+fn tcp_address(r: &mut Reader<'_>, ip: &mut Option<IpAddr>) -> Result<(), WireError> {
+    while let Some((field, wt)) = r.key()? {
+        match field {
+            1 => ip_address(&mut r.message(field, wt)?, ip)?,
+            2 => {
+                r.varint_field(field, wt)?;
+            }
+            _ => r.skip(field, wt)?,
+        }
+    }
+    Ok(())
+}
+
+/// An `IPAddress` oneof, merged into `ip` as prost merges: a later `ipv6`
+/// occurrence merges into an earlier `ipv6`, anything else replaces.
+fn ip_address(r: &mut Reader<'_>, ip: &mut Option<IpAddr>) -> Result<(), WireError> {
+    while let Some((field, wt)) = r.key()? {
+        match field {
+            1 => *ip = Some(IpAddr::V4(Ipv4Addr::from(r.fixed32_field(field, wt)?))),
+            2 => {
+                let mut m = r.message(field, wt)?;
+                let (mut first, mut last) = match ip {
+                    Some(IpAddr::V6(v6)) => {
+                        let bits = u128::from(*v6);
+                        ((bits >> 64) as u64, bits as u64)
+                    }
+                    _ => (0, 0),
+                };
+                while let Some((field, wt)) = m.key()? {
+                    match field {
+                        1 => first = m.fixed64_field(field, wt)?,
+                        2 => last = m.fixed64_field(field, wt)?,
+                        _ => m.skip(field, wt)?,
+                    }
+                }
+                let bits = (u128::from(first) << 64) | u128::from(last);
+                *ip = Some(IpAddr::V6(Ipv6Addr::from(bits)));
+            }
+            _ => r.skip(field, wt)?,
+        }
+    }
+    Ok(())
+}
+
+const VARINT: u32 = 0;
+const FIXED64: u32 = 1;
+const LEN: u32 = 2;
+const START_GROUP: u32 = 3;
+const END_GROUP: u32 = 4;
+const FIXED32: u32 = 5;
+
+/// Reads protobuf fields from a slice; `base` is the slice's offset in the
+/// whole input, so string ranges are absolute.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    base: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8], base: usize) -> Self {
+        Self { buf, pos: 0, base }
+    }
+
+    fn varint(&mut self) -> Result<u64, WireError> {
+        let mut value = 0u64;
+        for i in 0..10 {
+            let byte = *self.buf.get(self.pos).ok_or(WireError::Truncated)?;
+            self.pos += 1;
+            if i == 9 && byte > 1 {
+                return Err(WireError::BadVarint);
+            }
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte < 0x80 {
+                return Ok(value);
+            }
+        }
+        Err(WireError::BadVarint)
+    }
+
+    /// The next field's number and wire type, or `None` at the end.
+    fn key(&mut self) -> Result<Option<(u32, u32)>, WireError> {
+        if self.pos >= self.buf.len() {
+            return Ok(None);
+        }
+        let key = self.varint()?;
+        if key > u64::from(u32::MAX) {
+            return Err(WireError::BadTag);
+        }
+        let (field, wire_type) = ((key >> 3) as u32, (key & 7) as u32);
+        if field == 0 {
+            return Err(WireError::BadTag);
+        }
+        Ok(Some((field, wire_type)))
+    }
+
+    fn expect(field: u32, wire_type: u32, want: u32) -> Result<(), WireError> {
+        if wire_type == want {
+            Ok(())
+        } else {
+            Err(WireError::WireType { field, wire_type })
+        }
+    }
+
+    fn varint_field(&mut self, field: u32, wt: u32) -> Result<u64, WireError> {
+        Self::expect(field, wt, VARINT)?;
+        self.varint()
+    }
+
+    fn take(&mut self, n: usize) -> Result<Range<usize>, WireError> {
+        let end = self.pos.checked_add(n).ok_or(WireError::Truncated)?;
+        if end > self.buf.len() {
+            return Err(WireError::Truncated);
+        }
+        let range = self.pos..end;
+        self.pos = end;
+        Ok(range)
+    }
+
+    fn fixed32_field(&mut self, field: u32, wt: u32) -> Result<u32, WireError> {
+        Self::expect(field, wt, FIXED32)?;
+        let r = self.take(4)?;
+        Ok(u32::from_le_bytes(
+            self.buf[r].try_into().expect("four bytes"),
+        ))
+    }
+
+    fn fixed64_field(&mut self, field: u32, wt: u32) -> Result<u64, WireError> {
+        Self::expect(field, wt, FIXED64)?;
+        let r = self.take(8)?;
+        Ok(u64::from_le_bytes(
+            self.buf[r].try_into().expect("eight bytes"),
+        ))
+    }
+
+    fn len_delimited(&mut self, field: u32, wt: u32) -> Result<Range<usize>, WireError> {
+        Self::expect(field, wt, LEN)?;
+        let len = self.varint()?;
+        let len = usize::try_from(len).map_err(|_| WireError::Truncated)?;
+        self.take(len)
+    }
+
+    fn message(&mut self, field: u32, wt: u32) -> Result<Reader<'a>, WireError> {
+        let r = self.len_delimited(field, wt)?;
+        Ok(Reader::new(&self.buf[r.clone()], self.base + r.start))
+    }
+
+    fn string(&mut self, field: u32, wt: u32) -> Result<Range32, WireError> {
+        let r = self.len_delimited(field, wt)?;
+        std::str::from_utf8(&self.buf[r.clone()]).map_err(|_| WireError::NotUtf8(field))?;
+        Ok(Range32::of(self.base + r.start..self.base + r.end))
+    }
+
+    /// Skips an unknown field (groups included, as prost does).
+    fn skip(&mut self, field: u32, wt: u32) -> Result<(), WireError> {
+        self.skip_depth(field, wt, 0)
+    }
+
+    fn skip_depth(&mut self, field: u32, wt: u32, depth: u32) -> Result<(), WireError> {
+        match wt {
+            VARINT => {
+                self.varint()?;
+            }
+            FIXED64 => {
+                self.take(8)?;
+            }
+            LEN => {
+                self.len_delimited(field, wt)?;
+            }
+            FIXED32 => {
+                self.take(4)?;
+            }
+            START_GROUP => {
+                if depth >= MAX_GROUP_DEPTH {
+                    return Err(WireError::Groups);
+                }
+                loop {
+                    let (inner, inner_wt) = self.key()?.ok_or(WireError::Groups)?;
+                    if inner_wt == END_GROUP {
+                        if inner != field {
+                            return Err(WireError::Groups);
+                        }
+                        break;
+                    }
+                    self.skip_depth(inner, inner_wt, depth + 1)?;
+                }
+            }
+            END_GROUP => return Err(WireError::Groups),
+            _ => {
+                return Err(WireError::WireType {
+                    field,
+                    wire_type: wt,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+    use crate::core::ip_from_proto;
+    use crate::proto::common::http_method;
+    use crate::proto::proxy::telemetry::{ReportRequest, eos_ctx};
+    use crate::simulate::{Shape, build_report, fleet, traffic};
+
+    /// What the ingester reads of a report, in one comparable shape.
+    #[derive(Debug, PartialEq)]
+    struct Projection {
+        process: Option<(String, String)>,
+        proxy: i32,
+        scopes: Vec<ScopeP>,
+        transports: Vec<TransportP>,
+    }
+
+    type ScopeP = (
+        bool,
+        Option<IpAddr>,
+        Option<IpAddr>,
+        String,
+        String,
+        u32,
+        Vec<Rsp>,
+    );
+    type TransportP = (bool, Option<IpAddr>, u32, Vec<(u64, u64)>);
+    type Rsp = (bool, u32, Vec<(u32, u32)>, Vec<(bool, Option<End>, u32)>);
+
+    fn method_text(m: Method, report: Report<'_>) -> String {
+        match m {
+            Method::None => "-".into(),
+            Method::Registered(v) => format!("#{v}"),
+            Method::Unregistered(r) => report.str(r).to_owned(),
+        }
+    }
+
+    fn from_flat(report: Report<'_>) -> Projection {
+        let f = report.flat;
+        let transports = |client: bool, ts: &[Transport]| {
+            ts.iter()
+                .map(|t| (client, t.ip, t.connects, report.disconnects(t).to_vec()))
+                .collect::<Vec<_>>()
+        };
+        Projection {
+            process: f.has_process.then(|| {
+                (
+                    report.str(f.namespace).into(),
+                    report.str(f.instance).into(),
+                )
+            }),
+            proxy: f.proxy,
+            scopes: f
+                .scopes
+                .iter()
+                .map(|s| {
+                    let rsps = report
+                        .responses(s)
+                        .iter()
+                        .map(|r| {
+                            let ends = report
+                                .ends(r)
+                                .iter()
+                                .map(|e| (e.has_ctx, e.end, e.streams))
+                                .collect();
+                            (r.has_ctx, r.status, report.latencies(r).to_vec(), ends)
+                        })
+                        .collect();
+                    (
+                        s.has_ctx,
+                        s.source_ip,
+                        s.target_ip,
+                        method_text(s.method, report),
+                        report.str(s.path).to_owned(),
+                        s.count,
+                        rsps,
+                    )
+                })
+                .collect(),
+            transports: [
+                transports(false, &f.server_transports),
+                transports(true, &f.client_transports),
+            ]
+            .concat(),
+        }
+    }
+
+    fn from_prost(r: &ReportRequest) -> Projection {
+        let ip = |a: Option<&crate::proto::common::IpAddress>| a.and_then(ip_from_proto);
+        let mut transports: Vec<_> = r
+            .server_transports
+            .iter()
+            .map(|t| {
+                let d = t.disconnects.iter().map(|d| (d.duration_ms, d.bytes_sent));
+                (false, ip(t.source_ip.as_ref()), t.connects, d.collect())
+            })
+            .collect();
+        transports.extend(r.client_transports.iter().map(|t| {
+            let d = t.disconnects.iter().map(|d| (d.duration_ms, d.bytes_sent));
+            let addr = t.target_addr.as_ref().and_then(|a| a.ip.as_ref());
+            (true, ip(addr), t.connects, d.collect())
+        }));
+        Projection {
+            process: r
+                .process
+                .as_ref()
+                .map(|p| (p.scheduled_namespace.clone(), p.scheduled_instance.clone())),
+            proxy: r.proxy,
+            scopes: r
+                .requests
+                .iter()
+                .map(|s| {
+                    let ctx = s.ctx.clone().unwrap_or_default();
+                    let method = match ctx.method.and_then(|m| m.r#type) {
+                        None => "-".into(),
+                        Some(http_method::Type::Registered(v)) => format!("#{v}"),
+                        Some(http_method::Type::Unregistered(u)) => u,
+                    };
+                    let rsps = s
+                        .responses
+                        .iter()
+                        .map(|r| {
+                            let ends = r
+                                .ends
+                                .iter()
+                                .map(|e| {
+                                    let end =
+                                        e.ctx.as_ref().and_then(|c| c.end).map(|end| match end {
+                                            eos_ctx::End::GrpcStatusCode(c) => End::Grpc(c),
+                                            eos_ctx::End::ResetErrorCode(c) => End::Reset(c),
+                                            eos_ctx::End::Other(_) => End::Other,
+                                        });
+                                    (e.ctx.is_some(), end, e.streams.len() as u32)
+                                })
+                                .collect();
+                            let lats = r
+                                .response_latencies
+                                .iter()
+                                .map(|l| (l.latency, l.count))
+                                .collect();
+                            (
+                                r.ctx.is_some(),
+                                r.ctx.map_or(0, |c| c.http_status_code),
+                                lats,
+                                ends,
+                            )
+                        })
+                        .collect();
+                    (
+                        s.ctx.is_some(),
+                        ip(ctx.source_ip.as_ref()),
+                        ip(ctx.target_addr.as_ref().and_then(|t| t.ip.as_ref())),
+                        method,
+                        ctx.path,
+                        s.count,
+                        rsps,
+                    )
+                })
+                .collect(),
+            transports,
+        }
+    }
+
+    /// Decodes `bytes` both ways: both fail, or both give the same report.
+    fn agree(bytes: &[u8], flat: &mut FlatReport) -> bool {
+        let ours = flat.decode(bytes);
+        let theirs = ReportRequest::decode(bytes);
+        match (ours, theirs) {
+            (Ok(()), Ok(r)) => {
+                assert_eq!(from_flat(Report { flat, bytes }), from_prost(&r));
+                true
+            }
+            (Err(_), Err(_)) => false,
+            (ours, theirs) => panic!("disagree on {bytes:02x?}: ours {ours:?}, prost {theirs:?}"),
+        }
+    }
+
+    fn reports() -> Vec<Vec<u8>> {
+        let f = fleet(20, 5, "sim", 3);
+        let mut rng = fastrand::Rng::with_seed(9);
+        let mut out: Vec<Vec<u8>> = [Shape::Small, Shape::Medium, Shape::Large]
+            .into_iter()
+            .flat_map(|shape| (0..4).map(move |i| (shape, i)))
+            .map(|(shape, i)| build_report(&f, shape, i, &mut rng).encode_to_vec())
+            .collect();
+        let model = traffic::model(&f, 3);
+        out.extend(
+            (0..4).map(|pod| traffic::inbound_body(&model, &f, pod, 1.0, &mut rng).encode_to_vec()),
+        );
+        out
+    }
+
+    #[test]
+    fn agrees_with_prost() {
+        let mut flat = FlatReport::default();
+        for bytes in reports() {
+            assert!(agree(&bytes, &mut flat), "a valid report decodes");
+        }
+        assert!(agree(&[], &mut flat), "the empty message");
+    }
+
+    #[test]
+    fn agrees_with_prost_on_damaged_input() {
+        let mut flat = FlatReport::default();
+        let mut rng = fastrand::Rng::with_seed(17);
+        let (mut decoded, mut refused) = (0, 0);
+        for bytes in reports() {
+            for _ in 0..300 {
+                let mut damaged = bytes.clone();
+                match rng.u8(0..3) {
+                    0 => damaged.truncate(rng.usize(0..bytes.len())),
+                    1 => {
+                        for _ in 0..rng.usize(1..4) {
+                            let i = rng.usize(0..damaged.len());
+                            damaged[i] = rng.u8(..);
+                        }
+                    }
+                    _ => {
+                        let i = rng.usize(0..damaged.len());
+                        damaged.insert(i, rng.u8(..));
+                    }
+                }
+                if agree(&damaged, &mut flat) {
+                    decoded += 1;
+                } else {
+                    refused += 1;
+                }
+            }
+        }
+        // Both outcomes were exercised.
+        assert!(
+            decoded > 100 && refused > 100,
+            "{decoded} decoded, {refused} refused"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_groups_are_skipped() {
+        // Field 9 (varint 1), field 10 (a group holding field 1 = 5), then
+        // proxy = 1.
+        let bytes = [0x48, 0x01, 0x53, 0x08, 0x05, 0x54, 0x10, 0x01];
+        let mut flat = FlatReport::default();
+        assert!(agree(&bytes, &mut flat));
+        assert_eq!(flat.proxy, 1);
+        // A group that never ends, and one ended by another field's tag.
+        assert!(!agree(&[0x53, 0x08, 0x05], &mut flat));
+        assert!(!agree(&[0x53, 0x08, 0x05, 0x5c], &mut flat));
+    }
+
+    #[test]
+    fn tables_are_reused() {
+        let mut flat = FlatReport::default();
+        let all = reports();
+        flat.decode(&all[8]).unwrap();
+        let capacity = flat.latencies.capacity();
+        flat.decode(&all[0]).unwrap();
+        assert!(flat.latencies.len() < capacity);
+        assert_eq!(flat.latencies.capacity(), capacity, "no reallocation");
+    }
+}
