@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use conduit::ingest::{Config, Health, Ingester};
 use conduit::k8s::Index;
-use conduit::proto::proxy::telemetry::ReportRequest;
 use conduit::simulate::{Shape, build_report, fleet};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -220,8 +219,8 @@ fn reports_for(pods: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The ingester at full load (this thread: decode, enrich through the
-/// index, aggregate, one medium report per iteration) with nothing else,
+/// The ingester at full load (this thread: decode from the wire bytes,
+/// enrich through the index, aggregate, one medium report per iteration) with nothing else,
 /// then beside a writer at a rollout's rate, and flat out: one snapshot per
 /// update, or per batch of [`BATCH`] as the watchers publish a burst.
 fn ingest_beside_writes(c: &mut Criterion) {
@@ -235,8 +234,7 @@ fn ingest_beside_writes(c: &mut Criterion) {
         Health::register(&prometheus::Registry::new()).unwrap(),
     );
     for r in &reports {
-        let report = ReportRequest::decode(&r[..]).unwrap();
-        ingester.ingest(&report, &**index.load()).unwrap();
+        ingester.ingest_bytes(r, &**index.load()).unwrap();
     }
     let batched = format!("max_writes_batch_{BATCH}");
     // The controls write the same way into another index of the same size,
@@ -266,10 +264,9 @@ fn ingest_beside_writes(c: &mut Criterion) {
         group.bench_function(name, |b| {
             let mut i = 0;
             b.iter(|| {
-                let report = ReportRequest::decode(&reports[i % reports.len()][..]).unwrap();
+                let bytes = &reports[i % reports.len()];
                 i += 1;
-                ingester.ingest(&report, &**index.load()).unwrap();
-                black_box(report)
+                ingester.ingest_bytes(bytes, &**index.load()).unwrap();
             })
         });
         if let Some(writer) = writer {

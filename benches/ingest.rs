@@ -1,6 +1,8 @@
-//! Decode alone (the floor) against decode + validate + enrich + aggregate,
-//! per report shape, with the embedded Stat store (the default) and without
-//! it (telemetry with -prometheus-url). The bar: ingest of a medium report
+//! Decode alone with prost (the floor the bar names) against what the
+//! telemetry server does with a report's bytes — decode them itself
+//! ([`conduit::ingest::flat`]), validate, enrich, aggregate — per report
+//! shape, with the embedded Stat store (the default) and without it
+//! (telemetry with -prometheus-url). The bar: ingest of a medium report
 //! costs at most 2× its decode alone.
 //!
 //! The benchmark replays 64 reports as fast as it can, so each workload
@@ -35,9 +37,24 @@ fn ingest(c: &mut Criterion) {
             })
         });
 
+        // The ingester's own decoder: into reused flat tables, no tree.
+        let mut flat = conduit::ingest::flat::FlatReport::default();
+        group.bench_with_input(
+            BenchmarkId::new("decode_flat", shape),
+            &reports,
+            |b, reports| {
+                let mut i = 0;
+                b.iter(|| {
+                    flat.decode(&reports[i % reports.len()]).unwrap();
+                    i += 1;
+                    black_box(flat.scopes.len())
+                })
+            },
+        );
+
         for (name, embedded_stat) in [
-            ("decode+ingest", true),
-            ("decode+ingest(no-stat-store)", false),
+            ("ingest_bytes", true),
+            ("ingest_bytes(no-stat-store)", false),
         ] {
             let health = Health::register(&prometheus::Registry::new()).unwrap();
             let ingester = Ingester::new(
@@ -50,18 +67,15 @@ fn ingest(c: &mut Criterion) {
             let snapshot = setup.index.snapshot();
             // Steady state: every label set of the cycle exists already.
             for r in &reports {
-                ingester
-                    .ingest(&ReportRequest::decode(&r[..]).unwrap(), &*snapshot)
-                    .unwrap();
+                ingester.ingest_bytes(r, &*snapshot).unwrap();
             }
             group.bench_with_input(BenchmarkId::new(name, shape), &reports, |b, reports| {
                 let mut i = 0;
                 b.iter(|| {
-                    let report = ReportRequest::decode(&reports[i % reports.len()][..]).unwrap();
+                    let bytes = &reports[i % reports.len()];
                     i += 1;
                     let snapshot = setup.index.load();
-                    ingester.ingest(&report, &**snapshot).unwrap();
-                    black_box(report)
+                    ingester.ingest_bytes(bytes, &**snapshot).unwrap();
                 })
             });
         }

@@ -454,7 +454,21 @@ impl<'a> Reader<'a> {
         Self { buf, pos: 0, base }
     }
 
+    /// Most varints of a report (tags, small counts) are one byte: that
+    /// case is inline, the rest out of line.
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, WireError> {
+        if let Some(&byte) = self.buf.get(self.pos)
+            && byte < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(byte));
+        }
+        self.varint_slow()
+    }
+
+    #[inline(never)]
+    fn varint_slow(&mut self) -> Result<u64, WireError> {
         let mut value = 0u64;
         for i in 0..10 {
             let byte = *self.buf.get(self.pos).ok_or(WireError::Truncated)?;
@@ -471,6 +485,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field's number and wire type, or `None` at the end.
+    #[inline(always)]
     fn key(&mut self) -> Result<Option<(u32, u32)>, WireError> {
         if self.pos >= self.buf.len() {
             return Ok(None);
