@@ -6,8 +6,11 @@
 //! and `/metrics` show live traffic within seconds with nothing else
 //! installed.
 //!
-//! The components still meet over loopback gRPC, as they do in a cluster;
-//! what they share in memory is the index.
+//! They share the index, and public-api calls telemetry and tap in memory
+//! (their gRPC services called directly, no socket). The proxies' side
+//! stays on the sockets a real mesh uses: proxy-api forwards to
+//! destination and telemetry over loopback, as the proxies' own calls
+//! arrive over the network.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -186,7 +189,11 @@ impl Args {
         argv.push(format!("--telemetry-addr={}", local(telemetry.grpc_addr())));
         argv.push(format!("--tap-addr={}", local(tap.grpc_addr())));
         let api: crate::public_api::Args = component("public-api", argv)?;
-        let api = api.bind().await?;
+        // One process: public-api calls telemetry and tap in memory.
+        let api = api.bind().await?.with_upstreams(
+            crate::public_api::local_upstream(telemetry.local_routes()),
+            crate::public_api::local_upstream(tap.local_routes(shutdown.clone())),
+        );
         let mut argv = addrs(&self.web_addr, &self.web_metrics_addr);
         argv.push(format!("--api-addr={}", local(api.http_addr())));
         let web: crate::web::Args = component("web", argv)?;

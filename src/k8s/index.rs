@@ -437,11 +437,33 @@ impl Snapshot {
     }
 }
 
+/// Replaced snapshots still held by a reader. Freeing a snapshot frees the
+/// map nodes it alone had, and whoever drops the last reference pays for
+/// it. Left to chance that is often a reader (the ingester, between two
+/// reports), which a benchmark showed costing it more than the writes
+/// themselves. So the writer keeps them and frees each once no reader
+/// holds it, at a later write.
+#[derive(Default)]
+struct Retired(Vec<Arc<Snapshot>>);
+
+impl Retired {
+    fn retire(&mut self, old: Arc<Snapshot>) {
+        // Only this list holds those at count 1: no reader can reach them
+        // any more (they left the ArcSwap, whose swap paid every reader's
+        // debt with a real reference before returning).
+        self.0.retain(|s| Arc::strong_count(s) > 1);
+        if Arc::strong_count(&old) > 1 {
+            self.0.push(old);
+        }
+    }
+}
+
 /// The cluster metadata, shared by every component that reads it.
 pub struct Index {
     current: ArcSwap<Snapshot>,
-    /// Serialises writers; held only for a synchronous update.
-    writer: Mutex<()>,
+    /// Serialises writers; held only for a synchronous update. Holds the
+    /// replaced snapshots some reader still had when they were replaced.
+    writer: Mutex<Retired>,
     /// One bit per [`Kind`] whose initial list has been applied.
     synced: AtomicU8,
     /// Bumped after every published snapshot, for readers that follow
@@ -479,7 +501,7 @@ impl Index {
     pub fn new() -> Self {
         Index {
             current: ArcSwap::from_pointee(Snapshot::default()),
-            writer: Mutex::new(()),
+            writer: Mutex::new(Retired::default()),
             synced: AtomicU8::new(0),
             published: tokio::sync::watch::Sender::new(Published {
                 generation: 0,
@@ -508,12 +530,13 @@ impl Index {
 
     /// Applies several changes as one: readers see all of them or none.
     pub fn batch<R>(&self, f: impl FnOnce(&mut Batch<'_>) -> R) -> R {
-        let _writer = self.writer.lock();
+        let mut retired = self.writer.lock();
         let mut next = Snapshot::clone(&self.current.load());
         let result = f(&mut Batch {
             snapshot: &mut next,
         });
-        self.current.store(Arc::new(next));
+        let old = self.current.swap(Arc::new(next));
+        retired.retire(old);
         self.published.send_modify(|p| {
             p.generation += 1;
             p.at = std::time::Instant::now();
@@ -987,6 +1010,21 @@ mod tests {
             2,
             "a batch is one publication"
         );
+    }
+
+    #[test]
+    fn replaced_snapshots_are_freed_by_the_writer_not_a_reader() {
+        let index = Index::new();
+        let held = index.snapshot();
+        index.apply_pod(mk_pod("shop", "web-1", "192.0.2.1", "Running", None));
+        assert_eq!(Arc::strong_count(&held), 2, "kept by the writer too");
+        // The reader lets go: not the last reference, so it frees nothing.
+        drop(held);
+        index.apply_pod(mk_pod("shop", "web-2", "192.0.2.2", "Running", None));
+        assert!(index.writer.lock().0.is_empty(), "freed at the next write");
+        // A snapshot nobody held is freed at once.
+        index.apply_pod(mk_pod("shop", "web-3", "192.0.2.3", "Running", None));
+        assert!(index.writer.lock().0.is_empty());
     }
 
     fn mk_pod(ns: &str, name: &str, ip: &str, phase: &str, rs: Option<&str>) -> Pod {

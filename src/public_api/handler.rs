@@ -15,7 +15,6 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
-use tonic::transport::Channel;
 
 use super::wire::{self, CodecError, Encoding, JsonForm, UnsupportedType};
 use crate::core::Shutdown;
@@ -114,8 +113,8 @@ impl Metrics {
 
 /// What every request needs: the upstream channels and where they point.
 pub struct Api {
-    pub telemetry: Channel,
-    pub tap: Channel,
+    pub telemetry: super::Upstream,
+    pub tap: super::Upstream,
     pub telemetry_addr: String,
     pub tap_addr: String,
     pub metrics: Metrics,

@@ -67,11 +67,60 @@ pub struct PublicApi {
     admin_listener: TcpListener,
     admin: Admin,
     metrics: handler::Metrics,
-    telemetry: Channel,
-    tap: Channel,
+    telemetry: Upstream,
+    tap: Upstream,
     tap_addr: String,
     telemetry_reachable: Arc<AtomicBool>,
     telemetry_addr: String,
+}
+
+/// A component public-api calls: a gRPC channel to another process, or,
+/// when `conduit run` holds both in one process, the component's own
+/// service called in memory (same messages, no socket).
+pub type Upstream = tower::util::BoxCloneSyncService<
+    http::Request<tonic::body::Body>,
+    http::Response<tonic::body::Body>,
+    UpstreamError,
+>;
+
+/// A failure to reach an upstream (a concrete type: tonic's clients need
+/// one to convert into their error in the handlers' `Send` futures).
+#[derive(Debug)]
+pub struct UpstreamError(tonic::transport::Error);
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for UpstreamError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+fn channel_upstream(channel: Channel) -> Upstream {
+    Upstream::new(tower::ServiceExt::map_err(channel, UpstreamError))
+}
+
+/// `service` (a component's gRPC routes) as an in-process [`Upstream`].
+pub fn local_upstream<S>(service: S) -> Upstream
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    Upstream::new(tower::ServiceExt::map_err(
+        service,
+        |never: std::convert::Infallible| match never {},
+    ))
 }
 
 /// This build's `VersionInfo`: the crate version, the build time and, in
@@ -102,8 +151,8 @@ impl Args {
     pub async fn bind(self) -> anyhow::Result<PublicApi> {
         let registry = Admin::registry();
         let metrics = handler::Metrics::register(&registry)?;
-        let telemetry = lazy_channel(&self.telemetry_addr, "-telemetry-addr")?;
-        let tap = lazy_channel(&self.tap_addr, "-tap-addr")?;
+        let telemetry = channel_upstream(lazy_channel(&self.telemetry_addr, "-telemetry-addr")?);
+        let tap = channel_upstream(lazy_channel(&self.tap_addr, "-tap-addr")?);
         let http_listener = TcpListener::bind(self.addr.0)
             .await
             .with_context(|| format!("binding -addr {}", self.addr))?;
@@ -134,6 +183,16 @@ impl Args {
 }
 
 impl PublicApi {
+    /// Calls telemetry and tap in this process instead of over their
+    /// addresses (which still name them in logs and errors, and which the
+    /// readiness probe still checks).
+    #[must_use]
+    pub fn with_upstreams(mut self, telemetry: Upstream, tap: Upstream) -> Self {
+        self.telemetry = telemetry;
+        self.tap = tap;
+        self
+    }
+
     pub fn http_addr(&self) -> SocketAddr {
         self.http_listener
             .local_addr()

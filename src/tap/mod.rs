@@ -124,6 +124,21 @@ impl Tap {
             .expect("a bound listener has a local address")
     }
 
+    /// The Tap service, routed as the gRPC server routes it, to be called
+    /// in this process (`conduit run`); its streams end at `shutdown`.
+    pub fn local_routes(&self, shutdown: Shutdown) -> tonic::service::Routes {
+        tonic::service::Routes::new(TapServer::new(self.service(shutdown)))
+    }
+
+    fn service(&self, shutdown: Shutdown) -> TapService {
+        TapService::new(
+            self.index.clone(),
+            self.tap_port,
+            self.metrics.clone(),
+            shutdown,
+        )
+    }
+
     /// Serves gRPC and admin HTTP until shutdown; every stream ends then.
     pub async fn serve(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let span = tracing::info_span!("tap", grpc = %self.grpc_addr(), admin = %self.admin_addr());
@@ -132,15 +147,10 @@ impl Tap {
 
     async fn serve_inner(self, shutdown: Shutdown) -> anyhow::Result<()> {
         tracing::info!(tap_port = self.tap_port, "serving");
+        let service = self.service(shutdown.clone());
         let _watchers = self
             .source
             .start(self.index.clone(), KINDS, shutdown.clone());
-        let service = TapService::new(
-            self.index.clone(),
-            self.tap_port,
-            self.metrics,
-            shutdown.clone(),
-        );
         let incoming = tonic::transport::server::TcpIncoming::from(self.grpc_listener)
             .with_nodelay(Some(true));
         let grpc = tonic::transport::Server::builder()

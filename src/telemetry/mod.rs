@@ -219,8 +219,33 @@ impl Telemetry {
         self.serve_inner(shutdown).instrument(span).await
     }
 
+    /// The services public-api calls: ListPods and Query, and Stat.
+    fn controller_services(
+        &self,
+    ) -> (ControllerServer<ControllerService>, StatServer<StatService>) {
+        let controller = ControllerServer::new(ControllerService::new(
+            self.ingester.clone(),
+            self.index.clone(),
+            self.ignore_namespaces.clone(),
+            self.prometheus.clone(),
+        ));
+        let stat = StatServer::new(StatService::new(
+            self.ingester.clone(),
+            self.prometheus.clone(),
+        ));
+        (controller, stat)
+    }
+
+    /// The services public-api calls, routed as the gRPC server routes
+    /// them, to be called in this process (`conduit run`).
+    pub fn local_routes(&self) -> tonic::service::Routes {
+        let (controller, stat) = self.controller_services();
+        tonic::service::Routes::new(controller).add_service(stat)
+    }
+
     async fn serve_inner(self, shutdown: Shutdown) -> anyhow::Result<()> {
         tracing::info!("serving");
+        let (controller, stat) = self.controller_services();
         let sweeper = tokio::spawn(sweep(self.ingester.clone(), shutdown.clone()));
         let _watchers = self
             .source
@@ -232,16 +257,6 @@ impl Telemetry {
             self.index.clone(),
         ))
         .max_decoding_message_size(self.max_report_bytes);
-        let controller = ControllerServer::new(ControllerService::new(
-            self.ingester.clone(),
-            self.index.clone(),
-            self.ignore_namespaces.clone(),
-            self.prometheus.clone(),
-        ));
-        let stat = StatServer::new(StatService::new(
-            self.ingester.clone(),
-            self.prometheus.clone(),
-        ));
         let incoming = tonic::transport::server::TcpIncoming::from(self.grpc_listener)
             .with_nodelay(Some(true));
         let grpc = tonic::transport::Server::builder()
