@@ -27,7 +27,9 @@ use conduit::proto::public::tap_request::Target;
 use conduit::public_api::wire::TAP_PATH;
 use conduit::simulate::tap::{Counters, loopback_pod_ip, on_loopback};
 use conduit::simulate::{Fleet, cluster_yaml, fleet, traffic};
-use support::{Exposition, eventually, http_get, mk_pod, mk_pod_in_phase};
+use support::{
+    Exposition, eventually, http_get, mk_deployment, mk_pod, mk_pod_in_phase, mk_replica_set,
+};
 
 const NS: &str = "shop";
 /// How long a scenario may take to converge.
@@ -77,6 +79,15 @@ async fn start_mesh(seed: u64) -> Mesh {
             Some(&api_rs),
         ),
         mk_pod_in_phase(NS, "api-pending", "192.0.2.99", Some(&api_rs), "Pending"),
+        // A deployment whose only proxy never answers.
+        mk_deployment(NS, "ghost"),
+        mk_replica_set(NS, "ghost-5d8f", "ghost"),
+        mk_pod(
+            NS,
+            "ghost-5d8f-1",
+            &IpAddr::V4(loopback_pod_ip(60_001)).to_string(),
+            Some("ghost-5d8f"),
+        ),
     ]
     .join("---\n");
     let index = Arc::new(Index::new());
@@ -358,8 +369,26 @@ async fn invalid_filters_and_unknown_targets_are_refused() {
     // Nothing was opened upstream for any of them.
     assert_eq!(mesh.counters.calls.get(), 0);
 
+    // A target none of whose proxies answers: told so, not left waiting.
+    let mut events = tap
+        .tap(tap_request(format!("{NS}/ghost"), 1.0))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = tokio::time::timeout(DEADLINE, events.message())
+        .await
+        .expect("an answer well before the window ends")
+        .expect_err("no event can come");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("no proxy of deployment shop/ghost could be tapped"),
+        "{status:?}"
+    );
+
     // The CLI prints each refusal as one plain line and fails.
-    let cli_cases: [(&[&str], &str); 3] = [
+    let cli_cases: [(&[&str], &str); 4] = [
         (
             &["web", "-n", NS, "--to-port", "70000"],
             "invalid toPort 70000: a port is 1-65535",
@@ -369,6 +398,10 @@ async fn invalid_filters_and_unknown_targets_are_refused() {
             "not an IPv4 or IPv6 address",
         ),
         (&["elsewhere/web"], "deployment elsewhere/web not found"),
+        (
+            &["shop/ghost"],
+            "no proxy of deployment shop/ghost could be tapped",
+        ),
     ];
     for (extra, message) in cli_cases {
         let api = mesh.api.to_string();

@@ -15,6 +15,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -130,6 +131,12 @@ impl tap_server::Tap for TapService {
         tracing::info!(%target, pods = pods.len(), max_rps, limit, "tap started");
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let stream_guard = self.metrics.open_stream();
+        let contact = Arc::new(Contact {
+            target: target.to_string(),
+            pods: pods.len(),
+            failed: AtomicUsize::new(0),
+            opened: AtomicBool::new(false),
+        });
         for (pod, ip) in pods {
             let upstream = Upstream {
                 pod: pod.clone(),
@@ -138,6 +145,7 @@ impl tap_server::Tap for TapService {
                 observe: observe.clone(),
                 tx: tx.clone(),
                 metrics: self.metrics.clone(),
+                contact: contact.clone(),
             };
             let shutdown = self.shutdown.clone();
             let span = tracing::info_span!("tap", %pod, addr = %upstream.addr);
@@ -157,7 +165,7 @@ impl tap_server::Tap for TapService {
         // The guard lives as long as the caller's stream does.
         let events = futures::StreamExt::map(ReceiverStream::new(rx), move |event| {
             let _ = &stream_guard;
-            Ok(event)
+            event
         });
         Ok(Response::new(Box::pin(events)))
     }
@@ -169,8 +177,19 @@ struct Upstream {
     addr: SocketAddr,
     limit: u32,
     observe: Match,
-    tx: mpsc::Sender<TapEvent>,
+    tx: mpsc::Sender<Result<TapEvent, Status>>,
     metrics: Metrics,
+    contact: Arc<Contact>,
+}
+
+/// Whether any of a tap's proxies answered: when every one fails its
+/// first call, the caller is told so (UNAVAILABLE) instead of waiting on a
+/// stream that can never carry an event.
+struct Contact {
+    target: String,
+    pods: usize,
+    failed: AtomicUsize,
+    opened: AtomicBool,
 }
 
 impl Upstream {
@@ -180,6 +199,7 @@ impl Upstream {
     /// again the next.
     async fn run(self) {
         let mut warned = false;
+        let mut first = true;
         loop {
             let window_end = Instant::now() + WINDOW;
             match self.observe_once().await {
@@ -190,6 +210,22 @@ impl Upstream {
                 Err(CallEnd::CallerGone) => return,
                 Err(CallEnd::Failed(status)) => {
                     self.metrics.upstream_error();
+                    let c = &self.contact;
+                    if first
+                        && c.failed.fetch_add(1, Ordering::AcqRel) + 1 == c.pods
+                        && !c.opened.load(Ordering::Acquire)
+                    {
+                        let message = format!(
+                            "no proxy of {} could be tapped (the last: {} at {}: {})",
+                            c.target,
+                            self.pod,
+                            self.addr,
+                            status.message()
+                        );
+                        tracing::warn!(target = %c.target, "tap failed: no proxy answered");
+                        let _ = self.tx.send(Err(Status::unavailable(message))).await;
+                        return;
+                    }
                     if !warned {
                         tracing::warn!(
                             pod = %self.pod,
@@ -201,6 +237,7 @@ impl Upstream {
                     }
                 }
             }
+            first = false;
             tokio::time::sleep_until(window_end).await;
         }
     }
@@ -224,10 +261,14 @@ impl Upstream {
             .await
             .map_err(CallEnd::Failed)?
             .into_inner();
+        self.contact.opened.store(true, Ordering::Release);
         let _open = self.metrics.open_upstream();
         let mut sent = 0;
         while let Some(event) = events.message().await.map_err(CallEnd::Failed)? {
-            self.tx.send(event).await.map_err(|_| CallEnd::CallerGone)?;
+            self.tx
+                .send(Ok(event))
+                .await
+                .map_err(|_| CallEnd::CallerGone)?;
             self.metrics.event();
             sent += 1;
         }
