@@ -56,6 +56,9 @@ pub struct Totals {
     /// Where the slots read start: the window's start rounded down to the
     /// slot grain (ms). Counts cover from here to the window's end.
     pub aligned_from_ms: Option<u64>,
+    /// Where the last slot read ends (ms): past the window's end when it
+    /// falls inside a slot, whose counts then reach beyond it.
+    pub covered_to_ms: Option<u64>,
 }
 
 impl Totals {
@@ -64,6 +67,12 @@ impl Totals {
         self.success += slot.success;
         self.failure += slot.failure;
         self.latency.merge(&slot.latency);
+    }
+
+    fn read(&mut self, slot: &Slot, width: u64) {
+        self.add(slot);
+        let end = slot.number * width + width;
+        self.covered_to_ms = Some(self.covered_to_ms.map_or(end, |e| e.max(end)));
     }
 
     fn align(&mut self, from_ms: u64, width: u64) {
@@ -76,6 +85,9 @@ impl Totals {
         self.success += other.success;
         self.failure += other.failure;
         self.latency.merge(&other.latency);
+        if let Some(to) = other.covered_to_ms {
+            self.covered_to_ms = Some(self.covered_to_ms.map_or(to, |c| c.max(to)));
+        }
         if let Some(from) = other.aligned_from_ms {
             self.aligned_from_ms = Some(self.aligned_from_ms.map_or(from, |c| c.min(from)));
         }
@@ -211,7 +223,7 @@ impl WindowData {
             out.align(from_ms, FINE_MS);
             for s in &self.fine {
                 if overlaps(s.number * FINE_MS, FINE_MS) {
-                    out.add(s);
+                    out.read(s, FINE_MS);
                 }
             }
             return;
@@ -219,7 +231,7 @@ impl WindowData {
         out.align(from_ms, COARSE_MS);
         for c in &self.coarse {
             if overlaps(c.number * COARSE_MS, COARSE_MS) {
-                out.add(c);
+                out.read(c, COARSE_MS);
             }
         }
         for s in &self.fine {
@@ -227,7 +239,7 @@ impl WindowData {
                 continue;
             }
             if overlaps(s.number * FINE_MS, FINE_MS) {
-                out.add(s);
+                out.read(s, FINE_MS);
             }
         }
     }

@@ -90,7 +90,7 @@ pub fn stat_at(ingester: &Ingester, q: &Query, now_ms: u64) -> MetricResponse {
                     if to < group.first_seen_ms {
                         return None;
                     }
-                    let value = value_of(name, t, to, group.first_seen_ms)?;
+                    let value = value_of(name, t, to, now_ms, group.first_seen_ms)?;
                     Some(MetricDatapoint {
                         value: Some(MetricValue { value: Some(value) }),
                         timestamp_ms: ingester.wall_ms(to) as i64,
@@ -107,16 +107,22 @@ pub fn stat_at(ingester: &Ingester, q: &Query, now_ms: u64) -> MetricResponse {
     MetricResponse { metrics }
 }
 
+/// The value of one metric for the counts `t` of a point ending at `to_ms`,
+/// read at `now_ms`.
 fn value_of(
     name: MetricName,
     t: &Totals,
     to_ms: u64,
+    now_ms: u64,
     first_seen_ms: u64,
 ) -> Option<metric_value::Value> {
     match name {
         MetricName::RequestRate => {
             let from = t.aligned_from_ms?.max(first_seen_ms);
-            let span = to_ms.saturating_sub(from).max(MIN_SPAN_MS);
+            // The counts run to the end of the last slot read (a point of a
+            // series ends inside a slot), but never past now.
+            let to = t.covered_to_ms.map_or(to_ms, |c| c.min(now_ms)).max(to_ms);
+            let span = to.saturating_sub(from).max(MIN_SPAN_MS);
             Some(metric_value::Value::Gauge(
                 t.requests as f64 * 1000.0 / span as f64,
             ))
@@ -141,5 +147,52 @@ fn value_of(
             .collect::<Vec<_>>();
             (!values.is_empty()).then_some(metric_value::Value::Histogram(Histogram { values }))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::{Config, Health, NoMetadata};
+    use crate::proto::proxy::telemetry::*;
+    use crate::proto::public::{AggregationType, MetricMetadata, TimeWindow};
+
+    #[test]
+    fn a_points_rate_divides_by_the_time_its_slots_cover() {
+        let ingester = Ingester::new(
+            Config::default(),
+            Health::register(&prometheus::Registry::new()).unwrap(),
+        );
+        let report = ReportRequest {
+            requests: vec![RequestScope {
+                ctx: Some(RequestCtx::default()),
+                count: 100,
+                responses: vec![],
+            }],
+            ..ReportRequest::default()
+        };
+        ingester.ingest(&report, &NoMetadata).unwrap();
+        let q = Query {
+            metrics: vec![MetricName::RequestRate],
+            window: TimeWindow::OneMin,
+            group_by: AggregationType::Mesh,
+            filter: MetricMetadata::default(),
+            summarize: false,
+        };
+        // Read at 25 s: the point ending at 5 s reads the first 10 s slot
+        // whole, so its 100 requests are spread over those 10 s, not over
+        // the 5 s up to the point's end.
+        let rsp = stat_at(&ingester, &q, 25_000);
+        let rates: Vec<f64> = rsp.metrics[0]
+            .datapoints
+            .iter()
+            .map(|d| match d.value.as_ref().unwrap().value {
+                Some(metric_value::Value::Gauge(g)) => g,
+                ref other => panic!("a gauge: {other:?}"),
+            })
+            .collect();
+        assert_eq!(rates.len(), 3, "points ending at 5, 15 and 25 s: {rates:?}");
+        assert!((rates[0] - 10.0).abs() < 0.1, "{rates:?}");
+        assert!(rates[1] <= 10.0 && rates[2] <= 10.0, "{rates:?}");
     }
 }
