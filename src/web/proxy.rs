@@ -82,6 +82,8 @@ enum ForwardError {
     Unreachable { addr: String, reason: String },
     #[error("the public API at {addr} did not answer within {}s", RESPONSE_TIMEOUT.as_secs())]
     Timeout { addr: String },
+    #[error("the dashboard is shutting down")]
+    ShuttingDown,
 }
 
 impl ForwardError {
@@ -91,6 +93,7 @@ impl ForwardError {
             Self::Body(_) => StatusCode::BAD_REQUEST,
             Self::Unreachable { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -172,21 +175,26 @@ impl Upstream {
         let upstream = upstream
             .body(Full::new(body))
             .expect("the method came from a parsed request and the URI from a checked authority");
-        let rsp = match tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(upstream)).await
-        {
-            Ok(Ok(rsp)) => rsp,
-            Ok(Err(error)) => {
-                return Err(ForwardError::Unreachable {
-                    addr: self.addr.clone(),
-                    reason: root_cause(&error),
-                });
+        let request = self.client.request(upstream);
+        let answered = if call == Call::Tap {
+            // A tap's headers come with its first event, which a quiet
+            // target may not send for a long time: only the browser leaving
+            // (dropping this) or shutdown ends the wait.
+            tokio::select! {
+                answered = request => answered,
+                () = shutdown.clone().signaled() => return Err(ForwardError::ShuttingDown),
             }
-            Err(_) => {
-                return Err(ForwardError::Timeout {
+        } else {
+            tokio::time::timeout(RESPONSE_TIMEOUT, request)
+                .await
+                .map_err(|_| ForwardError::Timeout {
                     addr: self.addr.clone(),
-                });
-            }
+                })?
         };
+        let rsp = answered.map_err(|error| ForwardError::Unreachable {
+            addr: self.addr.clone(),
+            reason: root_cause(&error),
+        })?;
         let (parts, body) = rsp.into_parts();
         // Only data frames are passed on; a body that fails midway (a Tap
         // cut short upstream) fails ours the same way, so the browser sees
