@@ -26,6 +26,43 @@ const CHUNKS_AHEAD: usize = 4;
 
 pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// A component's two listening sockets: the one it serves on (`-addr`)
+/// and its admin port (`-metrics-addr`), both bound before anything is
+/// served, so a port in use fails the start, not a task later.
+pub struct Ports {
+    pub serve: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Ports {
+    pub async fn bind(
+        addr: &crate::core::ListenAddr,
+        metrics_addr: &crate::core::ListenAddr,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let serve = TcpListener::bind(addr.0)
+            .await
+            .with_context(|| format!("binding -addr {addr}"))?;
+        let admin = TcpListener::bind(metrics_addr.0)
+            .await
+            .with_context(|| format!("binding -metrics-addr {metrics_addr}"))?;
+        Ok(Self { serve, admin })
+    }
+
+    /// The address served on (the port the OS picked for `:0`).
+    pub fn serve_addr(&self) -> std::net::SocketAddr {
+        self.serve
+            .local_addr()
+            .expect("a bound listener has a local address")
+    }
+
+    pub fn admin_addr(&self) -> std::net::SocketAddr {
+        self.admin
+            .local_addr()
+            .expect("a bound listener has a local address")
+    }
+}
+
 /// Whether the component is ready to serve (DESIGN §11 "Readiness").
 pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
 

@@ -3,65 +3,26 @@
 //! live traffic (with the failing and the slow route visible), and
 //! `conduit tap` showing live requests.
 
+#[path = "support/demo.rs"]
+mod demo;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use conduit::simulate::fleet::DEMO_LAYOUT;
+use demo::Demo;
 
 /// What the README promises: numbers within seconds.
 const DEADLINE: Duration = Duration::from_secs(15);
 
-/// Kills the demo when the test ends, however it ends.
-struct Demo(Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn demo_shows_every_deployment_with_live_rates() {
     let bin = env!("CARGO_BIN_EXE_conduit");
-    let mut child = Command::new(bin)
-        .args([
-            "run",
-            "--demo",
-            "--telemetry-addr=127.0.0.1:0",
-            "--metrics-addr=127.0.0.1:0",
-            "--api-addr=127.0.0.1:0",
-            "--api-metrics-addr=127.0.0.1:0",
-            "--tap-addr=127.0.0.1:0",
-            "--tap-metrics-addr=127.0.0.1:0",
-            "--destination-addr=127.0.0.1:0",
-            "--destination-metrics-addr=127.0.0.1:0",
-            "--proxy-api-addr=127.0.0.1:0",
-            "--proxy-api-metrics-addr=127.0.0.1:0",
-            "--tap-port=0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("conduit runs");
-    let stdout = child.stdout.take().unwrap();
-    let demo = Demo(child);
     let started = Instant::now();
-    // The banner names the bound public-api address; the rest of its output
-    // is drained for as long as it runs.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("public-api: http://") {
-                let _ = tx.send(rest.trim_end_matches("/api/v1/").to_string());
-            }
-        }
-    });
-    let api = rx
-        .recv_timeout(DEADLINE)
-        .expect("the demo prints its public-api address");
+    let demo = Demo::start();
+    let api = demo.api.clone();
 
     let expected: BTreeSet<String> = DEMO_LAYOUT
         .iter()

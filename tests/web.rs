@@ -6,14 +6,15 @@
 //! (the parent of Cargo's `CARGO_TARGET_TMPDIR`, i.e. `target/` unless
 //! `CARGO_TARGET_DIR` moves it).
 
+#[path = "support/demo.rs"]
+mod demo;
 mod support;
 #[path = "support/webdriver.rs"]
 mod webdriver;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,11 +25,9 @@ use bytes::Bytes;
 use clap::Parser as _;
 use conduit::core::ShutdownHandle;
 use conduit::simulate::fleet::{DEMO_CALLS, DEMO_LAYOUT};
+use demo::Demo;
 use serde_json::Value;
 use webdriver::{Browser, http};
-
-/// How long the demo may take to print its addresses.
-const START_DEADLINE: Duration = Duration::from_secs(15);
 
 /// How long a page may take to show what it should: the demo's first
 /// reports arrive within a second or two, and pages refresh every 5 s.
@@ -68,69 +67,7 @@ fn demo_peers(i: usize, callers: bool) -> Vec<String> {
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
 
-/// `conduit run --demo` as the real binary on loopback ports it picks
-/// itself; killed when the test ends, however it ends.
-struct Demo {
-    child: Child,
-    web: String,
-    api: String,
-}
-
 impl Demo {
-    fn start() -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_conduit"))
-            .args([
-                "run",
-                "--demo",
-                "--telemetry-addr=127.0.0.1:0",
-                "--metrics-addr=127.0.0.1:0",
-                "--api-addr=127.0.0.1:0",
-                "--api-metrics-addr=127.0.0.1:0",
-                "--tap-addr=127.0.0.1:0",
-                "--tap-metrics-addr=127.0.0.1:0",
-                "--destination-addr=127.0.0.1:0",
-                "--destination-metrics-addr=127.0.0.1:0",
-                "--proxy-api-addr=127.0.0.1:0",
-                "--proxy-api-metrics-addr=127.0.0.1:0",
-                "--tap-port=0",
-                "--web-addr=127.0.0.1:0",
-                "--web-metrics-addr=127.0.0.1:0",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("conduit runs");
-        let stdout = child.stdout.take().unwrap();
-        // The banner names the bound addresses; the rest of the output is
-        // drained for as long as the demo runs.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                for (prefix, key) in [("public-api: http://", "api"), ("web: http://", "web")] {
-                    if let Some(rest) = line.strip_prefix(prefix) {
-                        let addr = rest.split('/').next().unwrap_or_default().to_string();
-                        let _ = tx.send((key, addr));
-                    }
-                }
-            }
-        });
-        let mut demo = Demo {
-            child,
-            web: String::new(),
-            api: String::new(),
-        };
-        while demo.web.is_empty() || demo.api.is_empty() {
-            let (key, addr) = rx
-                .recv_timeout(START_DEADLINE)
-                .expect("the demo prints its public-api and web addresses");
-            match key {
-                "api" => demo.api = addr,
-                _ => demo.web = addr,
-            }
-        }
-        demo
-    }
-
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.web)
     }
@@ -148,13 +85,6 @@ impl Demo {
         deployments.sort();
         deployments.dedup();
         (deployments, pods)
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

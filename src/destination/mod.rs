@@ -14,10 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
 use tracing::Instrument as _;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, Ports};
 use crate::core::units::parse_duration;
 use crate::core::{ListenAddr, Shutdown};
 use crate::grpc::GrpcMetrics;
@@ -65,8 +64,7 @@ pub struct Destination {
     admin: Admin,
     grpc: GrpcMetrics,
     metrics: Metrics,
-    grpc_listener: TcpListener,
-    admin_listener: TcpListener,
+    ports: Ports,
     cluster_domain: String,
     heartbeat: Duration,
     source: Source,
@@ -95,12 +93,7 @@ impl Args {
         let registry = Admin::registry();
         let grpc = GrpcMetrics::register(&registry, &[GET_PATH], Vec::new())?;
         let metrics = Metrics::register(&registry)?;
-        let grpc_listener = TcpListener::bind(self.addr.0)
-            .await
-            .with_context(|| format!("binding -addr {}", self.addr))?;
-        let admin_listener = TcpListener::bind(self.metrics_addr.0)
-            .await
-            .with_context(|| format!("binding -metrics-addr {}", self.metrics_addr))?;
+        let ports = Ports::bind(&self.addr, &self.metrics_addr).await?;
         let ready_index = index.clone();
         let admin = Admin {
             registry,
@@ -116,8 +109,7 @@ impl Args {
             admin,
             grpc,
             metrics,
-            grpc_listener,
-            admin_listener,
+            ports,
             cluster_domain: self.cluster_domain,
             heartbeat: self.heartbeat,
             source: Source::Static,
@@ -127,15 +119,11 @@ impl Args {
 
 impl Destination {
     pub fn grpc_addr(&self) -> std::net::SocketAddr {
-        self.grpc_listener
-            .local_addr()
-            .expect("a bound listener has a local address")
+        self.ports.serve_addr()
     }
 
     pub fn admin_addr(&self) -> std::net::SocketAddr {
-        self.admin_listener
-            .local_addr()
-            .expect("a bound listener has a local address")
+        self.ports.admin_addr()
     }
 
     pub fn index(&self) -> &Arc<Index> {
@@ -160,14 +148,14 @@ impl Destination {
             self.metrics,
             shutdown.clone(),
         );
-        let incoming = tonic::transport::server::TcpIncoming::from(self.grpc_listener)
-            .with_nodelay(Some(true));
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(self.ports.serve).with_nodelay(Some(true));
         let grpc = tonic::transport::Server::builder()
             .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
             .layer(self.grpc)
             .add_service(DestinationServer::new(service))
             .serve_with_incoming_shutdown(incoming, shutdown.clone().signaled());
-        let admin = self.admin.serve(self.admin_listener, shutdown);
+        let admin = self.admin.serve(self.ports.admin, shutdown);
         tokio::try_join!(async { grpc.await.context("gRPC server") }, async {
             admin.await.context("admin server")
         })

@@ -10,13 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument as _;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, Ports};
 use crate::core::addr::client_uri;
 use crate::core::{ListenAddr, Shutdown};
 use crate::grpc::GrpcMetrics;
@@ -65,8 +64,7 @@ pub struct Args {
 pub struct ProxyApi {
     admin: Admin,
     grpc: GrpcMetrics,
-    grpc_listener: TcpListener,
-    admin_listener: TcpListener,
+    ports: Ports,
     telemetry: Channel,
     destination: Channel,
 }
@@ -89,12 +87,7 @@ impl Args {
         let destination = lazy_channel("-destination-addr", &self.destination_addr)?;
         let registry = Admin::registry();
         let grpc = GrpcMetrics::register(&registry, &[REPORT_PATH, GET_PATH], Vec::new())?;
-        let grpc_listener = TcpListener::bind(self.addr.0)
-            .await
-            .with_context(|| format!("binding -addr {}", self.addr))?;
-        let admin_listener = TcpListener::bind(self.metrics_addr.0)
-            .await
-            .with_context(|| format!("binding -metrics-addr {}", self.metrics_addr))?;
+        let ports = Ports::bind(&self.addr, &self.metrics_addr).await?;
         // Only forwards: ready once it listens (DESIGN §11 "Readiness").
         let admin = Admin {
             registry,
@@ -104,8 +97,7 @@ impl Args {
         Ok(ProxyApi {
             admin,
             grpc,
-            grpc_listener,
-            admin_listener,
+            ports,
             telemetry,
             destination,
         })
@@ -114,15 +106,11 @@ impl Args {
 
 impl ProxyApi {
     pub fn grpc_addr(&self) -> std::net::SocketAddr {
-        self.grpc_listener
-            .local_addr()
-            .expect("a bound listener has a local address")
+        self.ports.serve_addr()
     }
 
     pub fn admin_addr(&self) -> std::net::SocketAddr {
-        self.admin_listener
-            .local_addr()
-            .expect("a bound listener has a local address")
+        self.ports.admin_addr()
     }
 
     pub async fn serve(self, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -142,15 +130,15 @@ impl ProxyApi {
         let report =
             TelemetryServer::new(forward.clone()).max_decoding_message_size(MAX_FORWARD_BYTES);
         let get = DestinationServer::new(forward);
-        let incoming = tonic::transport::server::TcpIncoming::from(self.grpc_listener)
-            .with_nodelay(Some(true));
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(self.ports.serve).with_nodelay(Some(true));
         let grpc = tonic::transport::Server::builder()
             .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
             .layer(self.grpc)
             .add_service(report)
             .add_service(get)
             .serve_with_incoming_shutdown(incoming, shutdown.clone().signaled());
-        let admin = self.admin.serve(self.admin_listener, shutdown);
+        let admin = self.admin.serve(self.ports.admin, shutdown);
         tokio::try_join!(async { grpc.await.context("gRPC server") }, async {
             admin.await.context("admin server")
         })

@@ -21,11 +21,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
-use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument as _;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, Ports};
 use crate::core::addr::client_uri;
 use crate::core::{ListenAddr, Shutdown};
 use crate::proto::public::VersionInfo;
@@ -63,8 +62,7 @@ pub struct Args {
 
 /// The component with its sockets bound, ready to serve.
 pub struct PublicApi {
-    http_listener: TcpListener,
-    admin_listener: TcpListener,
+    ports: Ports,
     admin: Admin,
     metrics: handler::Metrics,
     telemetry: Upstream,
@@ -153,12 +151,7 @@ impl Args {
         let metrics = handler::Metrics::register(&registry)?;
         let telemetry = channel_upstream(lazy_channel(&self.telemetry_addr, "-telemetry-addr")?);
         let tap = channel_upstream(lazy_channel(&self.tap_addr, "-tap-addr")?);
-        let http_listener = TcpListener::bind(self.addr.0)
-            .await
-            .with_context(|| format!("binding -addr {}", self.addr))?;
-        let admin_listener = TcpListener::bind(self.metrics_addr.0)
-            .await
-            .with_context(|| format!("binding -metrics-addr {}", self.metrics_addr))?;
+        let ports = Ports::bind(&self.addr, &self.metrics_addr).await?;
         let telemetry_reachable = Arc::new(AtomicBool::new(false));
         let ready = telemetry_reachable.clone();
         let admin = Admin {
@@ -169,8 +162,7 @@ impl Args {
             ready: Arc::new(move || ready.load(Ordering::Relaxed)),
         };
         Ok(PublicApi {
-            http_listener,
-            admin_listener,
+            ports,
             admin,
             metrics,
             telemetry,
@@ -194,15 +186,11 @@ impl PublicApi {
     }
 
     pub fn http_addr(&self) -> SocketAddr {
-        self.http_listener
-            .local_addr()
-            .expect("a bound listener has a local address")
+        self.ports.serve_addr()
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_listener
-            .local_addr()
-            .expect("a bound listener has a local address")
+        self.ports.admin_addr()
     }
 
     /// Serves the API and the admin port until shutdown; open Tap streams
@@ -227,7 +215,7 @@ impl PublicApi {
             )
             .in_current_span(),
         );
-        let listener = self.http_listener.tap_io(|tcp| {
+        let listener = self.ports.serve.tap_io(|tcp| {
             // Small framed responses and Tap events go out at once.
             let _ = tcp.set_nodelay(true);
         });
@@ -241,7 +229,7 @@ impl PublicApi {
         };
         let http = axum::serve(listener, handler::router(Arc::new(api)))
             .with_graceful_shutdown(shutdown.clone().signaled());
-        let admin = self.admin.serve(self.admin_listener, shutdown);
+        let admin = self.admin.serve(self.ports.admin, shutdown);
         let result = tokio::try_join!(async { http.await.context("API server") }, async {
             admin.await.context("admin server")
         });

@@ -13,10 +13,9 @@ pub mod service;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
 use tracing::Instrument as _;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, Ports};
 use crate::core::{ListenAddr, Shutdown};
 use crate::grpc::GrpcMetrics;
 use crate::k8s::source::{MetadataArgs, Source};
@@ -57,8 +56,7 @@ pub struct Tap {
     admin: Admin,
     grpc: GrpcMetrics,
     metrics: Metrics,
-    grpc_listener: TcpListener,
-    admin_listener: TcpListener,
+    ports: Ports,
     tap_port: u16,
     source: Source,
 }
@@ -86,12 +84,7 @@ impl Args {
         let registry = Admin::registry();
         let grpc = GrpcMetrics::register(&registry, &[TAP_PATH], Vec::new())?;
         let metrics = Metrics::register(&registry)?;
-        let grpc_listener = TcpListener::bind(self.addr.0)
-            .await
-            .with_context(|| format!("binding -addr {}", self.addr))?;
-        let admin_listener = TcpListener::bind(self.metrics_addr.0)
-            .await
-            .with_context(|| format!("binding -metrics-addr {}", self.metrics_addr))?;
+        let ports = Ports::bind(&self.addr, &self.metrics_addr).await?;
         let ready_index = index.clone();
         let admin = Admin {
             registry,
@@ -103,8 +96,7 @@ impl Args {
             admin,
             grpc,
             metrics,
-            grpc_listener,
-            admin_listener,
+            ports,
             tap_port: self.tap_port,
             source: Source::Static,
         })
@@ -113,15 +105,11 @@ impl Args {
 
 impl Tap {
     pub fn grpc_addr(&self) -> std::net::SocketAddr {
-        self.grpc_listener
-            .local_addr()
-            .expect("a bound listener has a local address")
+        self.ports.serve_addr()
     }
 
     pub fn admin_addr(&self) -> std::net::SocketAddr {
-        self.admin_listener
-            .local_addr()
-            .expect("a bound listener has a local address")
+        self.ports.admin_addr()
     }
 
     /// The Tap service, routed as the gRPC server routes it, to be called
@@ -151,13 +139,13 @@ impl Tap {
         let _watchers = self
             .source
             .start(self.index.clone(), KINDS, shutdown.clone());
-        let incoming = tonic::transport::server::TcpIncoming::from(self.grpc_listener)
-            .with_nodelay(Some(true));
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(self.ports.serve).with_nodelay(Some(true));
         let grpc = tonic::transport::Server::builder()
             .layer(self.grpc)
             .add_service(TapServer::new(service))
             .serve_with_incoming_shutdown(incoming, shutdown.clone().signaled());
-        let admin = self.admin.serve(self.admin_listener, shutdown);
+        let admin = self.admin.serve(self.ports.admin, shutdown);
         tokio::try_join!(async { grpc.await.context("gRPC server") }, async {
             admin.await.context("admin server")
         })

@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
 use tracing::Instrument as _;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, Ports};
 use crate::core::units::{parse_bytes, parse_duration};
 use crate::core::{ListenAddr, Shutdown};
 use crate::grpc::{GrpcMetrics, Guarded};
@@ -91,8 +90,7 @@ pub struct Telemetry {
     index: Arc<Index>,
     admin: Admin,
     grpc: GrpcMetrics,
-    grpc_listener: TcpListener,
-    admin_listener: TcpListener,
+    ports: Ports,
     max_report_bytes: usize,
     ignore_namespaces: Arc<[String]>,
     remote_write: Option<RemoteWrite>,
@@ -141,12 +139,7 @@ impl Args {
             },
             health,
         ));
-        let grpc_listener = TcpListener::bind(self.addr.0)
-            .await
-            .with_context(|| format!("binding -addr {}", self.addr))?;
-        let admin_listener = TcpListener::bind(self.metrics_addr.0)
-            .await
-            .with_context(|| format!("binding -metrics-addr {}", self.metrics_addr))?;
+        let ports = Ports::bind(&self.addr, &self.metrics_addr).await?;
         let remote_write = self
             .remote_write_url
             .map(|url| {
@@ -180,8 +173,7 @@ impl Args {
             index,
             admin,
             grpc,
-            grpc_listener,
-            admin_listener,
+            ports,
             max_report_bytes: self.max_report_bytes,
             ignore_namespaces: self.ignore_namespaces.into(),
             prometheus,
@@ -193,15 +185,11 @@ impl Args {
 
 impl Telemetry {
     pub fn grpc_addr(&self) -> std::net::SocketAddr {
-        self.grpc_listener
-            .local_addr()
-            .expect("a bound listener has a local address")
+        self.ports.serve_addr()
     }
 
     pub fn admin_addr(&self) -> std::net::SocketAddr {
-        self.admin_listener
-            .local_addr()
-            .expect("a bound listener has a local address")
+        self.ports.admin_addr()
     }
 
     pub fn ingester(&self) -> &Arc<Ingester> {
@@ -257,15 +245,15 @@ impl Telemetry {
             self.index.clone(),
         ))
         .max_decoding_message_size(self.max_report_bytes);
-        let incoming = tonic::transport::server::TcpIncoming::from(self.grpc_listener)
-            .with_nodelay(Some(true));
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(self.ports.serve).with_nodelay(Some(true));
         let grpc = tonic::transport::Server::builder()
             .layer(self.grpc)
             .add_service(report)
             .add_service(controller)
             .add_service(stat)
             .serve_with_incoming_shutdown(incoming, shutdown.clone().signaled());
-        let admin = self.admin.serve(self.admin_listener, shutdown);
+        let admin = self.admin.serve(self.ports.admin, shutdown);
         let result = tokio::try_join!(async { grpc.await.context("gRPC server") }, async {
             admin.await.context("admin server")
         },);

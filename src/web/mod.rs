@@ -27,10 +27,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prometheus::{IntCounterVec, Opts};
-use tokio::net::TcpListener;
 use tracing::Instrument as _;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, Ports};
 use crate::core::{ListenAddr, Shutdown};
 
 #[derive(Debug, clap::Args)]
@@ -60,8 +59,7 @@ pub struct Args {
 
 /// The component with its sockets bound, ready to serve.
 pub struct Web {
-    http_listener: TcpListener,
-    admin_listener: TcpListener,
+    ports: Ports,
     admin: Admin,
     site: Arc<Site>,
 }
@@ -102,12 +100,7 @@ impl Args {
             &["kind", "status"],
         )?;
         registry.register(Box::new(requests.clone()))?;
-        let http_listener = TcpListener::bind(self.addr.0)
-            .await
-            .with_context(|| format!("binding -addr {}", self.addr))?;
-        let admin_listener = TcpListener::bind(self.metrics_addr.0)
-            .await
-            .with_context(|| format!("binding -metrics-addr {}", self.metrics_addr))?;
+        let ports = Ports::bind(&self.addr, &self.metrics_addr).await?;
         let admin = Admin {
             registry,
             ingester: None,
@@ -121,8 +114,7 @@ impl Args {
             requests,
         };
         Ok(Web {
-            http_listener,
-            admin_listener,
+            ports,
             admin,
             site: Arc::new(site),
         })
@@ -131,15 +123,11 @@ impl Args {
 
 impl Web {
     pub fn http_addr(&self) -> SocketAddr {
-        self.http_listener
-            .local_addr()
-            .expect("a bound listener has a local address")
+        self.ports.serve_addr()
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_listener
-            .local_addr()
-            .expect("a bound listener has a local address")
+        self.ports.admin_addr()
     }
 
     /// Serves the dashboard and the admin port until shutdown; open Tap
@@ -154,9 +142,9 @@ impl Web {
         async move {
             tracing::info!("serving");
             let router = router(self.site, shutdown.clone());
-            let http = axum::serve(self.http_listener, router)
+            let http = axum::serve(self.ports.serve, router)
                 .with_graceful_shutdown(shutdown.clone().signaled());
-            let admin = self.admin.serve(self.admin_listener, shutdown);
+            let admin = self.admin.serve(self.ports.admin, shutdown);
             tokio::try_join!(async { http.await.context("dashboard server") }, async {
                 admin.await.context("admin server")
             })
