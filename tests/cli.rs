@@ -231,7 +231,7 @@ async fn get_pods_and_version() {
 
     let out = conduit(&["version", "--api-addr", &m.addr]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let v = env!("CARGO_PKG_VERSION");
+    let v = format!("v{}", env!("CARGO_PKG_VERSION"));
     assert_eq!(
         stdout(&out),
         format!("Client version: {v}\nServer version: {v}\n")

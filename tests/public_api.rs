@@ -101,7 +101,10 @@ async fn version_is_framed_little_endian_byte_for_byte() {
         assert_eq!(rsp.body, framed(&expected), "{content_type:?}");
     }
     // The fields themselves (DESIGN §11 "Version").
-    assert_eq!(expected.release_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        expected.release_version,
+        format!("v{}", env!("CARGO_PKG_VERSION"))
+    );
     assert!(
         expected.go_version.starts_with("rustc 1."),
         "{}",
@@ -127,6 +130,8 @@ async fn json_emits_defaults_and_ends_with_a_newline() {
     let down = unused_addr().await.to_string();
     let api = start_public_api(&down, &down).await;
     let v = conduit::public_api::version_info();
+    // The release as the original spelled it, the string the CLI prints.
+    assert_eq!(v.release_version, format!("v{}", env!("CARGO_PKG_VERSION")));
     let expected = format!(
         "{{\"goVersion\":{},\"buildDate\":{},\"releaseVersion\":{}}}\n",
         serde_json::to_string(&v.go_version).unwrap(),

@@ -142,7 +142,10 @@ fn pages_assets_and_the_api_pass_through_against_the_demo() {
     assert_eq!(direct.status, 200);
     assert_eq!((through.status, through.text()), (200, direct.text()));
     assert_eq!(through.header("content-type"), Some("application/json"));
-    assert_eq!(through.json()["releaseVersion"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        through.json()["releaseVersion"],
+        format!("v{}", env!("CARGO_PKG_VERSION"))
+    );
 
     // public-api's refusals come through unchanged.
     let direct = http(&demo.api, "GET", "/api/v1/Stat", &[], b"");

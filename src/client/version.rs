@@ -14,7 +14,7 @@ impl Args {
     /// Prints both versions; an unreachable server is reported on the
     /// `Server version` line and fails the command.
     pub async fn run(self) -> anyhow::Result<()> {
-        println!("Client version: {}", env!("CARGO_PKG_VERSION"));
+        println!("Client version: {}", crate::core::RELEASE_VERSION);
         let server = match ApiClient::new(&self.api.api_addr) {
             Ok(client) => client.call::<_, VersionInfo>(VERSION_PATH, &Empty {}).await,
             Err(error) => Err(error),

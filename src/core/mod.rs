@@ -8,6 +8,12 @@ pub mod units;
 pub use addr::{ListenAddr, ip_from_proto, ip_to_proto};
 pub use shutdown::{Shutdown, ShutdownHandle};
 
+/// The release as the original spelled it (`v0.1.0`): what `Version`
+/// answers, what the CLI prints as its own version, the dashboard's footer
+/// and the default image tag of `conduit install`, so all of them compare
+/// equal.
+pub const RELEASE_VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+
 /// An error and its sources, `: `-separated (tonic's transport error alone
 /// says only "transport error").
 pub fn error_chain(error: &dyn std::error::Error) -> String {

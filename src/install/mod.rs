@@ -23,7 +23,7 @@ pub const DEFAULT_REGISTRY: &str = "gcr.io/runconduit";
 
 /// Images are tagged with the release they were built from, so by default
 /// a client installs the control plane of its own version.
-pub const DEFAULT_VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+pub const DEFAULT_VERSION: &str = crate::core::RELEASE_VERSION;
 
 /// The original's namespace: proxies injected by its CLI look for the
 /// control plane there.

@@ -121,13 +121,13 @@ where
     ))
 }
 
-/// This build's `VersionInfo`: the crate version, the build time and, in
+/// This build's `VersionInfo`: the release (`v` + the crate version), the build time and, in
 /// `goVersion` (the wire's name), the rustc that built it.
 pub fn version_info() -> VersionInfo {
     VersionInfo {
         go_version: env!("CONDUIT_RUSTC_VERSION").to_string(),
         build_date: env!("CONDUIT_BUILD_DATE").to_string(),
-        release_version: env!("CARGO_PKG_VERSION").to_string(),
+        release_version: crate::core::RELEASE_VERSION.to_string(),
     }
 }
 
