@@ -53,15 +53,27 @@ fn meta(name: &str) -> ObjectMeta {
     }
 }
 
+/// A service with one port, named `http` as the slices' port is: the
+/// endpoints controller names endpoint ports after the service port.
 fn mk_service(name: &str, port: i32, target: IntOrString) -> Service {
+    mk_service_ports(name, &[("http", port, target)])
+}
+
+fn mk_service_ports(name: &str, ports: &[(&str, i32, IntOrString)]) -> Service {
     Service {
         metadata: meta(name),
         spec: Some(ServiceSpec {
-            ports: Some(vec![ServicePort {
-                port,
-                target_port: Some(target),
-                ..Default::default()
-            }]),
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|(name, port, target)| ServicePort {
+                        name: Some((*name).to_owned()),
+                        port: *port,
+                        target_port: Some(target.clone()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
             ..Default::default()
         }),
         ..Default::default()
@@ -70,6 +82,12 @@ fn mk_service(name: &str, port: i32, target: IntOrString) -> Service {
 
 /// A slice of `service` with ready endpoints `ips` and port `http` = 8080.
 fn mk_slice(name: &str, service: &str, ips: &[&str]) -> EndpointSlice {
+    mk_slice_ports(name, service, ips, &[("http", 8080)])
+}
+
+/// A slice of `service` with ready endpoints `ips` and the given
+/// `(service port name, resolved number)` ports.
+fn mk_slice_ports(name: &str, service: &str, ips: &[&str], ports: &[(&str, i32)]) -> EndpointSlice {
     EndpointSlice {
         metadata: ObjectMeta {
             labels: Some(BTreeMap::from([(
@@ -91,11 +109,16 @@ fn mk_slice(name: &str, service: &str, ips: &[&str]) -> EndpointSlice {
                 })
                 .collect(),
         ),
-        ports: Some(vec![discovery::EndpointPort {
-            name: Some("http".to_owned()),
-            port: Some(8080),
-            ..Default::default()
-        }]),
+        ports: Some(
+            ports
+                .iter()
+                .map(|(name, port)| discovery::EndpointPort {
+                    name: Some((*name).to_owned()),
+                    port: Some(*port),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
     }
 }
 
@@ -372,59 +395,90 @@ async fn not_ready_endpoints_are_left_out_until_ready() {
     );
 }
 
-#[tokio::test]
-async fn a_named_target_port_resolves_through_the_slices_port_names() {
-    let api = FakeApi::start().await;
-    api.apply(&mk_service("web", 80, IntOrString::String("http".into())));
-    api.apply(&mk_slice("web-abc", "web", &["192.0.2.10"]));
-    let running = start(&api, &[]).await;
-    running.indexed(NS, "web", 80, &["192.0.2.10:8080"]).await;
+/// Service port `admin` 9990 → targetPort `admin-http`, a container port
+/// the pods of two slices declare as 9991 and 9992: each slice names its
+/// port `admin` (the service port's name) with the number it resolved to.
+fn admin_service() -> Service {
+    mk_service_ports(
+        "web",
+        &[
+            ("admin", 9990, IntOrString::String("admin-http".into())),
+            ("http", 80, IntOrString::Int(8080)),
+        ],
+    )
+}
 
-    let mut stream = running.get("web.emojivoto.svc").await;
+#[tokio::test]
+async fn a_named_target_port_resolves_per_pod_through_the_slices() {
+    let api = FakeApi::start().await;
+    api.apply(&admin_service());
+    let ports_a = [("admin", 9991), ("http", 8080)];
+    let ports_b = [("admin", 9992), ("http", 8080)];
+    api.apply(&mk_slice_ports("web-a", "web", &["192.0.2.10"], &ports_a));
+    api.apply(&mk_slice_ports("web-b", "web", &["192.0.2.11"], &ports_b));
+    let running = start(&api, &[]).await;
+    let both = ["192.0.2.10:9991", "192.0.2.11:9992"];
+    running.indexed(NS, "web", 9990, &both).await;
+
+    let mut stream = running.get("web.emojivoto.svc:9990").await;
+    assert_eq!(next_change(&mut stream).await, Change::Add(addrs(&both)));
+    let mut http = running.get("web.emojivoto.svc:80").await;
     assert_eq!(
-        next_change(&mut stream).await,
-        Change::Add(addrs(&["192.0.2.10:8080"]))
+        next_change(&mut http).await,
+        Change::Add(addrs(&["192.0.2.10:8080", "192.0.2.11:8080"]))
     );
+}
+
+fn subset(ip: &str, not_ready: &str, ports: &[(&str, i32)]) -> EndpointSubset {
+    EndpointSubset {
+        addresses: Some(vec![EndpointAddress {
+            ip: ip.to_owned(),
+            ..Default::default()
+        }]),
+        not_ready_addresses: Some(vec![EndpointAddress {
+            ip: not_ready.to_owned(),
+            ..Default::default()
+        }]),
+        ports: Some(
+            ports
+                .iter()
+                .map(|(name, port)| EndpointPort {
+                    name: Some((*name).to_owned()),
+                    port: *port,
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+    }
 }
 
 #[tokio::test]
 async fn core_endpoints_are_used_without_slices_named_port_and_ready_only() {
     let api = FakeApi::start().await;
     api.offer_endpoint_slices(false);
-    api.apply(&mk_service("web", 80, IntOrString::String("http".into())));
+    api.apply(&admin_service());
+    // The endpoints controller writes one subset per distinct port set.
     api.apply(&Endpoints {
         metadata: meta("web"),
-        subsets: Some(vec![EndpointSubset {
-            addresses: Some(vec![EndpointAddress {
-                ip: "192.0.2.20".to_owned(),
-                ..Default::default()
-            }]),
-            not_ready_addresses: Some(vec![EndpointAddress {
-                ip: "192.0.2.21".to_owned(),
-                ..Default::default()
-            }]),
-            ports: Some(vec![
-                EndpointPort {
-                    name: Some("admin".to_owned()),
-                    port: 9990,
-                    ..Default::default()
-                },
-                EndpointPort {
-                    name: Some("http".to_owned()),
-                    port: 7000,
-                    ..Default::default()
-                },
-            ]),
-        }]),
+        subsets: Some(vec![
+            subset(
+                "192.0.2.20",
+                "192.0.2.21",
+                &[("admin", 9991), ("http", 8080)],
+            ),
+            subset(
+                "192.0.2.22",
+                "192.0.2.23",
+                &[("admin", 9992), ("http", 8080)],
+            ),
+        ]),
     });
     let running = start(&api, &[]).await;
-    running.indexed(NS, "web", 80, &["192.0.2.20:7000"]).await;
+    let ready = ["192.0.2.20:9991", "192.0.2.22:9992"];
+    running.indexed(NS, "web", 9990, &ready).await;
 
-    let mut stream = running.get("web.emojivoto.svc.cluster.local.").await;
-    assert_eq!(
-        next_change(&mut stream).await,
-        Change::Add(addrs(&["192.0.2.20:7000"]))
-    );
+    let mut stream = running.get("web.emojivoto.svc.cluster.local.:9990").await;
+    assert_eq!(next_change(&mut stream).await, Change::Add(addrs(&ready)));
 }
 
 #[tokio::test]

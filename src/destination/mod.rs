@@ -1,6 +1,6 @@
 //! The destination component: `conduit.proxy.destination.Destination/Get`
-//! for `k8s` destinations. Service → its port's targetPort → Endpoints or
-//! EndpointSlices → ready addresses, streamed as a first `add`, then
+//! for `k8s` destinations. Service port → the port of the same name in its
+//! EndpointSlices or Endpoints → ready addresses, streamed as a first `add`, then
 //! `add`/`remove` diffs on every index publication, and an empty `add` as a
 //! heartbeat. Reads the cluster [`Index`]; serves its own metrics on the
 //! admin port.

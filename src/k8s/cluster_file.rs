@@ -419,7 +419,7 @@ apiVersion: v1
 kind: Service
 metadata: {name: web-svc, namespace: emojivoto}
 spec:
-  ports: [{port: 80, targetPort: http}]
+  ports: [{name: http, port: 80, targetPort: web-http}]
 ---
 apiVersion: v1
 kind: Endpoints
