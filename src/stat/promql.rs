@@ -60,6 +60,38 @@ fn by(q: &Query, extra: Option<&str>) -> String {
     }
 }
 
+/// Instant evaluations the age subquery of [`request_rate`] makes per
+/// series and datapoint: its resolution is the range divided by this (at
+/// least 1 s). Bounds the subquery's cost to this many lookups per series,
+/// while keeping the age it finds within 1/600 of the range of the truth.
+const AGE_SUBQUERY_STEPS: u64 = 600;
+
+/// REQUEST_RATE over the span the data covers (DESIGN §11), as the embedded
+/// store computes it: `rate()` over `[r]` divides by the whole range, which
+/// reads low while a group's traffic is younger than the window. So the
+/// increase is divided by the group's covered span instead:
+///
+/// - its age: now minus the first sample of its oldest series in the range
+///   (a subquery over `timestamp()`, at [`AGE_SUBQUERY_STEPS`]);
+/// - plus half a scrape interval (age / samples / 2), the span `increase()`
+///   extrapolates before a series' first sample;
+/// - at most the range (traffic older than the window, or stopped inside
+///   it while its series is still scraped: the whole window), at least 1 s.
+fn request_rate(q: &Query, range: Duration) -> String {
+    let r = promql_duration(range);
+    let resolution = promql_duration(Duration::from_secs(
+        (range.as_secs() / AGE_SUBQUERY_STEPS).max(1),
+    ));
+    let requests = selector("requests_total", q, &[]);
+    let g = by(q, None);
+    format!(
+        "sum(increase({requests}[{r}])){g} / clamp_min(clamp_max(\
+         (time() - min(min_over_time(timestamp({requests})[{r}:{resolution}])){g}) \
+         * (1 + 0.5 / max(count_over_time({requests}[{r}])){g}), {secs}), 1)",
+        secs = range.as_secs(),
+    )
+}
+
 /// The PromQL of one metric (one per quantile for LATENCY), over `range`.
 pub fn queries(
     name: MetricName,
@@ -68,14 +100,7 @@ pub fn queries(
 ) -> Vec<(Option<HistogramLabel>, String)> {
     let r = promql_duration(range);
     match name {
-        MetricName::RequestRate => vec![(
-            None,
-            format!(
-                "sum(rate({}[{r}])){}",
-                selector("requests_total", q, &[]),
-                by(q, None)
-            ),
-        )],
+        MetricName::RequestRate => vec![(None, request_rate(q, range))],
         MetricName::SuccessRate => vec![(
             None,
             format!(
@@ -328,7 +353,17 @@ mod tests {
         let range = Duration::from_secs(60);
         assert_eq!(
             queries(MetricName::RequestRate, &q, range)[0].1,
-            r#"sum(rate(requests_total{target_deployment="shop/books"}[1m])) by (source_deployment)"#
+            concat!(
+                r#"sum(increase(requests_total{target_deployment="shop/books"}[1m])) by (source_deployment)"#,
+                r#" / clamp_min(clamp_max((time() - min(min_over_time(timestamp(requests_total{target_deployment="shop/books"})[1m:1s])) by (source_deployment))"#,
+                r#" * (1 + 0.5 / max(count_over_time(requests_total{target_deployment="shop/books"}[1m])) by (source_deployment)), 60), 1)"#,
+            )
+        );
+        // An hour's age is found at 6 s: 600 lookups per series.
+        assert!(
+            queries(MetricName::RequestRate, &q, Duration::from_secs(3600))[0]
+                .1
+                .contains("[1h:6s]")
         );
         assert_eq!(
             queries(MetricName::SuccessRate, &q, range)[0].1,
@@ -356,10 +391,13 @@ mod tests {
             AggregationType::Mesh,
         );
         let promql = &queries(MetricName::RequestRate, &q, Duration::from_secs(10))[0].1;
-        assert_eq!(
-            promql,
-            r#"sum(rate(requests_total{target="x\"} or vector(1) or up{a=\"\\\n"}[10s]))"#
-        );
+        let escaped = r#"requests_total{target="x\"} or vector(1) or up{a=\"\\\n"}"#;
+        // Every one of the three selectors carries the value escaped, and
+        // nothing else of it.
+        assert_eq!(promql.matches(escaped).count(), 3, "{promql}");
+        assert_eq!(promql.matches("vector(1)").count(), 3, "{promql}");
+        let success = &queries(MetricName::SuccessRate, &q, Duration::from_secs(10))[0].1;
+        assert_eq!(success.matches(r#"target="x\"} or vector(1)"#).count(), 2);
     }
 
     #[test]
