@@ -78,7 +78,11 @@ struct Mesh {
 }
 
 async fn mesh_with_traffic() -> Mesh {
-    let telemetry = start_telemetry(&cluster(), &[]).await;
+    mesh_with_traffic_in(&cluster()).await
+}
+
+async fn mesh_with_traffic_in(cluster: &str) -> Mesh {
+    let telemetry = start_telemetry(cluster, &[]).await;
     telemetry.client().await.report(traffic()).await.unwrap();
     let api = start_public_api(
         &telemetry.grpc.to_string(),
@@ -112,6 +116,7 @@ async fn stat_deployments_as_json() {
         [
             "name",
             "p50LatencyMs",
+            "p95LatencyMs",
             "p99LatencyMs",
             "requestRate",
             "successRate"
@@ -181,7 +186,7 @@ async fn stat_tables_like_kubectl() {
             .lines()
             .next()
             .unwrap()
-            .ends_with("P99_LATENCY   P95_LATENCY")
+            .ends_with("P50_LATENCY   P95_LATENCY   P99_LATENCY")
     );
     assert_eq!(stdout(&out).lines().count(), 2);
 
@@ -190,6 +195,91 @@ async fn stat_tables_like_kubectl() {
     assert!(out.status.success());
     assert_eq!(stdout(&out), "");
     assert_eq!(stderr(&out), "No traffic found.\n");
+}
+
+/// A NAME the mesh does not have is an error naming it (and where that
+/// name does live); one that exists without traffic is "No traffic found."
+#[tokio::test]
+async fn stat_of_a_missing_name_fails_and_says_where_the_name_lives() {
+    // web is in shop and storefront; shelf only in storefront.
+    let cluster = yaml_docs(&[
+        cluster(),
+        mk_deployment("storefront", "web"),
+        mk_replica_set("storefront", "web-11aa", "web"),
+        mk_pod(
+            "storefront",
+            "web-11aa-k2j4h",
+            "192.0.2.40",
+            Some("web-11aa"),
+        ),
+        mk_deployment("storefront", "shelf"),
+        mk_replica_set("storefront", "shelf-22bb", "shelf"),
+        mk_pod(
+            "storefront",
+            "shelf-22bb-m9n8b",
+            "192.0.2.50",
+            Some("shelf-22bb"),
+        ),
+    ]);
+    let m = mesh_with_traffic_in(&cluster).await;
+    let stat = |args: &[&str]| {
+        let mut all = vec!["stat"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--api-addr", &m.addr]);
+        let all: Vec<String> = all.into_iter().map(str::to_owned).collect();
+        async move { conduit(&all.iter().map(String::as_str).collect::<Vec<_>>()).await }
+    };
+    let fails = |out: &Output, line: &str| {
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(out));
+        assert_eq!(stdout(out), "");
+        assert_eq!(stderr(out), format!("conduit: {line}\n"));
+    };
+
+    fails(
+        &stat(&["deployments", "shop/nope"]).await,
+        "deployment shop/nope not found",
+    );
+    fails(
+        &stat(&["deployments", "shelf", "-o", "json"]).await,
+        "deployment default/shelf not found; did you mean storefront/shelf?",
+    );
+    fails(
+        &stat(&["deployments", "web"]).await,
+        "deployment default/web not found; web is in shop, storefront: give NAMESPACE/NAME",
+    );
+    fails(
+        &stat(&["deployments", "shelf", "-n", "shop"]).await,
+        "deployment shop/shelf not found; did you mean storefront/shelf?",
+    );
+    fails(
+        &stat(&["pods", "books-77aa-xyz12"]).await,
+        "pod default/books-77aa-xyz12 not found; did you mean shop/books-77aa-xyz12?",
+    );
+    fails(
+        &stat(&["pods", "shop/books"]).await,
+        "pod shop/books not found",
+    );
+
+    // They exist but nothing was sent to them in the window.
+    for args in [
+        &["deployments", "storefront/shelf"][..],
+        &["deployments", "web", "-n", "shop"],
+        &["pods", "shop/web-5d8f-abcde"],
+    ] {
+        let out = stat(args).await;
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "", "{args:?}");
+        assert_eq!(stderr(&out), "No traffic found.\n", "{args:?}");
+    }
+    let out = stat(&["pods", "storefront/shelf-22bb-m9n8b", "-o", "json"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "[]");
+
+    // A name with traffic answers as before.
+    let out = stat(&["deployments", "books", "-n", "shop", "-o", "json"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(rows[0]["name"], "shop/books");
 }
 
 #[tokio::test]

@@ -8,10 +8,10 @@ use serde::Serialize;
 
 use super::{ApiArgs, ApiClient, in_namespace, table};
 use crate::proto::public::{
-    AggregationType, HistogramLabel, MetricMetadata, MetricName, MetricRequest, MetricResponse,
-    TimeWindow, metric_value,
+    AggregationType, Empty, HistogramLabel, ListPodsResponse, MetricMetadata, MetricName,
+    MetricRequest, MetricResponse, Pod, TimeWindow, metric_value,
 };
-use crate::public_api::wire::STAT_PATH;
+use crate::public_api::wire::{LIST_PODS_PATH, STAT_PATH};
 
 /// Namespace of a NAME given without one (kubectl's default namespace).
 const DEFAULT_NAMESPACE: &str = "default";
@@ -42,7 +42,7 @@ pub enum Output {
     Table,
     /// A JSON array of rows.
     Json,
-    /// The table plus P95_LATENCY.
+    /// The table with P95_LATENCY between P50 and P99.
     Wide,
 }
 
@@ -76,7 +76,6 @@ pub struct Row {
     pub request_rate: Option<f64>,
     pub success_rate: Option<f64>,
     pub p50_latency_ms: Option<i64>,
-    #[serde(skip)]
     pub p95_latency_ms: Option<i64>,
     pub p99_latency_ms: Option<i64>,
 }
@@ -86,6 +85,14 @@ impl Args {
         let client = ApiClient::new(&self.api.api_addr)?;
         let rsp: MetricResponse = client.call(STAT_PATH, &self.request()).await?;
         let rows = rows(&rsp, self.group_by(), self.namespace.as_deref());
+        if rows.is_empty()
+            && let Some(name) = self.full_name()
+        {
+            // No traffic for a name: say so only if it exists, since a typo
+            // or the wrong namespace would read as an idle workload.
+            let pods: ListPodsResponse = client.call(LIST_PODS_PATH, &Empty {}).await?;
+            check_exists(self.resource, &name, &pods.pods)?;
+        }
         if rows.is_empty() && self.output != Output::Json {
             eprintln!("No traffic found.");
             return Ok(());
@@ -105,16 +112,21 @@ impl Args {
         }
     }
 
+    /// NAME as `namespace/name`.
+    fn full_name(&self) -> Option<String> {
+        let name = self.name.as_ref()?;
+        Some(if name.contains('/') {
+            name.clone()
+        } else {
+            let ns = self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+            format!("{ns}/{name}")
+        })
+    }
+
     /// The one Stat request behind the command.
     pub fn request(&self) -> MetricRequest {
         let mut filter = MetricMetadata::default();
-        if let Some(name) = &self.name {
-            let full = if name.contains('/') {
-                name.clone()
-            } else {
-                let ns = self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
-                format!("{ns}/{name}")
-            };
+        if let Some(full) = self.full_name() {
             match self.resource {
                 Resource::Deployments => filter.target_deploy = full,
                 Resource::Pods => filter.target_pod = full,
@@ -138,6 +150,56 @@ impl Args {
             summarize: true,
         }
     }
+}
+
+/// A `namespace/name` the mesh does not have, as the one line the CLI
+/// prints for it.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} {name} not found{hint}")]
+pub struct NotFound {
+    kind: &'static str,
+    name: String,
+    /// `; did you mean ns/name?`, or the namespaces that have the name.
+    hint: String,
+}
+
+/// Whether the deployment or pod `full` (`namespace/name`) is among the
+/// mesh's pods (deployments as the pods' owners, so a deployment scaled to
+/// zero reads as absent). When it is not, the error names it and, if the
+/// same name lives in other namespaces, where.
+pub fn check_exists(resource: Resource, full: &str, pods: &[Pod]) -> Result<(), NotFound> {
+    let (kind, names): (_, Vec<&str>) = match resource {
+        Resource::Deployments => (
+            "deployment",
+            pods.iter().map(|p| p.deployment.as_str()).collect(),
+        ),
+        Resource::Pods => ("pod", pods.iter().map(|p| p.name.as_str()).collect()),
+    };
+    if names.contains(&full) {
+        return Ok(());
+    }
+    let bare = full.rsplit_once('/').map_or(full, |(_, n)| n);
+    let elsewhere: std::collections::BTreeSet<&str> = names
+        .into_iter()
+        .filter(|n| n.rsplit_once('/').is_some_and(|(_, n)| n == bare))
+        .collect();
+    let hint = match elsewhere.len() {
+        0 => String::new(),
+        1 => format!("; did you mean {}?", elsewhere.first().unwrap()),
+        _ => format!(
+            "; {bare} is in {}: give NAMESPACE/NAME",
+            elsewhere
+                .iter()
+                .map(|n| n.rsplit_once('/').map_or(*n, |(ns, _)| ns))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Err(NotFound {
+        kind,
+        name: full.to_string(),
+        hint,
+    })
 }
 
 /// The answer as rows, sorted by name. Rows without a name (traffic to
@@ -202,7 +264,7 @@ pub fn render_table(rows: &[Row], wide: bool) -> String {
         "P99_LATENCY",
     ];
     if wide {
-        header.push("P95_LATENCY");
+        header.insert(4, "P95_LATENCY");
     }
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -217,7 +279,7 @@ pub fn render_table(rows: &[Row], wide: bool) -> String {
                 latency(r.p99_latency_ms),
             ];
             if wide {
-                cells.push(latency(r.p95_latency_ms));
+                cells.insert(4, latency(r.p95_latency_ms));
             }
             cells
         })
@@ -252,7 +314,7 @@ mod tests {
         }
     }
 
-    fn latencies(deploy: &str, p50: i64, p99: i64) -> MetricSeries {
+    fn latencies(deploy: &str, p50: i64, p95: i64, p99: i64) -> MetricSeries {
         let hv = |label: HistogramLabel, value| HistogramValue {
             label: label as i32,
             value,
@@ -266,7 +328,11 @@ mod tests {
             datapoints: vec![MetricDatapoint {
                 value: Some(MetricValue {
                     value: Some(metric_value::Value::Histogram(Histogram {
-                        values: vec![hv(HistogramLabel::P50, p50), hv(HistogramLabel::P99, p99)],
+                        values: vec![
+                            hv(HistogramLabel::P50, p50),
+                            hv(HistogramLabel::P99, p99),
+                            hv(HistogramLabel::P95, p95),
+                        ],
                     })),
                 }),
                 timestamp_ms: 1,
@@ -281,7 +347,7 @@ mod tests {
                 gauge(MetricName::RequestRate, "shop/books", 20.04),
                 gauge(MetricName::RequestRate, "", 7.0),
                 gauge(MetricName::SuccessRate, "shop/books", 0.985),
-                latencies("shop/books", 12, 48),
+                latencies("shop/books", 12, 30, 48),
                 gauge(MetricName::RequestRate, "other/db", 1.0),
             ],
         }
@@ -301,7 +367,7 @@ mod tests {
                 request_rate: Some(20.04),
                 success_rate: Some(0.985),
                 p50_latency_ms: Some(12),
-                p95_latency_ms: None,
+                p95_latency_ms: Some(30),
                 p99_latency_ms: Some(48),
             }
         );
@@ -318,9 +384,21 @@ shop/books   20.0rps        98.50%         12ms          48ms
 shop/web     3.0rps         -              -             -
 "
         );
+        // Wide puts P95 between P50 and P99.
+        assert_eq!(
+            render_table(&shop[..1], true),
+            "\
+NAME         REQUEST_RATE   SUCCESS_RATE   P50_LATENCY   P95_LATENCY   P99_LATENCY
+shop/books   20.0rps        98.50%         12ms          30ms          48ms
+"
+        );
+        assert_eq!(
+            serde_json::to_string(&shop[0]).unwrap(),
+            r#"{"name":"shop/books","requestRate":20.04,"successRate":0.985,"p50LatencyMs":12,"p95LatencyMs":30,"p99LatencyMs":48}"#
+        );
         assert_eq!(
             serde_json::to_string(&shop[1]).unwrap(),
-            r#"{"name":"shop/web","requestRate":3.0,"successRate":null,"p50LatencyMs":null,"p99LatencyMs":null}"#
+            r#"{"name":"shop/web","requestRate":3.0,"successRate":null,"p50LatencyMs":null,"p95LatencyMs":null,"p99LatencyMs":null}"#
         );
     }
 
@@ -346,5 +424,54 @@ shop/web     3.0rps         -              -             -
         assert_eq!(req.group_by, AggregationType::TargetPod as i32);
         assert_eq!(req.window, TimeWindow::TenSec as i32);
         assert!(req.summarize);
+    }
+
+    fn pod(name: &str, deployment: &str) -> Pod {
+        Pod {
+            name: name.into(),
+            deployment: deployment.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_name_the_mesh_lacks_is_named_with_where_it_lives() {
+        let pods = [
+            pod("storefront/web-1", "storefront/web"),
+            pod("shop/books-1", "shop/books"),
+            pod("other/books-2", "other/books"),
+            pod("shop/lone", ""),
+        ];
+        let deploy =
+            |full| check_exists(Resource::Deployments, full, &pods).map_err(|e| e.to_string());
+        assert_eq!(deploy("storefront/web"), Ok(()));
+        assert_eq!(deploy("shop/books"), Ok(()));
+        assert_eq!(
+            deploy("default/web"),
+            Err("deployment default/web not found; did you mean storefront/web?".into())
+        );
+        assert_eq!(
+            deploy("shop/nope"),
+            Err("deployment shop/nope not found".into())
+        );
+        assert_eq!(
+            deploy("default/books"),
+            Err(
+                "deployment default/books not found; books is in other, shop: give NAMESPACE/NAME"
+                    .into()
+            )
+        );
+        // A pod's name is not a deployment's.
+        assert_eq!(
+            deploy("storefront/web-1"),
+            Err("deployment storefront/web-1 not found".into())
+        );
+        let pod = |full| check_exists(Resource::Pods, full, &pods).map_err(|e| e.to_string());
+        assert_eq!(pod("shop/lone"), Ok(()));
+        assert_eq!(
+            pod("default/web-1"),
+            Err("pod default/web-1 not found; did you mean storefront/web-1?".into())
+        );
+        assert_eq!(pod("shop/web"), Err("pod shop/web not found".into()));
     }
 }
