@@ -21,7 +21,7 @@ use conduit::proto::proxy::destination::update;
 use conduit::proto::proxy::telemetry::telemetry_server::{Telemetry, TelemetryServer};
 use conduit::proto::proxy::telemetry::{ReportRequest, ReportResponse};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use parking_lot::Mutex;
 use support::{Exposition, http_get};
@@ -171,7 +171,12 @@ fn mk_slice(service: &str, ips: &[&str]) -> EndpointSlice {
                 })
                 .collect(),
         ),
-        ports: None,
+        // The service's one unnamed port, as the endpoints controller
+        // writes it.
+        ports: Some(vec![EndpointPort {
+            port: Some(80),
+            ..Default::default()
+        }]),
     }
 }
 
