@@ -14,7 +14,7 @@ const PROTOS: &[&str] = &[
 ];
 
 /// The proxies' Report, generated with the telemetry component's codec
-/// (`crate::telemetry::codec::SliceCodec`: decodes from one contiguous
+/// (`crate::proto::codec::SliceCodec`: decodes from one contiguous
 /// slice, and calls an undecodable body INVALID_ARGUMENT).
 const REPORT_PROTOS: &[&str] = &["proto/proxy/telemetry/telemetry.proto"];
 
@@ -43,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .codec_path("crate::telemetry::codec::SliceCodec")
+        .codec_path("crate::proto::codec::SliceCodec")
         .compile_fds(fds)?;
     let fds = protox::compile(PROMETHEUS_PROTOS, ["prometheus"])?;
     tonic_prost_build::configure()

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use conduit::core::ip_to_proto;
 use conduit::ingest::{Config, Health, Ingester};
 use conduit::k8s::{Index, cluster_file};
 use conduit::proto::common::{HttpMethod, TcpAddress, http_method};
+use conduit::proto::net::ip_to_proto;
 use conduit::proto::proxy::telemetry::*;
 use conduit::simulate::{Fleet, Shape, build_report, cluster_yaml, fleet};
 use prost::Message;

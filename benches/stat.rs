@@ -9,10 +9,10 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use conduit::core::ip_to_proto;
 use conduit::ingest::{Config, Health, Ingester};
 use conduit::k8s::{Index, cluster_file};
 use conduit::proto::common::{HttpMethod, TcpAddress, http_method};
+use conduit::proto::net::ip_to_proto;
 use conduit::proto::proxy::telemetry::*;
 use conduit::proto::public::{AggregationType, MetricMetadata, MetricName, TimeWindow};
 use conduit::simulate::{cluster_yaml, fleet};

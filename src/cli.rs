@@ -301,4 +301,165 @@ mod tests {
             ("127.0.0.1:8087", "127.0.0.1:8088")
         );
     }
+
+    /// `conduit install`'s flags as the command line spells them (the
+    /// install module checks what they say; this is how they arrive).
+    mod install_flags {
+        use super::*;
+        use crate::install::{Args, Config, DEFAULT_VERSION, InvalidFlag, PullPolicy};
+
+        fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+            let cli = Cli::try_parse_from(normalize_args(args.iter().map(|s| s.to_string())))?;
+            match cli.command {
+                Command::Install(args) => Ok(args),
+                other => panic!("expected install, got {other:?}"),
+            }
+        }
+
+        #[test]
+        fn cli_short_long_and_single_dash_flags_of_install() {
+            let short = parse(&[
+                "conduit",
+                "install",
+                "-v",
+                "v9.9.9",
+                "-r",
+                "example.com/mesh",
+                "-n",
+                "mesh",
+            ])
+            .unwrap();
+            let long = parse(&[
+                "conduit",
+                "install",
+                "--version",
+                "v9.9.9",
+                "--registry=example.com/mesh",
+                "--conduit-namespace",
+                "mesh",
+            ])
+            .unwrap();
+            let single_dash = parse(&[
+                "conduit",
+                "install",
+                "-version=v9.9.9",
+                "-registry",
+                "example.com/mesh",
+                "-conduit-namespace=mesh",
+                "-controller-replicas=3",
+                "-web-replicas=2",
+                "-prometheus-replicas=4",
+                "-image-pull-policy=Always",
+            ])
+            .unwrap();
+            for args in [&short, &long, &single_dash] {
+                assert_eq!(args.image_version, "v9.9.9");
+                assert_eq!(args.registry, "example.com/mesh");
+                assert_eq!(args.conduit_namespace, "mesh");
+            }
+            let config = single_dash.config().unwrap();
+            assert_eq!(
+                (
+                    config.controller_replicas,
+                    config.web_replicas,
+                    config.prometheus_replicas,
+                    config.image_pull_policy
+                ),
+                (3, 2, 4, PullPolicy::Always)
+            );
+        }
+
+        #[test]
+        fn cli_version_of_the_binary_is_still_capital_v_and_top_level() {
+            for flag in ["-V", "--version"] {
+                let error = Cli::try_parse_from(["conduit", flag]).unwrap_err();
+                assert_eq!(error.kind(), clap::error::ErrorKind::DisplayVersion);
+            }
+            // Under `install`, `-v`/`--version` is the image tag, and `-V` is
+            // not a flag at all.
+            assert_eq!(
+                parse(&["conduit", "install", "-v", "v1"])
+                    .unwrap()
+                    .image_version,
+                "v1"
+            );
+            assert!(parse(&["conduit", "install", "-V"]).is_err());
+        }
+
+        #[test]
+        fn cli_defaults_of_install() {
+            let args = parse(&["conduit", "install"]).unwrap();
+            let config = args.config().unwrap();
+            assert_eq!(
+                Config {
+                    uuid: Config::default().uuid,
+                    ..config
+                },
+                Config::default()
+            );
+            assert_eq!(DEFAULT_VERSION, format!("v{}", env!("CARGO_PKG_VERSION")));
+        }
+
+        #[test]
+        fn cli_negative_replicas_reach_the_check() {
+            let args = parse(&["conduit", "install", "--web-replicas", "-1"]).unwrap();
+            assert_eq!(
+                args.config().unwrap_err().to_string(),
+                "--web-replicas must be a whole number from 1 to 2147483647, got \"-1\""
+            );
+        }
+
+        #[test]
+        fn bad_flags_are_named() {
+            let args = |f: &dyn Fn(&mut Args)| {
+                let mut args = parse(&["conduit", "install"]).unwrap();
+                f(&mut args);
+                args.config().unwrap_err()
+            };
+            for bad in ["0", "-3", "two", "", "2147483648", "1.5"] {
+                let error = args(&|a| a.controller_replicas = bad.to_string());
+                assert!(
+                    matches!(
+                        error,
+                        InvalidFlag::Replicas {
+                            flag: "controller-replicas",
+                            ..
+                        }
+                    ),
+                    "{bad:?}: {error}"
+                );
+            }
+            assert!(matches!(
+                args(&|a| a.image_pull_policy = "ifnotpresent".into()),
+                InvalidFlag::PullPolicy(_)
+            ));
+            for bad in ["", "Bad_NS", "-a", "a-", "a.b", &"a".repeat(64)] {
+                assert!(
+                    matches!(
+                        args(&|a| a.conduit_namespace = bad.into()),
+                        InvalidFlag::Namespace { .. }
+                    ),
+                    "{bad:?}"
+                );
+            }
+            assert!(matches!(
+                args(&|a| a.registry = "".into()),
+                InvalidFlag::Registry(_)
+            ));
+            assert!(matches!(
+                args(&|a| a.registry = "a b".into()),
+                InvalidFlag::Registry(_)
+            ));
+            for bad in ["", "-x", ".x", "v1:2", "v 1"] {
+                assert!(matches!(
+                    args(&|a| a.image_version = bad.into()),
+                    InvalidFlag::Version(_)
+                ));
+            }
+            assert!(matches!(
+                args(&|a| a.uuid = Some("x".into())),
+                InvalidFlag::Uuid(_)
+            ));
+        }
+    }
 }

@@ -7,7 +7,7 @@
 //! are owed `RESOURCE_EXHAUSTED`, so the layer rewrites the status of that
 //! trailers-only response (our handlers never return `OUT_OF_RANGE`
 //! themselves). Undecodable bodies are answered `INVALID_ARGUMENT` by the
-//! codec (`crate::telemetry::codec`) with a message starting [`UNDECODABLE`],
+//! codec ([`crate::proto::codec`]) with a message starting [`UNDECODABLE`],
 //! which the layer counts.
 
 use std::pin::Pin;
@@ -20,9 +20,7 @@ use http_body::{Body, Frame};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use tower::{Layer, Service};
 
-/// The first word of the message of every undecodable-body error (one word:
-/// the header percent-encodes spaces).
-pub const UNDECODABLE: &str = "undecodable";
+use crate::proto::codec::UNDECODABLE;
 
 /// Server-handling time buckets (seconds) for every gRPC method.
 const LATENCY_BUCKETS: &[f64] = &[

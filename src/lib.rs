@@ -1,10 +1,14 @@
 //! Conduit control plane: a wire-compatible rewrite of the Conduit v0.1.0
 //! controller, built around a high-throughput telemetry ingester.
 //!
-//! Module layout follows dependency direction: `core` and `ingest` import
-//! neither tonic nor kube; `k8s` never imports tonic; component modules
-//! (`telemetry`, ...) use the shared core but not each other's internals;
-//! `cli` wires everything.
+//! Module layout follows dependency direction. Floors: `proto` (the wire
+//! types and every contract two sides share), `core`, `k8s`, `ingest`,
+//! `stat`, `remote_write`, `admin`, `grpc`. Rooms: the six components
+//! (`telemetry`, `public_api`, `destination`, `proxy_api`, `tap`, `web`),
+//! `client`, `simulate` and `install`, which name only floors, never one
+//! another. `core` and `ingest` import neither tonic nor kube; `k8s` never
+//! imports tonic. `cli` and `run` wire the rooms together.
+//! `tests/layering.rs` checks all of it.
 
 pub mod admin;
 pub mod cli;

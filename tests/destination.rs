@@ -14,10 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use conduit::core::{ShutdownHandle, ip_from_proto};
+use conduit::core::ShutdownHandle;
 use conduit::k8s::watch::{Retry, WatchConfig};
 use conduit::k8s::{Index, Kind, SERVICE_NAME_LABEL};
 use conduit::proto::common::Destination;
+use conduit::proto::net::ip_from_proto;
 use conduit::proto::proxy::destination::destination_client::DestinationClient;
 use conduit::proto::proxy::destination::{Update, update};
 use fake_api::FakeApi;

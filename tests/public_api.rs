@@ -11,14 +11,14 @@ mod support;
 use std::time::Duration;
 
 use api::*;
-use conduit::core::ip_to_proto;
 use conduit::proto::common::{TapEvent, TcpAddress, tap_event};
+use conduit::proto::http_api::{self, LIST_PODS_PATH, STAT_PATH, TAP_PATH, VERSION_PATH};
+use conduit::proto::net::ip_to_proto;
 use conduit::proto::proxy::telemetry::{RequestScope, eos_ctx::End};
 use conduit::proto::public::{
     AggregationType, HistogramLabel, ListPodsResponse, MetricMetadata, MetricName, MetricRequest,
     MetricResponse, TimeWindow, metric_value,
 };
-use conduit::public_api::wire::{self, LIST_PODS_PATH, STAT_PATH, TAP_PATH, VERSION_PATH};
 use prost::Message;
 use support::*;
 
@@ -485,7 +485,7 @@ async fn tap_streams_one_frame_per_event() {
     let lines: Vec<String> = rsp.text().lines().map(str::to_string).collect();
     assert_eq!(lines.len(), 3, "{}", rsp.text());
     for (line, event) in lines.iter().zip(&events) {
-        let parsed: TapEvent = wire::decode(wire::Encoding::Json, line.as_bytes()).unwrap();
+        let parsed: TapEvent = http_api::decode(http_api::Encoding::Json, line.as_bytes()).unwrap();
         assert_eq!(&parsed, event);
     }
     let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();

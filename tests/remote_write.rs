@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conduit::core::ip_to_proto;
 use conduit::ingest::{Config as IngestConfig, Health, Ingester, NoMetadata};
 use conduit::proto::common::TcpAddress;
+use conduit::proto::net::ip_to_proto;
 use conduit::proto::proxy::telemetry::{
     ClientTransport, ReportRequest, RequestScope, TransportSummary, eos_ctx::End,
 };

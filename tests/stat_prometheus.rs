@@ -26,11 +26,11 @@ mod support;
 use std::time::Duration;
 
 use api::*;
+use conduit::proto::http_api::STAT_PATH;
 use conduit::proto::proxy::telemetry::{RequestScope, eos_ctx::End};
 use conduit::proto::public::{
     AggregationType, MetricMetadata, MetricName, MetricRequest, MetricResponse, TimeWindow,
 };
-use conduit::public_api::wire::STAT_PATH;
 use prom_launcher::Prometheus;
 use prost::Message;
 use support::*;

@@ -17,14 +17,15 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use conduit::admin::Admin;
 use conduit::client::ApiClient;
-use conduit::core::{ShutdownHandle, ip_from_proto};
+use conduit::core::ShutdownHandle;
 use conduit::k8s::{Index, cluster_file};
 use conduit::proto::common::tap_event::http::Event;
 use conduit::proto::common::{TapEvent, tap_event};
 use conduit::proto::controller::tap::tap_client::TapClient;
+use conduit::proto::http_api::TAP_PATH;
+use conduit::proto::net::ip_from_proto;
 use conduit::proto::public::TapRequest;
 use conduit::proto::public::tap_request::Target;
-use conduit::public_api::wire::TAP_PATH;
 use conduit::simulate::tap::{Counters, loopback_pod_ip, on_loopback};
 use conduit::simulate::{Fleet, cluster_yaml, fleet, traffic};
 use support::{

@@ -241,7 +241,9 @@ async fn transports_become_tcp_series() {
     let mut r = report("shop", "books-77aa-xyz12", vec![]);
     r.proxy = conduit::proto::proxy::telemetry::report_request::Proxy::Inbound as i32;
     r.server_transports = vec![ServerTransport {
-        source_ip: Some(conduit::core::ip_to_proto("192.0.2.10".parse().unwrap())),
+        source_ip: Some(conduit::proto::net::ip_to_proto(
+            "192.0.2.10".parse().unwrap(),
+        )),
         connects: 3,
         disconnects: vec![
             TransportSummary {

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::{ApiArgs, ApiClient, in_namespace, table};
+use crate::proto::http_api::{self, LIST_PODS_PATH};
 use crate::proto::public::{Empty, ListPodsResponse, Pod};
-use crate::public_api::wire::{self, LIST_PODS_PATH};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -65,7 +65,7 @@ impl PodsArgs {
             Output::Json => {
                 let values = pods
                     .iter()
-                    .map(wire::to_json_value)
+                    .map(http_api::to_json_value)
                     .collect::<Result<Vec<_>, _>>()?;
                 println!("{}", serde_json::to_string_pretty(&values)?);
             }

@@ -1,7 +1,7 @@
 //! The CLI's client commands — `stat`, `get pods`, `version` — and the HTTP
 //! client they share. They speak the public API (`--api-addr`, default
 //! `127.0.0.1:8085`) with protobuf bodies, as the contract in
-//! [`crate::public_api::wire`] says; every failure is one line naming the
+//! [`crate::proto::http_api`] says; every failure is one line naming the
 //! address, never a panic.
 
 pub mod get;
@@ -21,9 +21,7 @@ use hyper_util::rt::TokioExecutor;
 use prost::Message;
 
 use crate::core::addr::client_uri;
-use crate::public_api::wire;
-
-pub const DEFAULT_API_ADDR: &str = "127.0.0.1:8085";
+use crate::proto::http_api::{self, DEFAULT_API_ADDR};
 
 /// How long opening the connection to the API may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -107,7 +105,7 @@ impl ApiClient {
     ) -> Result<Rsp, ClientError> {
         let rsp = self.send(path, request).await?;
         let body = self.read_all(rsp.into_body()).await?;
-        wire::decode_framed(&body).map_err(|error| self.protocol(error.to_string()))
+        http_api::decode_framed(&body).map_err(|error| self.protocol(error.to_string()))
     }
 
     /// A streaming call (Tap): the frames of the answer, one message each,
@@ -140,7 +138,7 @@ impl ApiClient {
         let req = http::Request::builder()
             .method(Method::POST)
             .uri(uri)
-            .header(header::CONTENT_TYPE, wire::PROTOBUF_MEDIA_TYPE)
+            .header(header::CONTENT_TYPE, http_api::PROTOBUF_MEDIA_TYPE)
             .body(Full::new(Bytes::from(request.encode_to_vec())))
             .map_err(|_| ClientError::BadAddr(self.addr.clone()))?;
         let rsp = self
@@ -195,12 +193,12 @@ impl<M: Message + Default> Frames<M> {
     /// error, so a caller can tell it from a finished one.
     pub async fn next(&mut self) -> Result<Option<M>, ClientError> {
         loop {
-            if let Some(announced) = wire::announced_len(&self.buf)
+            if let Some(announced) = http_api::announced_len(&self.buf)
                 && announced > MAX_RESPONSE_BYTES
             {
                 return Err(self.protocol(format!("a frame of {announced} bytes")));
             }
-            if let Some(frame) = wire::unframe(&mut self.buf) {
+            if let Some(frame) = http_api::unframe(&mut self.buf) {
                 return M::decode(frame)
                     .map(Some)
                     .map_err(|error| self.protocol(error.to_string()));

@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{ApiArgs, ApiClient, in_namespace, table};
+use crate::proto::http_api::{LIST_PODS_PATH, STAT_PATH};
 use crate::proto::public::{
     AggregationType, Empty, HistogramLabel, ListPodsResponse, MetricMetadata, MetricName,
     MetricRequest, MetricResponse, Pod, TimeWindow, metric_value,
 };
-use crate::public_api::wire::{LIST_PODS_PATH, STAT_PATH};
 
 /// Namespace of a NAME given without one (kubectl's default namespace).
 const DEFAULT_NAMESPACE: &str = "default";

@@ -16,13 +16,13 @@ use std::net::SocketAddr;
 
 use super::{ApiArgs, ApiClient};
 use crate::core::Shutdown;
-use crate::core::addr::ip_from_proto;
 use crate::proto::common::tap_event::http::Event;
 use crate::proto::common::{TapEvent, TcpAddress, tap_event};
+use crate::proto::http_api::TAP_PATH;
+use crate::proto::net::ip_from_proto;
 use crate::proto::public::TapRequest;
 use crate::proto::public::tap_request::Target;
-use crate::public_api::wire::TAP_PATH;
-use crate::tap::filter::{DEFAULT_MAX_RPS, method_name};
+use crate::proto::tap_match::{DEFAULT_MAX_RPS, method_name};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Resource {
@@ -201,9 +201,9 @@ fn grpc_status_name(code: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::addr::ip_to_proto;
     use crate::proto::common::tap_event::http::{RequestInit, ResponseEnd, ResponseInit, StreamId};
     use crate::proto::common::{HttpMethod, http_method};
+    use crate::proto::net::ip_to_proto;
 
     fn event(e: Event) -> TapEvent {
         let tcp = |ip: &str, port| TcpAddress {

@@ -1,8 +1,8 @@
 //! `conduit version`: this binary's version and the public API's.
 
 use super::{ApiArgs, ApiClient};
+use crate::proto::http_api::VERSION_PATH;
 use crate::proto::public::{Empty, VersionInfo};
-use crate::public_api::wire::VERSION_PATH;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -1,37 +1,9 @@
-//! Conversions between the wire's `IPAddress` and `std::net::IpAddr`, and the
-//! Go-style listen addresses (`:8087`) the original's flags use.
+//! The Go-style listen addresses (`:8087`) the original's flags use, and
+//! the client-side spelling of an address.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
-
-use crate::proto::common::{IPv6, IpAddress, ip_address};
-
-/// The wire address as a std address; `None` when the oneof is unset.
-pub fn ip_from_proto(ip: &IpAddress) -> Option<IpAddr> {
-    match ip.ip.as_ref()? {
-        ip_address::Ip::Ipv4(v4) => Some(IpAddr::V4(Ipv4Addr::from(*v4))),
-        ip_address::Ip::Ipv6(v6) => {
-            let bits = (u128::from(v6.first) << 64) | u128::from(v6.last);
-            Some(IpAddr::V6(Ipv6Addr::from(bits)))
-        }
-    }
-}
-
-/// The std address as the wire's `IPAddress` (IPv4 as a big-endian u32).
-pub fn ip_to_proto(ip: IpAddr) -> IpAddress {
-    let ip = match ip {
-        IpAddr::V4(v4) => ip_address::Ip::Ipv4(u32::from(v4)),
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6);
-            ip_address::Ip::Ipv6(IPv6 {
-                first: (bits >> 64) as u64,
-                last: bits as u64,
-            })
-        }
-    };
-    IpAddress { ip: Some(ip) }
-}
 
 /// A listen address as the original's flags spell it: `:8087` (every
 /// interface), `127.0.0.1:8087`, `[::1]:8087` or `localhost:8087`.
@@ -88,28 +60,6 @@ pub fn client_uri(addr: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ipv4_is_big_endian() {
-        let ip = ip_to_proto("10.1.2.3".parse().unwrap());
-        assert_eq!(ip.ip, Some(ip_address::Ip::Ipv4(0x0A01_0203)));
-        assert_eq!(ip_from_proto(&ip), Some("10.1.2.3".parse().unwrap()));
-    }
-
-    #[test]
-    fn ipv6_round_trips_through_hextet_halves() {
-        let v6: IpAddr = "2001:db8::1:2".parse().unwrap();
-        let ip = ip_to_proto(v6);
-        assert_eq!(
-            ip.ip,
-            Some(ip_address::Ip::Ipv6(IPv6 {
-                first: 0x2001_0db8_0000_0000,
-                last: 0x0000_0000_0001_0002
-            }))
-        );
-        assert_eq!(ip_from_proto(&ip), Some(v6));
-        assert_eq!(ip_from_proto(&IpAddress { ip: None }), None);
-    }
 
     #[test]
     fn listen_addrs_in_the_originals_spelling() {

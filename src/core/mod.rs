@@ -1,11 +1,11 @@
-//! Domain types shared by every component: addresses, listen addresses and
+//! Domain types shared by every component: listen addresses and
 //! the process-wide shutdown signal. Imports neither tonic nor kube.
 
 pub mod addr;
 pub mod shutdown;
 pub mod units;
 
-pub use addr::{ListenAddr, ip_from_proto, ip_to_proto};
+pub use addr::ListenAddr;
 pub use shutdown::{Shutdown, ShutdownHandle};
 
 /// The release as the original spelled it (`v0.1.0`): what `Version`

@@ -16,9 +16,10 @@ use tonic::{Request, Response, Status};
 use super::metrics::{Metrics, StreamGuard};
 use super::path::{self, Target};
 use super::resolve::resolve;
-use crate::core::{Shutdown, ip_to_proto};
+use crate::core::Shutdown;
 use crate::k8s::{Index, Published};
 use crate::proto::common::{Destination, TcpAddress};
+use crate::proto::net::ip_to_proto;
 use crate::proto::proxy::destination::{
     AddrSet, Update, WeightedAddr, WeightedAddrSet, destination_server, update,
 };

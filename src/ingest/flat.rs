@@ -609,8 +609,8 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
-    use crate::core::ip_from_proto;
     use crate::proto::common::http_method;
+    use crate::proto::net::ip_from_proto;
     use crate::proto::proxy::telemetry::{ReportRequest, eos_ctx};
     use crate::simulate::{Shape, build_report, fleet, traffic};
 

@@ -223,9 +223,9 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::core::ip_to_proto;
     use crate::ingest::{Config, Enrich, Health, WorkloadRef};
     use crate::proto::common::{HttpMethod, TcpAddress, http_method};
+    use crate::proto::net::ip_to_proto;
     use crate::proto::proxy::telemetry::*;
 
     /// Two pods of documentation addresses, one with a deployment.

@@ -19,6 +19,7 @@ use crate::admin::{Admin, Ports};
 use crate::core::addr::client_uri;
 use crate::core::{ListenAddr, Shutdown};
 use crate::grpc::GrpcMetrics;
+use crate::proto::codec::REPORT_PATH;
 use crate::proto::common::Destination;
 use crate::proto::proxy::destination::Update;
 use crate::proto::proxy::destination::destination_client::DestinationClient;
@@ -27,7 +28,6 @@ use crate::proto::proxy::telemetry::telemetry_client::TelemetryClient;
 use crate::proto::proxy::telemetry::telemetry_server::{self, TelemetryServer};
 use crate::proto::proxy::telemetry::{ReportRequest, ReportResponse};
 
-const REPORT_PATH: &str = "/conduit.proxy.telemetry.Telemetry/Report";
 const GET_PATH: &str = "/conduit.proxy.destination.Destination/Get";
 
 /// Largest report forwarded: above telemetry's default limit (4 MiB), so

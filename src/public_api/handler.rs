@@ -16,13 +16,13 @@ use futures::StreamExt as _;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
-use super::wire::{self, CodecError, Encoding, JsonForm, UnsupportedType};
 use crate::core::Shutdown;
 use crate::proto::common::TapEvent;
 use crate::proto::controller::stat::stat_client::StatClient;
 use crate::proto::controller::tap::tap_client::TapClient;
 use crate::proto::controller::telemetry::ListPodsRequest;
 use crate::proto::controller::telemetry::telemetry_client::TelemetryClient;
+use crate::proto::http_api::{self, CodecError, Encoding, JsonForm, UnsupportedType};
 use crate::proto::public::{Empty, MetricRequest, TapRequest};
 
 /// Largest request body read: every request message is a few hundred bytes.
@@ -50,10 +50,10 @@ enum Route {
 impl Route {
     fn of(path: &str) -> Option<Self> {
         match path {
-            wire::STAT_PATH => Some(Self::Stat),
-            wire::VERSION_PATH => Some(Self::Version),
-            wire::LIST_PODS_PATH => Some(Self::ListPods),
-            wire::TAP_PATH => Some(Self::Tap),
+            http_api::STAT_PATH => Some(Self::Stat),
+            http_api::VERSION_PATH => Some(Self::Version),
+            http_api::LIST_PODS_PATH => Some(Self::ListPods),
+            http_api::TAP_PATH => Some(Self::Tap),
             _ => None,
         }
     }
@@ -62,10 +62,10 @@ impl Route {
     /// the label set.
     fn label(route: Option<Self>) -> &'static str {
         match route {
-            Some(Self::Stat) => wire::STAT_PATH,
-            Some(Self::Version) => wire::VERSION_PATH,
-            Some(Self::ListPods) => wire::LIST_PODS_PATH,
-            Some(Self::Tap) => wire::TAP_PATH,
+            Some(Self::Stat) => http_api::STAT_PATH,
+            Some(Self::Version) => http_api::VERSION_PATH,
+            Some(Self::ListPods) => http_api::LIST_PODS_PATH,
+            Some(Self::Tap) => http_api::TAP_PATH,
             None => "unknown",
         }
     }
@@ -294,7 +294,7 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
 }
 
 fn decode<M: JsonForm>(encoding: Encoding, body: &[u8]) -> Result<M, ApiError> {
-    wire::decode(encoding, body).map_err(ApiError::Undecodable)
+    http_api::decode(encoding, body).map_err(ApiError::Undecodable)
 }
 
 fn ok_response(encoding: Encoding, body: Body) -> Response {
@@ -307,7 +307,7 @@ fn ok_response(encoding: Encoding, body: Body) -> Response {
 }
 
 fn unary<M: JsonForm>(encoding: Encoding, msg: &M) -> Result<Response, ApiError> {
-    let bytes = wire::encode(encoding, msg).map_err(ApiError::Encode)?;
+    let bytes = http_api::encode(encoding, msg).map_err(ApiError::Encode)?;
     Ok(ok_response(encoding, Body::from(bytes)))
 }
 
@@ -337,7 +337,7 @@ async fn tap(api: &Api, encoding: Encoding, request: TapRequest) -> Result<Respo
     let Some(first) = first else {
         return Ok(ok_response(encoding, Body::empty()));
     };
-    let first = wire::encode(encoding, &first).map_err(ApiError::Encode)?;
+    let first = http_api::encode(encoding, &first).map_err(ApiError::Encode)?;
     let tap_addr = api.tap_addr.clone();
     let rest = futures::stream::unfold(Some(events), move |events| {
         let tap_addr = tap_addr.clone();
@@ -345,7 +345,7 @@ async fn tap(api: &Api, encoding: Encoding, request: TapRequest) -> Result<Respo
             let mut events = events?;
             let failed = match events.message().await {
                 Ok(None) => return None,
-                Ok(Some(event)) => match wire::encode::<TapEvent>(encoding, &event) {
+                Ok(Some(event)) => match http_api::encode::<TapEvent>(encoding, &event) {
                     Ok(frame) => return Some((Ok(frame), Some(events))),
                     Err(error) => error.to_string(),
                 },

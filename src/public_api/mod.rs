@@ -1,6 +1,6 @@
 //! The public-api component: the HTTP API the CLI and the dashboard speak
 //! (`spec/wire.md`, "public-api over HTTP"; the contract itself is in
-//! [`wire`]).
+//! [`crate::proto::http_api`]).
 //!
 //! `Stat` and `ListPods` are forwarded over gRPC to the telemetry component
 //! (`conduit.controller.stat.Stat/Stat`, this project's internal call that
@@ -12,7 +12,6 @@
 //! of public-api.
 
 mod handler;
-pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

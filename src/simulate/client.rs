@@ -13,9 +13,8 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
+use crate::proto::codec::REPORT_PATH;
 use crate::proto::proxy::telemetry::ReportResponse;
-
-const REPORT_PATH: &str = "/conduit.proxy.telemetry.Telemetry/Report";
 
 /// A `ReportRequest` as encoded bytes: a pod's identity, then a body.
 #[derive(Clone, Debug)]

@@ -13,8 +13,8 @@
 
 use std::str::FromStr;
 
-use crate::core::ip_to_proto;
 use crate::proto::common::{HttpMethod, TcpAddress, http_method};
+use crate::proto::net::ip_to_proto;
 use crate::proto::proxy::telemetry::{
     ClientTransport, EosCtx, EosScope, Latency, Process, ReportRequest, RequestCtx, RequestScope,
     ResponseCtx, ResponseScope, ServerTransport, StreamSummary, TransportSummary, eos_ctx,
@@ -344,7 +344,7 @@ fn pod_addr(ip: std::net::IpAddr) -> TcpAddress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::ip_from_proto;
+    use crate::proto::net::ip_from_proto;
     use crate::simulate::fleet::fleet;
     use prost::Message;
     use std::collections::HashSet;

@@ -29,12 +29,12 @@ use tonic::{Request, Response, Status};
 use super::fleet::{Fleet, POD_PORT};
 use super::traffic::Model;
 use crate::core::Shutdown;
-use crate::core::addr::ip_to_proto;
 use crate::proto::common::tap_event::{self, http as ev};
 use crate::proto::common::{HttpMethod, Scheme, TapEvent, TcpAddress, http_method, scheme};
+use crate::proto::net::ip_to_proto;
 use crate::proto::proxy::tap::ObserveRequest;
 use crate::proto::proxy::tap::tap_server::{self, TapServer};
-use crate::tap::filter::{self, Observed};
+use crate::proto::tap_match::{self, Observed};
 
 /// Events a call may buffer before its requests wait for the caller.
 const CALL_BUFFER: usize = 256;
@@ -242,7 +242,7 @@ impl Call {
                 path: &sample.route.path,
             };
             let selected = match &self.request.r#match {
-                Some(m) => filter::matches(m, &observed),
+                Some(m) => tap_match::matches(m, &observed),
                 None => true,
             };
             if !selected {

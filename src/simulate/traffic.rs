@@ -10,9 +10,9 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::core::ip_to_proto;
 use crate::proto::common::http_method::{self, Registered as Method};
 use crate::proto::common::{HttpMethod, TcpAddress};
+use crate::proto::net::ip_to_proto;
 use crate::proto::proxy::telemetry::{
     EosCtx, EosScope, Latency, ReportRequest, RequestCtx, RequestScope, ResponseCtx, ResponseScope,
     ServerTransport, StreamSummary, TransportSummary, eos_ctx,

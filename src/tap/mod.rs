@@ -2,11 +2,10 @@
 //! the proxies of a pod or a deployment. The target resolves through the
 //! cluster [`Index`] (Pod → ReplicaSet → Deployment) to the IPs of its
 //! running pods; each pod's proxy serves `conduit.proxy.tap.Tap/Observe`
-//! on `-tap-port`; [`filter`] turns the caller's filters into the proxies'
+//! on `-tap-port`; [`crate::proto::tap_match`] turns the caller's filters into the proxies'
 //! `Match`, [`service`] splits the rate and merges the streams. Serves its
 //! own metrics on the admin port.
 
-pub mod filter;
 mod metrics;
 pub mod service;
 

@@ -26,7 +26,6 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use super::Metrics;
-use super::filter::{self, FilterError, Target};
 use crate::core::Shutdown;
 use crate::k8s::Index;
 use crate::proto::common::TapEvent;
@@ -35,6 +34,7 @@ use crate::proto::proxy::tap::ObserveRequest;
 use crate::proto::proxy::tap::observe_request::Match;
 use crate::proto::proxy::tap::tap_client::TapClient;
 use crate::proto::public::TapRequest;
+use crate::proto::tap_match::{self as filter, FilterError, Target};
 
 /// The rate window: a pod's share of `maxRps` is granted per window, as in
 /// the original controller.

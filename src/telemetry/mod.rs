@@ -2,7 +2,6 @@
 //! controller's `ListPods`/`Query` on one gRPC port, and the mesh metrics on
 //! its admin port. Owns one [`Ingester`] and reads the cluster [`Index`].
 
-pub mod codec;
 mod report_server;
 mod service;
 
@@ -19,6 +18,7 @@ use crate::grpc::{GrpcMetrics, Guarded};
 use crate::ingest::{self, DroppedLabels, Health, Ingester};
 use crate::k8s::source::{MetadataArgs, Source};
 use crate::k8s::{Index, Kind};
+use crate::proto::codec::REPORT_PATH;
 use crate::proto::controller::stat::stat_server::StatServer;
 use crate::proto::controller::telemetry::telemetry_server::TelemetryServer as ControllerServer;
 use crate::remote_write::{self, RemoteWrite};
@@ -30,9 +30,6 @@ pub use service::{ControllerService, ReportService, StatService};
 /// Default `-max-report-bytes`: far above the largest report a proxy sends
 /// (~100 kB for 100 request scopes), small enough to bound memory per call.
 pub const DEFAULT_MAX_REPORT_BYTES: usize = 4 << 20;
-
-/// The gRPC path of the proxies' Report.
-pub const REPORT_PATH: &str = "/conduit.proxy.telemetry.Telemetry/Report";
 
 const KNOWN_PATHS: &[&str] = &[
     REPORT_PATH,

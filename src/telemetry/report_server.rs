@@ -8,13 +8,13 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf as _, Bytes};
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
+use bytes::Bytes;
 use tonic::codegen::{Body, BoxFuture, StdError, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
 use super::service::ReportService;
+use crate::proto::codec::{REPORT_PATH, RawCodec};
 use crate::proto::proxy::telemetry::ReportResponse;
 
 /// The service's gRPC name, as the proxies call it.
@@ -62,7 +62,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() != super::REPORT_PATH {
+        if req.uri().path() != REPORT_PATH {
             return Box::pin(async { Ok(Status::unimplemented("no such method").into_http()) });
         }
         let method = Unary(self.service.clone());
@@ -81,35 +81,5 @@ impl UnaryService<Bytes> for Unary {
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let service = self.0.clone();
         Box::pin(async move { service.report_bytes(request.get_ref()) })
-    }
-}
-
-/// Hands the request body over as one contiguous slice; encodes the
-/// (empty) response with prost.
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = ReportResponse;
-    type Decode = Bytes;
-    type Encoder = tonic_prost::ProstEncoder<ReportResponse>;
-    type Decoder = RawDecoder;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        tonic_prost::ProstEncoder::new(BufferSettings::default())
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RawDecoder
-    }
-}
-
-struct RawDecoder;
-
-impl Decoder for RawDecoder {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        Ok(Some(buf.copy_to_bytes(buf.remaining())))
     }
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::grpc::UNDECODABLE;
 use crate::ingest::{Enrich, IngestError, Ingester, WorkloadRef};
 use crate::k8s::{Index, Snapshot};
+use crate::proto::codec::UNDECODABLE;
 use crate::proto::controller::stat::stat_server;
 use crate::proto::controller::telemetry::{
     ListPodsRequest, QueryRequest, QueryResponse, telemetry_server,

@@ -41,7 +41,7 @@ pub struct Args {
     #[arg(long, default_value = ":9994")]
     pub metrics_addr: ListenAddr,
     /// The public API (HOST:PORT) the dashboard's calls are forwarded to.
-    #[arg(long, default_value = crate::client::DEFAULT_API_ADDR)]
+    #[arg(long, default_value = crate::proto::http_api::DEFAULT_API_ADDR)]
     pub api_addr: String,
     /// Accepted for the original's manifests; the embedded assets are served.
     #[arg(long)]

@@ -20,7 +20,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::core::Shutdown;
 use crate::core::addr::client_uri;
-use crate::public_api::wire;
+use crate::proto::http_api;
 
 /// Largest request body passed on: the dashboard's requests are a few
 /// hundred bytes, so anything near this is not from it.
@@ -57,10 +57,10 @@ impl Call {
 
     fn path(self) -> &'static str {
         match self {
-            Self::Stat => wire::STAT_PATH,
-            Self::ListPods => wire::LIST_PODS_PATH,
-            Self::Version => wire::VERSION_PATH,
-            Self::Tap => wire::TAP_PATH,
+            Self::Stat => http_api::STAT_PATH,
+            Self::ListPods => http_api::LIST_PODS_PATH,
+            Self::Version => http_api::VERSION_PATH,
+            Self::Tap => http_api::TAP_PATH,
         }
     }
 }

@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use conduit::core::{Shutdown, ShutdownHandle, ip_to_proto};
+use conduit::core::{Shutdown, ShutdownHandle};
 use conduit::proto::common::{HttpMethod, TcpAddress, http_method};
+use conduit::proto::net::ip_to_proto;
 use conduit::proto::proxy::telemetry::telemetry_client::TelemetryClient;
 use conduit::proto::proxy::telemetry::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

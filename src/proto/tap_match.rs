@@ -8,8 +8,8 @@
 
 use std::net::IpAddr;
 
-use crate::core::addr::{ip_from_proto, ip_to_proto};
 use crate::proto::common::{HttpMethod, Scheme, http_method, scheme};
+use crate::proto::net::{ip_from_proto, ip_to_proto};
 use crate::proto::proxy::tap::observe_request::Match;
 use crate::proto::proxy::tap::observe_request::r#match::{self as m, Http, Seq, Tcp, http, tcp};
 use crate::proto::public::TapRequest;

@@ -15,6 +15,10 @@ use serde::de::DeserializeOwned;
 
 use crate::proto::{common, json, public};
 
+/// Where the CLI and the dashboard find the public API unless told:
+/// `conduit run`'s (and a port-forward's) loopback address.
+pub const DEFAULT_API_ADDR: &str = "127.0.0.1:8085";
+
 pub const STAT_PATH: &str = "/api/v1/Stat";
 pub const VERSION_PATH: &str = "/api/v1/Version";
 pub const LIST_PODS_PATH: &str = "/api/v1/ListPods";

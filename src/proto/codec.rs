@@ -1,5 +1,7 @@
-//! The codec of the proxies' `Report`.
+//! The proxies' `Report` method: its path, and the two codecs a server of
+//! it decodes with.
 //!
+//! [`SliceCodec`] is the generated server's (`build.rs` names it).
 //! tonic's prost codec decodes straight from its receive buffer through the
 //! `Buf` trait, paying a bookkeeping call per field; a report is thousands
 //! of small fields, and that cost showed as 8% of the server's CPU under
@@ -10,12 +12,19 @@
 
 use std::marker::PhantomData;
 
-use bytes::Buf as _;
+use bytes::{Buf as _, Bytes};
 use prost::Message;
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 
-use crate::grpc::UNDECODABLE;
+use super::proxy::telemetry::ReportResponse;
+
+/// The method's full path, as the proxies call it.
+pub const REPORT_PATH: &str = "/conduit.proxy.telemetry.Telemetry/Report";
+
+/// The first word of the message of every undecodable-body error (one word:
+/// the header percent-encodes spaces), which the gRPC layer counts.
+pub const UNDECODABLE: &str = "undecodable";
 
 #[derive(Debug)]
 pub struct SliceCodec<T, U>(PhantomData<(T, U)>);
@@ -57,5 +66,35 @@ impl<U: Message + Default> Decoder for SliceDecoder<U> {
         U::decode(&bytes[..])
             .map(Some)
             .map_err(|e| Status::invalid_argument(format!("{UNDECODABLE} message: {e}")))
+    }
+}
+
+/// Hands the request body over undecoded, as one contiguous slice (for a
+/// server that decodes it itself); encodes the (empty) response with prost.
+pub struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = ReportResponse;
+    type Decode = Bytes;
+    type Encoder = tonic_prost::ProstEncoder<ReportResponse>;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(BufferSettings::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
+pub struct RawDecoder;
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(buf.copy_to_bytes(buf.remaining())))
     }
 }
