@@ -317,3 +317,219 @@ impl Ingester {
         h.instances.set(self.instances.len() as i64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The exposition byte for byte: a small store, every family.
+
+    use std::net::IpAddr;
+
+    use prost::Message as _;
+
+    use crate::ingest::{Config, Enrich, Health, Ingester, WorkloadRef};
+    use crate::proto::common::{HttpMethod, TcpAddress, http_method};
+    use crate::proto::net::ip_to_proto;
+    use crate::proto::proxy::telemetry::*;
+
+    /// web-1 (of deployment web) calls books-1 (no deployment).
+    struct Meta;
+
+    impl Enrich for Meta {
+        fn by_ip(&self, ip: &IpAddr) -> Option<WorkloadRef<'_>> {
+            match ip.to_string().as_str() {
+                "192.0.2.10" => Some(WorkloadRef {
+                    pod: "shop/web-1",
+                    deployment: "shop/web",
+                }),
+                "192.0.2.20" => Some(WorkloadRef {
+                    pod: "shop/books-1",
+                    deployment: "",
+                }),
+                _ => None,
+            }
+        }
+        fn by_pod(&self, ns: &str, name: &str) -> Option<WorkloadRef<'_>> {
+            (ns == "shop" && name == "web-1").then_some(WorkloadRef {
+                pod: "shop/web-1",
+                deployment: "shop/web",
+            })
+        }
+    }
+
+    fn report() -> ReportRequest {
+        let addr = |ip: &str| TcpAddress {
+            ip: Some(ip_to_proto(ip.parse().unwrap())),
+            port: 80,
+        };
+        ReportRequest {
+            process: Some(Process {
+                node: "node-1".into(),
+                scheduled_instance: "web-1".into(),
+                scheduled_namespace: "shop".into(),
+            }),
+            proxy: report_request::Proxy::Outbound as i32,
+            requests: vec![RequestScope {
+                ctx: Some(RequestCtx {
+                    source_ip: Some(ip_to_proto("192.0.2.10".parse().unwrap())),
+                    target_addr: Some(addr("192.0.2.20")),
+                    authority: "books.shop:80".into(),
+                    method: Some(HttpMethod {
+                        r#type: Some(http_method::Type::Registered(
+                            http_method::Registered::Get as i32,
+                        )),
+                    }),
+                    path: "/books/\"1\"".into(),
+                }),
+                count: 3,
+                responses: vec![ResponseScope {
+                    ctx: Some(ResponseCtx {
+                        http_status_code: 200,
+                    }),
+                    // 1.2 ms and 35 ms, in tenths of a millisecond.
+                    response_latencies: vec![
+                        Latency {
+                            latency: 12,
+                            count: 2,
+                        },
+                        Latency {
+                            latency: 350,
+                            count: 1,
+                        },
+                    ],
+                    ends: vec![EosScope {
+                        ctx: Some(EosCtx {
+                            end: Some(eos_ctx::End::GrpcStatusCode(0)),
+                        }),
+                        streams: vec![StreamSummary::default(); 3],
+                    }],
+                }],
+            }],
+            client_transports: vec![ClientTransport {
+                target_addr: Some(addr("192.0.2.20")),
+                connects: 1,
+                disconnects: vec![TransportSummary {
+                    duration_ms: 40,
+                    bytes_sent: 512,
+                }],
+            }],
+            ..ReportRequest::default()
+        }
+    }
+
+    fn rendered() -> String {
+        let ingester = Ingester::new(
+            Config::default(),
+            Health::register(&prometheus::Registry::new()).unwrap(),
+        );
+        ingester
+            .ingest_bytes(&report().encode_to_vec(), &Meta)
+            .unwrap();
+        let mut buf = Vec::new();
+        ingester.render(&mut buf);
+        String::from_utf8(buf).unwrap()
+    }
+
+    /// The mesh labels of the one request pair, and the tcp labels of the
+    /// one connection pair, as they must appear (the path's quotes escaped).
+    const MESH: &str = r#"source="shop/web-1",target="shop/books-1",source_deployment="shop/web",target_deployment="",method="GET",path="/books/\"1\"""#;
+    const TCP: &str = r#"direction="outbound",peer="dst",source="shop/web-1",target="shop/books-1",source_deployment="shop/web",target_deployment="""#;
+
+    /// The whole exposition of [`report`]: families in order, each with its
+    /// HELP and TYPE, cumulative buckets with every `le`, `+Inf`, sum
+    /// (latency in ms from tenths) and count. `<M>` and `<T>` stand for
+    /// [`MESH`] and [`TCP`].
+    const EXPECTED: &str = r#"# HELP requests_total Total number of requests the proxies saw.
+# TYPE requests_total counter
+requests_total{<M>} 3
+# HELP responses_total Total number of responses, by HTTP status and classification.
+# TYPE responses_total counter
+responses_total{<M>,http_status_code="200",classification="success"} 3
+# HELP response_latency_ms Response latency in milliseconds.
+# TYPE response_latency_ms histogram
+response_latency_ms_bucket{<M>,le="1"} 0
+response_latency_ms_bucket{<M>,le="2"} 2
+response_latency_ms_bucket{<M>,le="3"} 2
+response_latency_ms_bucket{<M>,le="4"} 2
+response_latency_ms_bucket{<M>,le="5"} 2
+response_latency_ms_bucket{<M>,le="10"} 2
+response_latency_ms_bucket{<M>,le="20"} 2
+response_latency_ms_bucket{<M>,le="30"} 2
+response_latency_ms_bucket{<M>,le="40"} 3
+response_latency_ms_bucket{<M>,le="50"} 3
+response_latency_ms_bucket{<M>,le="100"} 3
+response_latency_ms_bucket{<M>,le="200"} 3
+response_latency_ms_bucket{<M>,le="300"} 3
+response_latency_ms_bucket{<M>,le="400"} 3
+response_latency_ms_bucket{<M>,le="500"} 3
+response_latency_ms_bucket{<M>,le="1000"} 3
+response_latency_ms_bucket{<M>,le="2000"} 3
+response_latency_ms_bucket{<M>,le="3000"} 3
+response_latency_ms_bucket{<M>,le="4000"} 3
+response_latency_ms_bucket{<M>,le="5000"} 3
+response_latency_ms_bucket{<M>,le="10000"} 3
+response_latency_ms_bucket{<M>,le="20000"} 3
+response_latency_ms_bucket{<M>,le="30000"} 3
+response_latency_ms_bucket{<M>,le="40000"} 3
+response_latency_ms_bucket{<M>,le="50000"} 3
+response_latency_ms_bucket{<M>,le="+Inf"} 3
+response_latency_ms_sum{<M>} 37.4
+response_latency_ms_count{<M>} 3
+# HELP tcp_open_total Total number of TCP connections opened.
+# TYPE tcp_open_total counter
+tcp_open_total{<T>} 1
+# HELP tcp_close_total Total number of TCP connections closed.
+# TYPE tcp_close_total counter
+tcp_close_total{<T>} 1
+# HELP tcp_write_bytes_total Total bytes written on closed TCP connections.
+# TYPE tcp_write_bytes_total counter
+tcp_write_bytes_total{<T>} 512
+# HELP tcp_connection_duration_ms Lifetime of closed TCP connections in milliseconds.
+# TYPE tcp_connection_duration_ms histogram
+tcp_connection_duration_ms_bucket{<T>,le="1"} 0
+tcp_connection_duration_ms_bucket{<T>,le="5"} 0
+tcp_connection_duration_ms_bucket{<T>,le="10"} 0
+tcp_connection_duration_ms_bucket{<T>,le="50"} 1
+tcp_connection_duration_ms_bucket{<T>,le="100"} 1
+tcp_connection_duration_ms_bucket{<T>,le="500"} 1
+tcp_connection_duration_ms_bucket{<T>,le="1000"} 1
+tcp_connection_duration_ms_bucket{<T>,le="5000"} 1
+tcp_connection_duration_ms_bucket{<T>,le="10000"} 1
+tcp_connection_duration_ms_bucket{<T>,le="60000"} 1
+tcp_connection_duration_ms_bucket{<T>,le="300000"} 1
+tcp_connection_duration_ms_bucket{<T>,le="900000"} 1
+tcp_connection_duration_ms_bucket{<T>,le="3600000"} 1
+tcp_connection_duration_ms_bucket{<T>,le="86400000"} 1
+tcp_connection_duration_ms_bucket{<T>,le="+Inf"} 1
+tcp_connection_duration_ms_sum{<T>} 40
+tcp_connection_duration_ms_count{<T>} 1
+"#;
+
+    #[test]
+    fn a_small_store_renders_byte_for_byte() {
+        let want = EXPECTED.replace("<M>", MESH).replace("<T>", TCP);
+        let got = rendered();
+        for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
+            assert_eq!(g, w, "line {}", i + 1);
+        }
+        assert_eq!(got, want);
+    }
+
+    /// Every family keeps its HELP and TYPE, as a client library's
+    /// registered but unobserved metric does.
+    #[test]
+    fn an_empty_store_renders_the_headers_alone() {
+        let ingester = Ingester::new(
+            Config::default(),
+            Health::register(&prometheus::Registry::new()).unwrap(),
+        );
+        let mut buf = Vec::new();
+        ingester.render(&mut buf);
+        let headers: String = EXPECTED
+            .lines()
+            .filter(|l| l.starts_with("# "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(headers.lines().count(), 14);
+        assert_eq!(String::from_utf8(buf).unwrap(), headers);
+    }
+}
