@@ -93,7 +93,9 @@ pub fn populated(setup: &Setup, n: usize) -> Ingester {
             requests,
             ..Default::default()
         };
-        ingester.ingest(&report, &*snapshot).unwrap();
+        ingester
+            .ingest_bytes(&report.encode_to_vec(), &*snapshot)
+            .unwrap();
     }
     ingester
 }

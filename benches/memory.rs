@@ -84,7 +84,9 @@ fn measure(embedded_stat: bool) {
     while ingester.request_series() < TARGET_SERIES {
         let bytes = next.next().expect("enough reports to reach the target");
         let report = ReportRequest::decode(&bytes[..]).unwrap();
-        ingester.ingest(&report, &*snapshot).unwrap();
+        ingester
+            .ingest_bytes(&report.encode_to_vec(), &*snapshot)
+            .unwrap();
         sent += 1;
     }
     let after = resident_bytes();

@@ -18,6 +18,7 @@ use conduit::proto::public::{AggregationType, MetricMetadata, MetricName, TimeWi
 use conduit::simulate::{cluster_yaml, fleet};
 use conduit::stat::{Query, embedded};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use prost::Message as _;
 
 const PODS: usize = 10_000;
 const DEPLOYMENTS: usize = 1_000;
@@ -90,7 +91,9 @@ fn populated() -> Ingester {
             requests: chunk.to_vec(),
             ..Default::default()
         };
-        ingester.ingest(&report, &*snapshot).unwrap();
+        ingester
+            .ingest_bytes(&report.encode_to_vec(), &*snapshot)
+            .unwrap();
     }
     ingester
 }

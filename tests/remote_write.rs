@@ -19,6 +19,7 @@ use conduit::proto::proxy::telemetry::{
 };
 use conduit::remote_write::{self, RemoteWrite};
 use prometheus_support::*;
+use prost::Message as _;
 use support::*;
 
 /// Every test pushes this often, so a test takes a few seconds.
@@ -473,7 +474,7 @@ fn busy_ingester(n: usize) -> Arc<Ingester> {
         })
         .collect();
     ingester
-        .ingest(&report("shop", "web", scopes), &NoMetadata)
+        .ingest_bytes(&report("shop", "web", scopes).encode_to_vec(), &NoMetadata)
         .unwrap();
     ingester
 }
@@ -504,7 +505,7 @@ async fn queue_stays_bounded_and_drops_the_oldest_while_the_receiver_fails() {
     eventually("several collections' worth dropped", WAIT, || {
         // The ingester keeps taking reports while pushes fail.
         ingester
-            .ingest(&traffic("/meanwhile", 1), &NoMetadata)
+            .ingest_bytes(&traffic("/meanwhile", 1).encode_to_vec(), &NoMetadata)
             .unwrap();
         reports += 1;
         let held = m.queue_samples.get();

@@ -33,7 +33,7 @@ pub use health::Health;
 pub use instances::Instances;
 pub use report::{DroppedLabels, Enrich, InvalidReport, NoMetadata, WorkloadRef};
 
-use crate::proto::proxy::telemetry::{ReportRequest, report_request::Proxy};
+use crate::proto::proxy::telemetry::report_request::Proxy;
 use flat::{FlatReport, Report, Scope, WireError};
 use report::{LabelWriter, is_success, method_label, resolve};
 use series::{MeshData, Response, TcpData};
@@ -215,19 +215,6 @@ impl Ingester {
             self.ingest_decoded(Report { flat, bytes }, meta)?;
             Ok(())
         })
-    }
-
-    /// Applies one report, or rejects it whole (the report is encoded, then
-    /// taken as [`Self::ingest_bytes`] takes what arrives on the wire).
-    pub fn ingest<E: Enrich>(&self, report: &ReportRequest, meta: &E) -> Result<(), InvalidReport> {
-        use prost::Message as _;
-        match self.ingest_bytes(&report.encode_to_vec(), meta) {
-            Ok(()) => Ok(()),
-            Err(IngestError::Invalid(invalid)) => Err(invalid),
-            Err(IngestError::Undecodable(error)) => {
-                unreachable!("prost's encoding of a report decodes: {error}")
-            }
-        }
     }
 
     fn ingest_decoded<E: Enrich>(&self, report: Report<'_>, meta: &E) -> Result<(), InvalidReport> {

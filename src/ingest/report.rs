@@ -1,7 +1,6 @@
 //! From one decoded report ([`flat`](super::flat)) to series updates:
 //! validate the whole report, then enrich and aggregate it.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use super::flat::{End, Method, Report};
@@ -200,14 +199,6 @@ impl LabelWriter {
         self.buf.push('"');
         cut
     }
-
-    /// Appends a numeric label value.
-    pub fn push_u32(&mut self, name: &str, value: u32) {
-        if !self.buf.is_empty() {
-            self.buf.push(',');
-        }
-        let _ = write!(self.buf, "{name}=\"{value}\"");
-    }
 }
 
 /// Parses label text written by [`LabelWriter`] back into pairs,
@@ -337,7 +328,7 @@ mod tests {
     fn label_values_are_escaped_and_bounded() {
         let mut w = LabelWriter::default();
         w.push("path", "/a\"b\\c\nd");
-        w.push_u32("code", 200);
+        w.push("code", "200");
         assert_eq!(w.as_str(), r#"path="/a\"b\\c\nd",code="200""#);
         assert_eq!(
             parse_labels(w.as_str()),

@@ -227,6 +227,7 @@ mod tests {
     use crate::proto::common::{HttpMethod, TcpAddress, http_method};
     use crate::proto::net::ip_to_proto;
     use crate::proto::proxy::telemetry::*;
+    use prost::Message as _;
 
     /// Two pods of documentation addresses, one with a deployment.
     struct Meta;
@@ -336,13 +337,17 @@ mod tests {
                 scope("198.51.100.8", "192.0.2.20", "/no-latency", &[]),
             ],
         };
-        ingester.ingest(&report, &Meta).unwrap();
+        ingester
+            .ingest_bytes(&report.encode_to_vec(), &Meta)
+            .unwrap();
         // Past the cap: these fold into the overflow series.
         report.requests = (0..4)
             .map(|i| scope("192.0.2.10", "192.0.2.20", &format!("/more/{i}"), &[(7, 1)]))
             .collect();
         report.server_transports[0].source_ip = Some(ip_to_proto("198.51.100.2".parse().unwrap()));
-        ingester.ingest(&report, &Meta).unwrap();
+        ingester
+            .ingest_bytes(&report.encode_to_vec(), &Meta)
+            .unwrap();
         ingester
     }
 

@@ -156,6 +156,7 @@ mod tests {
     use crate::ingest::{Config, Health, NoMetadata};
     use crate::proto::proxy::telemetry::*;
     use crate::proto::public::{AggregationType, MetricMetadata, TimeWindow};
+    use prost::Message as _;
 
     #[test]
     fn a_points_rate_divides_by_the_time_its_slots_cover() {
@@ -171,7 +172,9 @@ mod tests {
             }],
             ..ReportRequest::default()
         };
-        ingester.ingest(&report, &NoMetadata).unwrap();
+        ingester
+            .ingest_bytes(&report.encode_to_vec(), &NoMetadata)
+            .unwrap();
         let q = Query {
             metrics: vec![MetricName::RequestRate],
             window: TimeWindow::OneMin,
