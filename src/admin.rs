@@ -99,6 +99,32 @@ impl Admin {
             .await
     }
 
+    /// Every component's last step: its own server `main` (bound, and told
+    /// to stop accepting at `shutdown`; `what` names it in errors) and this
+    /// admin port on `listener`, side by side until both have drained or
+    /// the shutdown grace has run out ([`Shutdown::drain`]). The first to
+    /// fail ends both.
+    pub async fn serve_beside<E>(
+        self,
+        listener: TcpListener,
+        what: &'static str,
+        main: impl Future<Output = Result<(), E>>,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<()>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        use anyhow::Context as _;
+        let admin = self.serve(listener, shutdown.clone());
+        let both = async {
+            tokio::try_join!(async { main.await.context(what) }, async {
+                admin.await.context("admin server")
+            })
+            .map(|_| ())
+        };
+        shutdown.drain(what, both).await.unwrap_or(Ok(()))
+    }
+
     /// Renders the whole exposition into one buffer (tests and tools).
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();

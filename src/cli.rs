@@ -16,6 +16,11 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "info")]
     pub log_level: String,
 
+    /// How long servers drain after SIGTERM before open connections are
+    /// cut (then telemetry's last remote-write flush runs).
+    #[arg(long, global = true, default_value = "15s", value_parser = crate::core::units::parse_duration)]
+    pub shutdown_grace: std::time::Duration,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -100,7 +105,7 @@ fn collect_longs(cmd: &clap::Command, longs: &mut std::collections::HashSet<Stri
 /// Parses the process arguments, runs the chosen command until it finishes
 /// or SIGINT/SIGTERM arrives.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let (handle, shutdown) = ShutdownHandle::new();
+    let (handle, shutdown) = ShutdownHandle::with_grace(cli.shutdown_grace);
     let signal = tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down");
@@ -300,6 +305,14 @@ mod tests {
             (d.telemetry_addr.as_str(), d.tap_addr.as_str()),
             ("127.0.0.1:8087", "127.0.0.1:8088")
         );
+    }
+
+    #[test]
+    fn the_shutdown_grace_defaults_to_the_drain_grace() {
+        let cli = Cli::try_parse_from(norm(&["conduit", "controller", "tap"])).unwrap();
+        assert_eq!(cli.shutdown_grace, crate::core::DRAIN_GRACE);
+        let cli = Cli::try_parse_from(norm(&["conduit", "run", "-shutdown-grace=2s"])).unwrap();
+        assert_eq!(cli.shutdown_grace, std::time::Duration::from_secs(2));
     }
 
     /// `conduit install`'s flags as the command line spells them (the

@@ -22,6 +22,19 @@ use tower::{Layer, Service};
 
 use crate::proto::codec::UNDECODABLE;
 
+/// A tonic server with the settings every component's gRPC port shares:
+/// at most `max_concurrent_streams` open streams per connection (`None`:
+/// h2's default, unbounded).
+pub fn server(max_concurrent_streams: Option<u32>) -> tonic::transport::Server {
+    tonic::transport::Server::builder().max_concurrent_streams(max_concurrent_streams)
+}
+
+/// A bound listener as the connections a [`server`] serves, with
+/// `TCP_NODELAY` (replies are small and latency-bound).
+pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// Server-handling time buckets (seconds) for every gRPC method.
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,

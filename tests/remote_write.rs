@@ -634,3 +634,108 @@ async fn shutdown_is_bounded_when_the_receiver_is_down() {
     );
     assert_eq!(m.queue_samples.get(), 0);
 }
+
+/// Opens a `Report` on `addr` over raw HTTP/2 and sends a frame header
+/// announcing 1000 bytes, then 10 of them, and never the rest: a proxy
+/// stuck mid-request. The request stays open while the returned task lives.
+async fn stuck_report(addr: std::net::SocketAddr) -> tokio::task::JoinHandle<()> {
+    use futures::StreamExt as _;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let mut partial = vec![0, 0, 0, 0x03, 0xe8];
+    partial.extend_from_slice(&[1; 10]);
+    let frames = futures::stream::iter([Ok::<_, std::convert::Infallible>(
+        http_body::Frame::data(bytes::Bytes::from(partial)),
+    )])
+    .chain(futures::stream::pending());
+    let request = http::Request::post(format!(
+        "http://{addr}{}",
+        conduit::proto::codec::REPORT_PATH
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(http_body_util::StreamBody::new(frames))
+    .unwrap();
+    tokio::spawn(async move {
+        let answer = tokio::spawn(send.send_request(request));
+        let _ = connection.await;
+        answer.abort();
+    })
+}
+
+/// SIGTERM while a client holds an unfinished Report: the process drains
+/// for the shutdown grace (2 s here), cuts the stuck client, runs the last
+/// remote-write flush, which a real Prometheus receives, and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_stuck_client_exits_after_the_grace_and_flushes() {
+    const GRACE: Duration = Duration::from_secs(2);
+    let prom = Prometheus::start().await;
+    let dir = TempDir::new();
+    let cluster_file = dir.0.join("cluster.yaml");
+    std::fs::write(&cluster_file, cluster()).unwrap();
+    let (grpc, admin) = (free_port(), free_port());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_conduit"))
+        .args([
+            "controller",
+            "telemetry",
+            &format!("-addr=127.0.0.1:{grpc}"),
+            &format!("-metrics-addr=127.0.0.1:{admin}"),
+            &format!("--cluster={}", cluster_file.display()),
+            &url_flag(&prom.write_url()),
+            // No periodic push: only the final flush.
+            "-remote-write-interval=1h",
+            "--shutdown-grace=2s",
+        ])
+        .env_remove("RUST_LOG")
+        .spawn()
+        .expect("the conduit binary starts");
+    let grpc: std::net::SocketAddr = ([127, 0, 0, 1], grpc).into();
+    let admin: std::net::SocketAddr = ([127, 0, 0, 1], admin).into();
+    eventually("telemetry is ready", WAIT, || async {
+        try_get(admin, "/ready")
+            .await
+            .is_some_and(|(s, _)| s == 200)
+    })
+    .await;
+    let mut client = connect(grpc).await;
+    client.report(traffic("/before-sigterm", 9)).await.unwrap();
+    let stuck = stuck_report(grpc).await;
+    // Loopback delivers the request's headers and first bytes at once; no
+    // counter shows a request before it ends, so give it a moment. Were it
+    // late, the server would exit before the grace, which fails below.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!stuck.is_finished(), "the stuck request is still open");
+
+    let started = Instant::now();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > WAIT {
+            let _ = child.kill();
+            panic!("telemetry still running {WAIT:?} after SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = started.elapsed();
+    stuck.abort();
+    assert!(status.success(), "{status}");
+    // It waited for the stuck client (so the drain saw it) until the grace,
+    // then no longer than the flush takes.
+    assert!(took >= GRACE, "exited after {took:?}, before the grace");
+    assert!(
+        took < GRACE + remote_write::FLUSH_TIMEOUT,
+        "exited after {took:?}"
+    );
+    promql_eventually(&prom, &requests_on("/before-sigterm"), 9.0).await;
+}

@@ -6,7 +6,7 @@ pub mod shutdown;
 pub mod units;
 
 pub use addr::ListenAddr;
-pub use shutdown::{Shutdown, ShutdownHandle};
+pub use shutdown::{DRAIN_GRACE, Shutdown, ShutdownHandle};
 
 /// The release as the original spelled it (`v0.1.0`): what `Version`
 /// answers, what the CLI prints as its own version, the dashboard's footer

@@ -148,17 +148,15 @@ impl Destination {
             self.metrics,
             shutdown.clone(),
         );
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(self.ports.serve).with_nodelay(Some(true));
-        let grpc = tonic::transport::Server::builder()
-            .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
+        let grpc = crate::grpc::server(Some(MAX_CONCURRENT_STREAMS))
             .layer(self.grpc)
             .add_service(DestinationServer::new(service))
-            .serve_with_incoming_shutdown(incoming, shutdown.clone().signaled());
-        let admin = self.admin.serve(self.ports.admin, shutdown);
-        tokio::try_join!(async { grpc.await.context("gRPC server") }, async {
-            admin.await.context("admin server")
-        })
-        .map(|_| ())
+            .serve_with_incoming_shutdown(
+                crate::grpc::incoming(self.ports.serve),
+                shutdown.clone().signaled(),
+            );
+        self.admin
+            .serve_beside(self.ports.admin, "gRPC server", grpc, shutdown)
+            .await
     }
 }

@@ -228,12 +228,12 @@ impl PublicApi {
         };
         let http = axum::serve(listener, handler::router(Arc::new(api)))
             .with_graceful_shutdown(shutdown.clone().signaled());
-        let admin = self.admin.serve(self.ports.admin, shutdown);
-        let result = tokio::try_join!(async { http.await.context("API server") }, async {
-            admin.await.context("admin server")
-        });
+        let result = self
+            .admin
+            .serve_beside(self.ports.admin, "API server", http.into_future(), shutdown)
+            .await;
         probe.abort();
-        result.map(|_| ())
+        result
     }
 }
 

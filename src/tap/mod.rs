@@ -138,16 +138,15 @@ impl Tap {
         let _watchers = self
             .source
             .start(self.index.clone(), KINDS, shutdown.clone());
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(self.ports.serve).with_nodelay(Some(true));
-        let grpc = tonic::transport::Server::builder()
+        let grpc = crate::grpc::server(None)
             .layer(self.grpc)
             .add_service(TapServer::new(service))
-            .serve_with_incoming_shutdown(incoming, shutdown.clone().signaled());
-        let admin = self.admin.serve(self.ports.admin, shutdown);
-        tokio::try_join!(async { grpc.await.context("gRPC server") }, async {
-            admin.await.context("admin server")
-        })
-        .map(|_| ())
+            .serve_with_incoming_shutdown(
+                crate::grpc::incoming(self.ports.serve),
+                shutdown.clone().signaled(),
+            );
+        self.admin
+            .serve_beside(self.ports.admin, "gRPC server", grpc, shutdown)
+            .await
     }
 }

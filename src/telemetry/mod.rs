@@ -242,25 +242,27 @@ impl Telemetry {
             self.index.clone(),
         ))
         .max_decoding_message_size(self.max_report_bytes);
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(self.ports.serve).with_nodelay(Some(true));
-        let grpc = tonic::transport::Server::builder()
+        let grpc = crate::grpc::server(None)
             .layer(self.grpc)
             .add_service(report)
             .add_service(controller)
             .add_service(stat)
-            .serve_with_incoming_shutdown(incoming, shutdown.clone().signaled());
-        let admin = self.admin.serve(self.ports.admin, shutdown);
-        let result = tokio::try_join!(async { grpc.await.context("gRPC server") }, async {
-            admin.await.context("admin server")
-        },);
+            .serve_with_incoming_shutdown(
+                crate::grpc::incoming(self.ports.serve),
+                shutdown.clone().signaled(),
+            );
+        let result = self
+            .admin
+            .serve_beside(self.ports.admin, "gRPC server", grpc, shutdown)
+            .await;
         sweeper.abort();
-        // After the servers drained: the last push includes every report
-        // that was answered OK; bounded by remote_write::FLUSH_TIMEOUT.
+        // After the servers drained (or the grace cut them): the last push
+        // includes every report that was answered OK; bounded by
+        // remote_write::FLUSH_TIMEOUT, which core::DRAIN_GRACE leaves room for.
         if let Some(pusher) = pusher {
             pusher.shutdown().await;
         }
-        result.map(|_| ())
+        result
     }
 }
 

@@ -144,11 +144,14 @@ impl Web {
             let router = router(self.site, shutdown.clone());
             let http = axum::serve(self.ports.serve, router)
                 .with_graceful_shutdown(shutdown.clone().signaled());
-            let admin = self.admin.serve(self.ports.admin, shutdown);
-            tokio::try_join!(async { http.await.context("dashboard server") }, async {
-                admin.await.context("admin server")
-            })
-            .map(|_| ())
+            self.admin
+                .serve_beside(
+                    self.ports.admin,
+                    "dashboard server",
+                    http.into_future(),
+                    shutdown,
+                )
+                .await
         }
         .instrument(span)
         .await
