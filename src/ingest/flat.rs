@@ -18,8 +18,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 
-/// Deepest nesting of unknown groups skipped (prost's recursion limit).
-const MAX_GROUP_DEPTH: u32 = 100;
+/// Deepest nesting the decoder follows, counted across the whole message:
+/// every sub-message and every unknown group skipped inside it is one
+/// level, as prost's recursion limit counts them, so both refuse the same
+/// inputs (and a crafted report cannot make the skip recurse further).
+const MAX_DEPTH: u32 = 100;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -33,8 +36,10 @@ pub enum WireError {
     BadTag,
     #[error("string field {0} is not UTF-8")]
     NotUtf8(u32),
-    #[error("unbalanced or too deeply nested groups")]
+    #[error("unbalanced groups")]
     Groups,
+    #[error("nested more than {MAX_DEPTH} levels deep")]
+    TooDeep,
 }
 
 /// A method as the report names it.
@@ -447,11 +452,18 @@ struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
     base: usize,
+    /// Levels of message nesting above this reader's fields.
+    depth: u32,
 }
 
 impl<'a> Reader<'a> {
     fn new(buf: &'a [u8], base: usize) -> Self {
-        Self { buf, pos: 0, base }
+        Self {
+            buf,
+            pos: 0,
+            base,
+            depth: 0,
+        }
     }
 
     /// Most varints of a report (tags, small counts) are one byte: that
@@ -549,7 +561,13 @@ impl<'a> Reader<'a> {
 
     fn message(&mut self, field: u32, wt: u32) -> Result<Reader<'a>, WireError> {
         let r = self.len_delimited(field, wt)?;
-        Ok(Reader::new(&self.buf[r.clone()], self.base + r.start))
+        if self.depth >= MAX_DEPTH {
+            return Err(WireError::TooDeep);
+        }
+        Ok(Reader {
+            depth: self.depth + 1,
+            ..Reader::new(&self.buf[r.clone()], self.base + r.start)
+        })
     }
 
     fn string(&mut self, field: u32, wt: u32) -> Result<Range32, WireError> {
@@ -560,10 +578,13 @@ impl<'a> Reader<'a> {
 
     /// Skips an unknown field (groups included, as prost does).
     fn skip(&mut self, field: u32, wt: u32) -> Result<(), WireError> {
-        self.skip_depth(field, wt, 0)
+        self.skip_depth(field, wt, self.depth)
     }
 
     fn skip_depth(&mut self, field: u32, wt: u32, depth: u32) -> Result<(), WireError> {
+        if depth >= MAX_DEPTH {
+            return Err(WireError::TooDeep);
+        }
         match wt {
             VARINT => {
                 self.varint()?;
@@ -577,21 +598,16 @@ impl<'a> Reader<'a> {
             FIXED32 => {
                 self.take(4)?;
             }
-            START_GROUP => {
-                if depth >= MAX_GROUP_DEPTH {
-                    return Err(WireError::Groups);
-                }
-                loop {
-                    let (inner, inner_wt) = self.key()?.ok_or(WireError::Groups)?;
-                    if inner_wt == END_GROUP {
-                        if inner != field {
-                            return Err(WireError::Groups);
-                        }
-                        break;
+            START_GROUP => loop {
+                let (inner, inner_wt) = self.key()?.ok_or(WireError::Groups)?;
+                if inner_wt == END_GROUP {
+                    if inner != field {
+                        return Err(WireError::Groups);
                     }
-                    self.skip_depth(inner, inner_wt, depth + 1)?;
+                    break;
                 }
-            }
+                self.skip_depth(inner, inner_wt, depth + 1)?;
+            },
             END_GROUP => return Err(WireError::Groups),
             _ => {
                 return Err(WireError::WireType {
@@ -853,6 +869,51 @@ mod tests {
         // A group that never ends, and one ended by another field's tag.
         assert!(!agree(&[0x53, 0x08, 0x05], &mut flat));
         assert!(!agree(&[0x53, 0x08, 0x05, 0x5c], &mut flat));
+    }
+
+    /// `k` nested empty groups of unknown field 15, inside the sub-messages
+    /// `path` names (field numbers from the top): prost's recursion limit
+    /// counts both, and so does ours.
+    fn nested_groups(path: &[u32], k: usize) -> Vec<u8> {
+        let mut bytes = [vec![(15 << 3) | 3; k], vec![(15 << 3) | 4; k]].concat();
+        for &field in path.iter().rev() {
+            let mut len = bytes.len();
+            let mut wrapped = vec![(field << 3) as u8 | 2];
+            while len >= 0x80 {
+                wrapped.push((len as u8) | 0x80);
+                len >>= 7;
+            }
+            wrapped.push(len as u8);
+            wrapped.extend_from_slice(&bytes);
+            bytes = wrapped;
+        }
+        bytes
+    }
+
+    #[test]
+    fn one_depth_limit_across_messages_and_groups_as_prost_has() {
+        let mut flat = FlatReport::default();
+        // Top level; in a RequestScope; its ResponseScope; its EosScope;
+        // that one's EosCtx; a ServerTransport's TransportSummary.
+        let paths: [&[u32]; 6] = [&[], &[5], &[5, 3], &[5, 3, 3], &[5, 3, 3, 1], &[3, 3]];
+        for path in paths {
+            // Around the limit prost puts at this depth, both decoders take
+            // and refuse the same inputs (`agree` fails on any difference).
+            let near = MAX_DEPTH as usize - path.len();
+            let accepted: Vec<bool> = (near - 4..=near + 4)
+                .map(|k| agree(&nested_groups(path, k), &mut flat))
+                .collect();
+            assert!(
+                accepted[0] && !accepted[8],
+                "{path:?}: the limit lies in {}..={}: {accepted:?}",
+                near - 4,
+                near + 4
+            );
+            assert_eq!(
+                flat.decode(&nested_groups(path, 1000)),
+                Err(WireError::TooDeep)
+            );
+        }
     }
 
     #[test]
