@@ -16,6 +16,11 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "info")]
     pub log_level: String,
 
+    /// Log lines as text (coloured only on a terminal) or as one JSON
+    /// object per line, for log pipelines.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
     /// How long servers drain after SIGTERM before open connections are
     /// cut (then telemetry's last remote-write flush runs).
     #[arg(long, global = true, default_value = "15s", value_parser = crate::core::units::parse_duration)]
@@ -142,16 +147,30 @@ async fn wait_for_signal() {
     }
 }
 
-/// Installs the tracing subscriber: one line per event, RUST_LOG wins over
-/// `-log-level`.
-pub fn init_tracing(level: &str) {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the tracing subscriber on stderr: one line per event, RUST_LOG
+/// wins over `-log-level`. Text is coloured only when stderr is a terminal
+/// and `NO_COLOR` is unset, so `kubectl logs` and files get plain lines.
+pub fn init_tracing(level: &str, format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colour).try_init()
+        }
+    };
 }
 
 #[cfg(test)]

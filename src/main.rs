@@ -3,7 +3,7 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let args = conduit::cli::normalize_args(std::env::args());
     let cli = conduit::cli::Cli::parse_from(args);
-    conduit::cli::init_tracing(&cli.log_level);
+    conduit::cli::init_tracing(&cli.log_level, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -378,3 +378,55 @@ async fn a_server_error_is_its_message_on_one_line() {
         "{err}"
     );
 }
+
+/// Starts `conduit controller public-api` on free ports with `flags` and
+/// stderr piped (not a terminal, as under `kubectl logs`), waits for its
+/// "serving" line, stops it, and returns everything it logged.
+fn logs_of_public_api(flags: &[&str]) -> String {
+    use std::io::{BufRead as _, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_conduit"))
+        .args([
+            "controller",
+            "public-api",
+            "-addr=127.0.0.1:0",
+            "-metrics-addr=127.0.0.1:0",
+        ])
+        .args(flags)
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the conduit binary starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut logged = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        logged.push_str(&line);
+        logged.push('\n');
+        if line.contains("serving") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(logged.contains("serving"), "no serving line in {logged:?}");
+    logged
+}
+
+#[test]
+fn logs_are_plain_off_a_terminal_and_json_when_asked() {
+    let text = logs_of_public_api(&[]);
+    assert!(!text.contains('\u{1b}'), "ANSI codes in {text:?}");
+    assert!(text.contains(" INFO "), "{text}");
+
+    let json = logs_of_public_api(&["--log-format", "json"]);
+    for line in json.lines() {
+        let event: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
+        assert_eq!(event["level"], "INFO", "{line}");
+        assert!(event["timestamp"].is_string(), "{line}");
+    }
+    let serving: serde_json::Value = serde_json::from_str(json.lines().last().unwrap()).unwrap();
+    assert_eq!(serving["fields"]["message"], "serving");
+    assert!(!json.contains('\u{1b}'));
+}
