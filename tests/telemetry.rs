@@ -345,6 +345,47 @@ async fn list_pods_skips_ignored_namespaces_and_knows_who_reported() {
     assert_eq!(lonely.deployment, "");
 }
 
+/// Reports whose Process names a pod longer than Kubernetes allows (here
+/// 1 MiB names, each distinct) are still applied, but their "pod" is not
+/// kept in the instance cache, and the refusal is counted.
+#[tokio::test]
+async fn instance_names_longer_than_kubernetes_allows_are_not_kept() {
+    let t = start_telemetry(&cluster(), &[]).await;
+    let mut client = t.client().await;
+    let scope = || web_to_books("/big", 1, vec![]);
+    for i in 0..20 {
+        let huge = format!("{i}-{}", "x".repeat(1 << 20));
+        client
+            .report(report("shop", &huge, vec![scope()]))
+            .await
+            .unwrap();
+        let long_namespace = format!("{i}{}", "n".repeat(63));
+        client
+            .report(report(&long_namespace, "web-5d8f-abcde", vec![scope()]))
+            .await
+            .unwrap();
+    }
+    // A real pod's name at the limit is kept.
+    let at_limit = "p".repeat(253);
+    client
+        .report(report("shop", &at_limit, vec![]))
+        .await
+        .unwrap();
+    assert_eq!(t.ingester.instances().len(), 1);
+    let m = t.scrape().await;
+    assert_eq!(
+        m.get(
+            "conduit_telemetry_instances_refused_total",
+            &[("reason", "too_long")]
+        ),
+        Some(40.0)
+    );
+    assert_eq!(m.get("conduit_telemetry_reports_total", &[]), Some(41.0));
+    // The traffic itself counted.
+    let big = labels(&WEB_TO_BOOKS, &[("method", "GET"), ("path", "/big")]);
+    assert_eq!(m.get("requests_total", &big), Some(40.0));
+}
+
 #[tokio::test]
 async fn invalid_report_is_rejected_whole() {
     let t = start_telemetry(&cluster(), &[]).await;

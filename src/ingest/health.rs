@@ -35,6 +35,8 @@ pub struct Health {
     pub target_misses: IntCounter,
     pub truncated: IntCounter,
     pub instances: IntGauge,
+    pub instances_too_long: IntCounter,
+    pub instances_full: IntCounter,
 }
 
 impl Health {
@@ -59,6 +61,13 @@ impl Health {
                 "Live label sets, by metric family.",
             ),
             &["metric"],
+        )?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "conduit_telemetry_instances_refused_total",
+                "Reports whose pod was not recorded as reporting, by reason: too_long (a namespace over 63 or a pod name over 253 bytes), full (the instance cache holds its maximum).",
+            ),
+            &["reason"],
         )?;
         let health = Self {
             reports: IntCounter::new(
@@ -108,6 +117,8 @@ impl Health {
                 "conduit_telemetry_instances",
                 "Pods that reported within the last ten minutes.",
             )?,
+            instances_too_long: refused.with_label_values(&["too_long"]),
+            instances_full: refused.with_label_values(&["full"]),
             series_live: series_live.clone(),
         };
         registry.register(Box::new(health.reports.clone()))?;
@@ -122,6 +133,7 @@ impl Health {
         registry.register(Box::new(health.pairs_dropped.clone()))?;
         registry.register(Box::new(health.truncated.clone()))?;
         registry.register(Box::new(health.instances.clone()))?;
+        registry.register(Box::new(refused))?;
         Ok(health)
     }
 }

@@ -13,6 +13,24 @@ pub const INSTANCE_TTL: Duration = Duration::from_secs(600);
 /// bound on what proxies inventing pod names can make it hold.
 pub const MAX_INSTANCES: usize = 200_000;
 
+/// Longest namespace recorded: a namespace is a DNS label, at most 63
+/// bytes in Kubernetes. A report naming a longer one names no pod.
+pub const MAX_NAMESPACE_BYTES: usize = 63;
+
+/// Longest pod name recorded: a DNS subdomain, at most 253 bytes. With
+/// [`MAX_INSTANCES`] this bounds the cache to about 64 MB, whatever the
+/// proxies send.
+pub const MAX_POD_NAME_BYTES: usize = 253;
+
+/// Why a report's instance was not recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The namespace or pod name is longer than Kubernetes allows.
+    TooLong,
+    /// [`MAX_INSTANCES`] pods are remembered already.
+    Full,
+}
+
 /// `namespace/pod` → last report time.
 #[derive(Debug, Default)]
 pub struct Instances {
@@ -20,8 +38,12 @@ pub struct Instances {
 }
 
 impl Instances {
-    /// Records a report from `namespace/name` now.
-    pub fn touch(&self, namespace: &str, name: &str) {
+    /// Records a report from `namespace/name` now, unless it cannot be a
+    /// pod or the cache is full.
+    pub fn touch(&self, namespace: &str, name: &str) -> Result<(), Refused> {
+        if namespace.len() > MAX_NAMESPACE_BYTES || name.len() > MAX_POD_NAME_BYTES {
+            return Err(Refused::TooLong);
+        }
         let now = Instant::now();
         let mut key = String::with_capacity(namespace.len() + name.len() + 1);
         key.push_str(namespace);
@@ -32,7 +54,10 @@ impl Instances {
             *t = now;
         } else if map.len() < MAX_INSTANCES {
             map.insert(key.into_boxed_str(), now);
+        } else {
+            return Err(Refused::Full);
         }
+        Ok(())
     }
 
     /// Time since `namespace/name` last reported, if within the TTL.
@@ -55,5 +80,32 @@ impl Instances {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_longer_than_kubernetes_allows_are_not_kept() {
+        let instances = Instances::default();
+        let ns = "n".repeat(MAX_NAMESPACE_BYTES);
+        let pod = "p".repeat(MAX_POD_NAME_BYTES);
+        assert_eq!(instances.touch(&ns, &pod), Ok(()));
+        assert_eq!(
+            instances.touch(&format!("{ns}x"), "web-1"),
+            Err(Refused::TooLong)
+        );
+        assert_eq!(
+            instances.touch("shop", &"p".repeat(1 << 20)),
+            Err(Refused::TooLong)
+        );
+        assert_eq!(instances.len(), 1);
+        assert!(
+            instances
+                .since_last_report(&format!("{ns}/{pod}"))
+                .is_some()
+        );
     }
 }

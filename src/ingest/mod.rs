@@ -237,7 +237,11 @@ impl Ingester {
         let flat = report.flat;
         let (namespace, instance) = (report.str(flat.namespace), report.str(flat.instance));
         if flat.has_process && !namespace.is_empty() && !instance.is_empty() {
-            self.instances.touch(namespace, instance);
+            match self.instances.touch(namespace, instance) {
+                Ok(()) => {}
+                Err(instances::Refused::TooLong) => self.health.instances_too_long.inc(),
+                Err(instances::Refused::Full) => self.health.instances_full.inc(),
+            }
         }
         let h = &self.health;
         h.reports.inc();
