@@ -156,12 +156,16 @@ struct Watched {
 
 impl Watched {
     fn start(client: kube::Client, kinds: &[Kind]) -> Self {
+        Self::start_retrying(client, kinds, FAST_RETRY)
+    }
+
+    fn start_retrying(client: kube::Client, kinds: &[Kind], retry: Retry) -> Self {
         init_tracing();
         let index = Arc::new(Index::new());
         let (shutdown, signal) = ShutdownHandle::new();
         let config = WatchConfig {
             kubeconfig: None,
-            retry: FAST_RETRY,
+            retry,
         };
         let tasks = config.spawn(client, index.clone(), kinds, signal);
         Watched {
@@ -502,6 +506,37 @@ async fn server_going_away_and_back_loses_no_update() {
         resolved("web-5f9d-c", "emojivoto/web")
     );
     assert_eq!(api.list_count::<Pod>(), 1, "resumed from its history");
+}
+
+/// With the production backoff: a 15 s outage (long enough for kube's
+/// default backoff to grow past 10 s) during which the history is
+/// compacted. Once the server answers again, the watch's 410 re-lists at
+/// once, and the index has the new pod within 5 s of the recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_outage_the_relist_follows_the_recovery_within_seconds() {
+    const OUTAGE: Duration = Duration::from_secs(15);
+    const RELISTED_WITHIN: Duration = Duration::from_secs(5);
+    let mut api = FakeApi::start().await;
+    seed_web(&api);
+    let watched = Watched::start_retrying(api.client(), &[Kind::Pod], Retry::Default);
+    watched.synced(&[Kind::Pod]).await;
+
+    api.stop().await;
+    api.apply(&mk_pod("web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
+    api.compact();
+    tokio::time::sleep(OUTAGE).await;
+    api.restart().await;
+    let back = Instant::now();
+    eventually("the pod added during the outage", || {
+        watched.resolve("192.0.2.11").map(|_| ())
+    })
+    .await;
+    let took = back.elapsed();
+    assert!(
+        took < RELISTED_WITHIN,
+        "re-listed {took:?} after the API server came back"
+    );
+    assert!(api.list_count::<Pod>() >= 2, "re-listed after 410 Expired");
 }
 
 #[tokio::test]

@@ -51,9 +51,8 @@ use futures::{FutureExt as _, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::utils::Backoff;
-use kube::runtime::watcher::{self, DefaultBackoff, Event};
+use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
@@ -121,9 +120,9 @@ impl WatchConfig {
 /// unreachable, refused the request, or the watch failed).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Retry {
-    /// kube's `default_backoff()`, client-go's reflector parameters: 0.8 s
-    /// doubling up to 30 s, with jitter, reset after two minutes without
-    /// errors. Kind to a struggling API server; what production uses.
+    /// [`DEFAULT_MIN_DELAY`] doubling up to [`DEFAULT_MAX_DELAY`], with
+    /// jitter, back to the minimum after any answer from the server (a
+    /// success, or a 410 that asks for a re-list). What production uses.
     #[default]
     Default,
     /// `min`, doubling up to `max`, without jitter; back to `min` after any
@@ -131,24 +130,43 @@ pub enum Retry {
     Exponential { min: Duration, max: Duration },
 }
 
+/// The first retry's delay: client-go's reflector starts at 0.8 s.
+pub const DEFAULT_MIN_DELAY: Duration = Duration::from_millis(800);
+
+/// The longest wait between two tries. client-go (and kube's default) grow
+/// to 30 s, so after an outage of a minute the watchers would learn that
+/// the API server is back up to 30 s late, and every report meanwhile is
+/// enriched from a stale index. Six watches per replica retrying every 3 s
+/// are no burden to an API server; a stale mesh view for 30 s is.
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(3);
+
 impl Retry {
     fn backoff(self) -> Box<dyn Backoff> {
         match self {
-            Retry::Default => Box::new(DefaultBackoff::default()),
+            Retry::Default => Box::new(Doubling {
+                min: DEFAULT_MIN_DELAY,
+                max: DEFAULT_MAX_DELAY,
+                next: DEFAULT_MIN_DELAY,
+                jitter: true,
+            }),
             Retry::Exponential { min, max } => Box::new(Doubling {
                 min,
                 max,
                 next: min,
+                jitter: false,
             }),
         }
     }
 }
 
-/// [`Retry::Exponential`].
+/// `min` doubling up to `max`; with `jitter`, each delay is up to a quarter
+/// longer (never above `max`), so the replicas' watchers do not retry in
+/// step.
 struct Doubling {
     min: Duration,
     max: Duration,
     next: Duration,
+    jitter: bool,
 }
 
 impl Iterator for Doubling {
@@ -157,6 +175,10 @@ impl Iterator for Doubling {
     fn next(&mut self) -> Option<Duration> {
         let delay = self.next;
         self.next = (delay * 2).min(self.max);
+        if self.jitter {
+            let extra = delay.mul_f64(fastrand::f64() / 4.0);
+            return Some((delay + extra).min(self.max));
+        }
         Some(delay)
     }
 }
@@ -362,9 +384,12 @@ impl Ctx {
     /// first list is applied, marks `K` synced, and `also_synced` with it.
     async fn watch<K: Indexed>(&self, also_synced: &[Kind]) {
         let api: Api<K> = Api::all(self.client.clone());
-        let mut events = watcher::watcher(api, watcher::Config::default())
-            .backoff(self.retry.backoff())
-            .boxed();
+        // Retried here rather than by kube's `StreamBackoff`: that one
+        // backs off on every error before the caller sees it, a 410 Gone
+        // included, so the re-list a 410 asks for would wait out a backoff
+        // grown during an outage. Here a 410, like any success, resets it.
+        let mut backoff = self.retry.backoff();
+        let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
         // The (re-)list being collected, from `Init` to `InitDone`.
         let mut listing: Vec<K> = Vec::new();
         let mut changes: Vec<Change<K>> = Vec::new();
@@ -373,13 +398,19 @@ impl Ctx {
             // published snapshot: a burst (a rollout) then costs readers one
             // snapshot switch instead of one per event. Order is kept.
             let mut ready = vec![first];
-            while ready.len() < MAX_COALESCED {
+            // An error ends the batch: the next poll would be the retry.
+            while ready.len() < MAX_COALESCED && ready.last().is_some_and(|e| e.is_ok()) {
                 match events.next().now_or_never() {
                     Some(Some(event)) => ready.push(event),
                     _ => break,
                 }
             }
+            let mut failed = false;
             for event in ready {
+                failed = matches!(&event, Err(e) if !is_gone(e));
+                if !failed {
+                    backoff.reset();
+                }
                 match event {
                     Ok(Event::Apply(obj)) => changes.push(Change::Apply(slim(obj))),
                     Ok(Event::Delete(obj)) => changes.push(Change::Delete(obj)),
@@ -390,6 +421,11 @@ impl Ctx {
                 }
             }
             self.apply_changes(&mut changes);
+            if failed {
+                let delay = backoff.next().unwrap_or(DEFAULT_MAX_DELAY);
+                tracing::debug!(kind = %K::INDEX_KIND, retry_in = ?delay, "backing off");
+                tokio::time::sleep(delay).await;
+            }
         }
         // The backoffs never give up, so the stream never ends.
         tracing::error!("watch stream ended; this kind is no longer updated");
@@ -431,8 +467,9 @@ impl Ctx {
             }
             Ok(Event::Apply(obj)) => self.index.batch(|b| K::apply(b, slim(obj))),
             Ok(Event::Delete(obj)) => self.index.batch(|b| K::delete(b, &obj)),
-            // The watcher recovers after the backoff: it re-lists after
-            // a 410, and otherwise watches again from the last version seen.
+            // The watcher recovers on its next poll: it re-lists after a
+            // 410 at once, and otherwise, after the backoff, watches again
+            // from the last version seen.
             Err(watcher::Error::WatchError(status)) if status.code == 410 => {
                 tracing::info!(
                     kind = %K::INDEX_KIND,
@@ -445,6 +482,11 @@ impl Ctx {
             }
         }
     }
+}
+
+/// A 410 Gone: the server answered, and the watch must re-list.
+fn is_gone(error: &watcher::Error) -> bool {
+    matches!(error, watcher::Error::WatchError(status) if status.code == 410)
 }
 
 /// Most watch events applied as one batch: bounds how long a burst keeps
@@ -561,6 +603,17 @@ mod tests {
         assert_eq!(delays, [10, 20, 35, 35]);
         backoff.reset();
         assert_eq!(backoff.next(), Some(min));
+    }
+
+    #[test]
+    fn the_default_backoff_never_waits_more_than_its_maximum() {
+        let mut backoff = Retry::Default.backoff();
+        let delays: Vec<Duration> = (0..50).map(|_| backoff.next().unwrap()).collect();
+        assert!(delays[0] >= DEFAULT_MIN_DELAY && delays[0] <= DEFAULT_MIN_DELAY * 5 / 4);
+        assert!(delays.iter().all(|d| *d <= DEFAULT_MAX_DELAY), "{delays:?}");
+        assert_eq!(delays[49], DEFAULT_MAX_DELAY);
+        backoff.reset();
+        assert!(backoff.next().unwrap() <= DEFAULT_MIN_DELAY * 5 / 4);
     }
 
     #[test]
