@@ -37,6 +37,10 @@ const KINDS: &[Kind] = &[
     Kind::EndpointSlice,
 ];
 
+/// Every listener of `conduit run` binds loopback unless its flag says
+/// otherwise (`--api-addr=0.0.0.0:8085`, or `:8085` for every interface):
+/// the public API and tap are unauthenticated, so the all-in-one does not
+/// offer them to the network by default.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Generate a cluster and drive it with simulated proxies.
@@ -45,40 +49,40 @@ pub struct Args {
     #[command(flatten)]
     pub metadata: MetadataArgs,
     /// Telemetry gRPC address (the proxies' Report).
-    #[arg(long, default_value = ":8087")]
+    #[arg(long, default_value = "127.0.0.1:8087")]
     pub telemetry_addr: ListenAddr,
     /// Telemetry admin address (/metrics, /ping, /ready).
-    #[arg(long, default_value = ":9997")]
+    #[arg(long, default_value = "127.0.0.1:9997")]
     pub metrics_addr: ListenAddr,
     /// public-api HTTP address (the CLI's and the dashboard's API).
-    #[arg(long, default_value = ":8085")]
+    #[arg(long, default_value = "127.0.0.1:8085")]
     pub api_addr: ListenAddr,
     /// public-api admin address.
-    #[arg(long, default_value = ":9995")]
+    #[arg(long, default_value = "127.0.0.1:9995")]
     pub api_metrics_addr: ListenAddr,
     /// Tap gRPC address (public-api's Tap).
-    #[arg(long, default_value = ":8088")]
+    #[arg(long, default_value = "127.0.0.1:8088")]
     pub tap_addr: ListenAddr,
     /// Tap admin address.
-    #[arg(long, default_value = ":9998")]
+    #[arg(long, default_value = "127.0.0.1:9998")]
     pub tap_metrics_addr: ListenAddr,
     /// Destination gRPC address (the proxies' Get, through proxy-api).
-    #[arg(long, default_value = ":8089")]
+    #[arg(long, default_value = "127.0.0.1:8089")]
     pub destination_addr: ListenAddr,
     /// Destination admin address.
-    #[arg(long, default_value = ":9999")]
+    #[arg(long, default_value = "127.0.0.1:9999")]
     pub destination_metrics_addr: ListenAddr,
     /// proxy-api gRPC address (the proxies' one address).
-    #[arg(long, default_value = ":8086")]
+    #[arg(long, default_value = "127.0.0.1:8086")]
     pub proxy_api_addr: ListenAddr,
     /// proxy-api admin address.
-    #[arg(long, default_value = ":9996")]
+    #[arg(long, default_value = "127.0.0.1:9996")]
     pub proxy_api_metrics_addr: ListenAddr,
     /// Web dashboard HTTP address.
-    #[arg(long, default_value = ":8084")]
+    #[arg(long, default_value = "127.0.0.1:8084")]
     pub web_addr: ListenAddr,
     /// Web dashboard admin address.
-    #[arg(long, default_value = ":9994")]
+    #[arg(long, default_value = "127.0.0.1:9994")]
     pub web_metrics_addr: ListenAddr,
     /// The port the proxies serve Observe on (the demo's simulated ones
     /// too; 0 picks a free one for them).
@@ -301,4 +305,39 @@ impl Args {
 /// The demo's cluster, as the simulated proxies see it.
 fn demo_fleet() -> simulate::Fleet {
     simulate::fleet::demo_fleet(DEMO_SEED)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn every_listener_binds_loopback_unless_told_otherwise() {
+        let parsed = Component::<Args>::try_parse_from(["conduit"]).unwrap().args;
+        let listeners = [
+            parsed.telemetry_addr,
+            parsed.metrics_addr,
+            parsed.api_addr,
+            parsed.api_metrics_addr,
+            parsed.tap_addr,
+            parsed.tap_metrics_addr,
+            parsed.destination_addr,
+            parsed.destination_metrics_addr,
+            parsed.proxy_api_addr,
+            parsed.proxy_api_metrics_addr,
+            parsed.web_addr,
+            parsed.web_metrics_addr,
+        ];
+        for addr in listeners {
+            assert!(addr.0.ip().is_loopback(), "{addr}");
+        }
+        assert_eq!(parsed.api_addr.0.port(), 8085);
+        // A flag opens one to the network.
+        let open = Component::<Args>::try_parse_from(["conduit", "--api-addr=:8085"])
+            .unwrap()
+            .args;
+        assert!(open.api_addr.0.ip().is_unspecified());
+    }
 }
