@@ -16,6 +16,7 @@ use std::process::{Command, Output};
 use clap::Parser as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize as _;
@@ -117,6 +118,9 @@ fn check_typed(doc: &Value) {
         "Deployment" => {
             let _: Deployment = typed(doc);
         }
+        "NetworkPolicy" => {
+            let _: NetworkPolicy = typed(doc);
+        }
         other => panic!("unexpected kind {other}"),
     }
 }
@@ -174,6 +178,7 @@ fn every_document_is_a_kubernetes_object_of_its_kind_in_apply_order() {
         ("Service", "api", ns.clone()),
         ("Service", "proxy-api", ns.clone()),
         ("Deployment", "controller", ns.clone()),
+        ("NetworkPolicy", "controller", ns.clone()),
         ("Service", "web", ns.clone()),
         ("Deployment", "web", ns.clone()),
         ("ServiceAccount", "conduit-prometheus", ns.clone()),
@@ -796,4 +801,123 @@ fn bad_flags_fail_with_one_line_and_print_nothing() {
             );
         }
     }
+}
+
+/// Every pod passes Pod Security "restricted": non-root, no privilege
+/// escalation, every capability dropped, the runtime's seccomp profile;
+/// and every root filesystem is read-only.
+#[test]
+fn every_pod_is_restricted() {
+    let docs = documents(&install(&[]));
+    let deployments = deployments(&docs);
+    assert_eq!(deployments.len(), 3);
+    for (name, deployment) in &deployments {
+        let pod = deployment.spec.template.spec.as_ref().unwrap();
+        let ctx = pod
+            .security_context
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: no pod securityContext"));
+        assert_eq!(ctx.run_as_non_root, Some(true), "{name}");
+        assert!(ctx.run_as_user.is_some_and(|u| u != 0), "{name}");
+        assert_eq!(
+            ctx.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            Some("RuntimeDefault"),
+            "{name}"
+        );
+        for c in containers(deployment) {
+            let what = format!("{name}/{}", c.name);
+            let ctx = c
+                .security_context
+                .as_ref()
+                .unwrap_or_else(|| panic!("{what}: no securityContext"));
+            assert_eq!(ctx.allow_privilege_escalation, Some(false), "{what}");
+            assert_eq!(ctx.read_only_root_filesystem, Some(true), "{what}");
+            assert_eq!(ctx.run_as_non_root, Some(true), "{what}");
+            let caps = ctx.capabilities.as_ref().unwrap();
+            assert_eq!(
+                caps.drop.as_deref(),
+                Some(&["ALL".to_string()][..]),
+                "{what}"
+            );
+            assert!(caps.add.is_none(), "{what}");
+            assert_eq!(
+                ctx.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+                Some("RuntimeDefault"),
+                "{what}"
+            );
+        }
+    }
+}
+
+/// The NetworkPolicy opens the controller pod only as far as each caller
+/// needs: proxy-api to everyone, the public API to the dashboard (and the
+/// API server's CIDRs given), the admin ports to Prometheus.
+#[test]
+fn the_public_api_is_reachable_only_from_the_dashboard() {
+    let docs = documents(&install(&["--api-server-cidr", "10.96.0.1/32"]));
+    let policy: NetworkPolicy = typed(find(&docs, "NetworkPolicy", "controller"));
+    let spec = policy.spec.unwrap();
+    let selected = spec.pod_selector.unwrap().match_labels.unwrap();
+    assert_eq!(selected.get("app").map(String::as_str), Some("controller"));
+    assert_eq!(
+        spec.policy_types.as_deref(),
+        Some(&["Ingress".to_string()][..])
+    );
+    let rules = spec.ingress.unwrap();
+    let port_of = |rule: &k8s_openapi::api::networking::v1::NetworkPolicyIngressRule| -> Vec<i32> {
+        rule.ports
+            .iter()
+            .flatten()
+            .map(|p| match p.port {
+                Some(IntOrString::Int(n)) => n,
+                ref other => panic!("a numeric port: {other:?}"),
+            })
+            .collect()
+    };
+    let api = rules
+        .iter()
+        .find(|r| port_of(r) == [8085])
+        .expect("a rule for the public API");
+    let from = api
+        .from
+        .as_ref()
+        .expect("the public API is not open to all");
+    assert_eq!(from.len(), 2, "{from:?}");
+    let web = from[0]
+        .pod_selector
+        .as_ref()
+        .unwrap()
+        .match_labels
+        .as_ref()
+        .unwrap();
+    assert_eq!(web.get("app").map(String::as_str), Some("web"));
+    assert!(
+        from[0].namespace_selector.is_none(),
+        "the dashboard of this namespace only"
+    );
+    assert_eq!(from[1].ip_block.as_ref().unwrap().cidr, "10.96.0.1/32");
+    let proxies = rules.iter().find(|r| port_of(r) == [8086]).unwrap();
+    assert!(proxies.from.is_none(), "every proxy reaches proxy-api");
+    let admin = rules
+        .iter()
+        .find(|r| port_of(r).contains(&9997))
+        .expect("Prometheus scrapes the admin ports");
+    assert_eq!(port_of(admin).len(), 5);
+    // Nothing else: tap, telemetry and destination are loopback-only.
+    let open: Vec<i32> = rules.iter().flat_map(port_of).collect();
+    for closed in [8087, 8088, 8089] {
+        assert!(!open.contains(&closed), "{closed} is open: {open:?}");
+    }
+
+    // Turned off, and refused CIDRs.
+    let docs = documents(&install(&["--network-policy=false"]));
+    assert!(docs.iter().all(|d| d["kind"] != "NetworkPolicy"));
+    let out = run_install(&["--api-server-cidr", "10.96.0.1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--api-server-cidr \"10.96.0.1\" is not a CIDR"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

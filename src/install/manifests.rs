@@ -57,6 +57,11 @@ const PROMETHEUS_SERVICE_ACCOUNT: &str = "conduit-prometheus";
 /// own, as the original's install did.
 const IGNORED_NAMESPACES: &str = "kube-system";
 
+/// The user and group every pod runs as: the images' non-root `USER`
+/// (`deploy/Dockerfile`), also used for Prometheus, whose data directory
+/// is an `emptyDir` made writable through `fsGroup`.
+const RUN_AS: i64 = 65532;
+
 /// Where the web image keeps the dashboard's files.
 const WEB_STATIC_DIR: &str = "/dist";
 const WEB_TEMPLATE_DIR: &str = "/templates";
@@ -186,7 +191,10 @@ pub fn render(cfg: &Config) -> String {
                     &[(PROXY_API.port_name, PROXY_API.port)],
                 ),
                 controller_deployment(cfg),
-            ],
+            ]
+            .into_iter()
+            .chain(cfg.network_policy.then(|| controller_network_policy(cfg)))
+            .collect(),
         ),
         (
             "Web",
@@ -460,8 +468,81 @@ fn service(cfg: &Config, name: &str, app: &str, ports: &[(&str, u16)]) -> Node {
     )
 }
 
-/// A Deployment whose selector is exactly its pods' labels.
-fn deployment(cfg: &Config, app: &str, replicas: i32, pod_spec: Node) -> Node {
+/// Pod Security "restricted" for a whole pod: non-root, with the runtime's
+/// default seccomp profile.
+fn pod_security_context() -> Node {
+    map([
+        ("runAsNonRoot", Node::Bool(true)),
+        ("runAsUser", int(RUN_AS)),
+        ("runAsGroup", int(RUN_AS)),
+        ("fsGroup", int(RUN_AS)),
+        ("seccompProfile", map([("type", s("RuntimeDefault"))])),
+    ])
+}
+
+/// Pod Security "restricted" for one container, and a read-only root
+/// filesystem: nothing in the control plane writes outside its volumes.
+fn container_security_context() -> Node {
+    map([
+        ("allowPrivilegeEscalation", Node::Bool(false)),
+        ("readOnlyRootFilesystem", Node::Bool(true)),
+        ("runAsNonRoot", Node::Bool(true)),
+        (
+            "capabilities",
+            map([("drop", strs(vec!["ALL".to_string()]))]),
+        ),
+        ("seccompProfile", map([("type", s("RuntimeDefault"))])),
+    ])
+}
+
+/// Who may reach the controller pod: every proxy the proxy-api port, the
+/// dashboard (and `--api-server-cidr`) the public API, Prometheus the
+/// admin ports. Its components talk to each other on loopback, which no
+/// policy governs (nor does `kubectl port-forward`, which enters the pod
+/// through the kubelet).
+fn controller_network_policy(cfg: &Config) -> Node {
+    let ports = |ports: &[u16]| seq(ports.iter().map(|p| map([("port", int(*p))])));
+    let from_app = |app: &str| map([("podSelector", map([("matchLabels", labels(app))]))]);
+    let api_sources = std::iter::once(from_app("web")).chain(
+        cfg.api_server_cidrs
+            .iter()
+            .map(|c| map([("ipBlock", map([("cidr", s(c.as_str()))]))])),
+    );
+    let admin_ports: Vec<u16> = CONTROLLER_COMPONENTS.iter().map(|c| c.admin_port).collect();
+    object(
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        metadata("controller", Some(&cfg.namespace), "controller"),
+        vec![(
+            "spec",
+            map([
+                ("podSelector", map([("matchLabels", labels("controller"))])),
+                ("policyTypes", strs(vec!["Ingress".to_string()])),
+                (
+                    "ingress",
+                    seq([
+                        map([("ports", ports(&[PROXY_API.port]))]),
+                        map([
+                            ("from", seq(api_sources)),
+                            ("ports", ports(&[PUBLIC_API.port])),
+                        ]),
+                        map([
+                            ("from", seq([from_app("prometheus")])),
+                            ("ports", ports(&admin_ports)),
+                        ]),
+                    ]),
+                ),
+            ]),
+        )],
+    )
+}
+
+/// A Deployment whose selector is exactly its pods' labels, its pods
+/// restricted ([`pod_security_context`]).
+fn deployment(cfg: &Config, app: &str, replicas: i32, mut pod_spec: Node) -> Node {
+    if let Node::Map(entries) = &mut pod_spec {
+        entries.push(("securityContext", pod_security_context()));
+    }
     object(
         "apps/v1",
         "Deployment",
@@ -518,6 +599,7 @@ fn container(cfg: &Config, spec: ContainerSpec<'_>) -> Node {
         entries.push(("volumeMounts", mounts));
     }
     entries.extend([
+        ("securityContext", container_security_context()),
         ("readinessProbe", http_probe(spec.ready_path)),
         ("livenessProbe", http_probe(spec.live_path)),
         (

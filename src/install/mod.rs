@@ -80,6 +80,15 @@ pub struct Args {
     /// makes the output reproducible, which the golden file needs.
     #[arg(long, hide = true)]
     pub uuid: Option<String>,
+    /// Emit the NetworkPolicy that lets only the dashboard (and
+    /// `--api-server-cidr`) reach the public API; `false` for clusters
+    /// without a policy controller.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub network_policy: bool,
+    /// Where the Kubernetes API server's service proxy connects from
+    /// (repeatable), allowed to reach the public API too.
+    #[arg(long, value_name = "CIDR")]
+    pub api_server_cidr: Vec<String>,
 }
 
 /// The checked flags: everything [`render`] needs.
@@ -95,6 +104,10 @@ pub struct Config {
     pub prometheus_replicas: i32,
     /// The web dashboard's install id (`-uuid=`).
     pub uuid: String,
+    /// Whether the public API's NetworkPolicy is emitted.
+    pub network_policy: bool,
+    /// Sources besides the dashboard the public API accepts (`ipBlock`s).
+    pub api_server_cidrs: Vec<String>,
 }
 
 /// A container's `imagePullPolicy`.
@@ -132,6 +145,8 @@ pub enum InvalidFlag {
     Version(String),
     #[error("--uuid {0:?} is not a UUID (8-4-4-4-12 hex digits)")]
     Uuid(String),
+    #[error("--api-server-cidr {0:?} is not a CIDR such as 10.0.0.1/32 or fd00::/64")]
+    Cidr(String),
 }
 
 impl Args {
@@ -149,6 +164,12 @@ impl Args {
                 Some(uuid) => checked_uuid(uuid)?,
                 None => random_uuid(),
             },
+            network_policy: self.network_policy,
+            api_server_cidrs: self
+                .api_server_cidr
+                .iter()
+                .map(|c| cidr(c))
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -180,6 +201,8 @@ impl Default for Config {
             web_replicas: 1,
             prometheus_replicas: 1,
             uuid: "00000000-0000-4000-8000-000000000000".to_string(),
+            network_policy: true,
+            api_server_cidrs: Vec::new(),
         }
     }
 }
@@ -209,6 +232,19 @@ fn pull_policy(value: &str) -> Result<PullPolicy, InvalidFlag> {
 }
 
 /// A DNS-1123 label, as Kubernetes requires of a namespace name.
+/// `ADDRESS/PREFIX` with an IPv4 or IPv6 address and a prefix that fits it.
+fn cidr(value: &str) -> Result<String, InvalidFlag> {
+    let bad = || InvalidFlag::Cidr(value.to_string());
+    let (ip, prefix) = value.split_once('/').ok_or_else(bad)?;
+    let ip: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if prefix > max {
+        return Err(bad());
+    }
+    Ok(value.to_string())
+}
+
 fn namespace(value: &str) -> Result<String, InvalidFlag> {
     let why = if value.is_empty() {
         Some("it is empty")
