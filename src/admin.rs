@@ -2,7 +2,10 @@
 //! `/metrics` (its own registry, plus the mesh series where the component
 //! holds an ingester), `/ping` and `/ready`.
 
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -12,17 +15,38 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use prometheus::{Encoder, Registry, TextEncoder};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 
 use crate::core::Shutdown;
 use crate::ingest::Ingester;
 
-/// A scrape is streamed in chunks of about this size, so a scrape of a
-/// million series never holds its whole text in memory.
-const CHUNK_BYTES: usize = 256 * 1024;
+/// A scrape is rendered a chunk of about this size at a time, each when
+/// the scraper has taken the previous one: a scrape of a million series
+/// never holds its whole text, and a scraper that stops reading holds one
+/// chunk and no thread. Each chunk is one hop to the blocking pool, so
+/// smaller chunks cost a large scrape more time.
+const CHUNK_BYTES: usize = 64 * 1024;
 
-/// Chunks rendered ahead of a slow scraper.
-const CHUNKS_AHEAD: usize = 4;
+/// What hyper buffers per connection, reading and writing (its default is
+/// about 400 KiB, which a few hundred scrapers that never read turn into
+/// hundreds of megabytes; it still takes one chunk past it): with
+/// [`CHUNK_BYTES`], a stuck scraper costs the process about 100 KiB.
+const MAX_CONNECTION_BUFFER: usize = 16 * 1024;
+
+/// How long a client may take to send a request's headers (slowloris).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Chunks rendered at once across all scrapes (the machine's two cores):
+/// hundreds of scrapers arriving together queue here instead of filling
+/// the blocking pool.
+const MAX_CONCURRENT_RENDERS: usize = 2;
+
+/// How long a connection may leave the admin server unable to write (a
+/// scraper that stopped reading) before it is closed, freeing its chunk.
+/// Prometheus reads a scrape as it arrives; 10 s of no progress is not a
+/// slow network but a client that is gone or hostile.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -92,11 +116,56 @@ impl Admin {
             .with_state(self)
     }
 
-    /// Serves on an already bound listener until shutdown.
+    /// Serves on an already bound listener until shutdown; connections a
+    /// client stopped reading are closed after [`WRITE_STALL_TIMEOUT`],
+    /// counted by `conduit_admin_stalled_connections_total`.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown.signaled())
-            .await
+        let stalls = prometheus::IntCounter::new(
+            "conduit_admin_stalled_connections_total",
+            "Admin connections closed because the client stopped reading for 10 s.",
+        )
+        .expect("a valid metric");
+        if let Err(error) = self.registry.register(Box::new(stalls.clone())) {
+            tracing::debug!(%error, "stall counter already registered");
+        }
+        let router = self.router();
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut signaled = std::pin::pin!(shutdown.signaled());
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut signaled => break,
+            };
+            let tcp = match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(error) => {
+                    // Out of descriptors, most likely: wait for some to close.
+                    tracing::warn!(%error, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let io = hyper_util::rt::TokioIo::new(StallGuard {
+                io: tcp,
+                stalled: None,
+                timeout: WRITE_STALL_TIMEOUT,
+                stalls: stalls.clone(),
+            });
+            let service = hyper_util::service::TowerToHyperService::new(router.clone());
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_CONNECTION_BUFFER)
+                .serve_connection(io, service);
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "admin connection ended");
+                }
+            });
+        }
+        graceful.shutdown().await;
+        Ok(())
     }
 
     /// Every component's last step: its own server `main` (bound, and told
@@ -151,31 +220,163 @@ async fn ready(State(admin): State<Admin>) -> Response {
     }
 }
 
-async fn metrics(State(admin): State<Admin>) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS_AHEAD);
-    // Rendering is CPU work proportional to the series count: keep it off
-    // the async workers.
-    tokio::task::spawn_blocking(move || {
+/// Where a scrape is: the pieces of the exposition not rendered yet, and
+/// whether the registry's metrics (the last part) are out.
+struct Scrape {
+    admin: Admin,
+    pieces: std::vec::IntoIter<crate::ingest::exposition::Piece>,
+    /// A piece rendered in part, and the series slot to resume it from.
+    resume: Option<(crate::ingest::exposition::Piece, usize)>,
+    done: bool,
+}
+
+impl Scrape {
+    /// Renders the next chunk (about [`CHUNK_BYTES`], one series' lines
+    /// more at most); `None` at the end.
+    fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
         let mut buf = Vec::with_capacity(CHUNK_BYTES + CHUNK_BYTES / 4);
-        if let Some(ingester) = &admin.ingester {
-            ingester.refresh_gauges();
-            for piece in crate::ingest::exposition::pieces() {
-                ingester.render_piece(piece, &mut buf);
+        if let Some(ingester) = &self.admin.ingester {
+            let resumed = self.resume.take();
+            for (piece, from) in resumed
+                .into_iter()
+                .chain(self.pieces.by_ref().map(|p| (p, 0)))
+            {
+                if let Some(next) = ingester.render_piece_from(piece, from, &mut buf, CHUNK_BYTES) {
+                    self.resume = Some((piece, next));
+                    return Some(Bytes::from(buf));
+                }
                 if buf.len() >= CHUNK_BYTES {
-                    let chunk = Bytes::from(std::mem::take(&mut buf));
-                    if tx.blocking_send(Ok(chunk)).is_err() {
-                        return; // the scraper went away
-                    }
-                    buf.reserve(CHUNK_BYTES + CHUNK_BYTES / 4);
+                    return Some(Bytes::from(buf));
                 }
             }
         }
-        admin.render_registry(&mut buf);
-        let _ = tx.blocking_send(Ok(Bytes::from(buf)));
+        self.admin.render_registry(&mut buf);
+        self.done = true;
+        Some(Bytes::from(buf))
+    }
+}
+
+static RENDERS: LazyLock<tokio::sync::Semaphore> =
+    LazyLock::new(|| tokio::sync::Semaphore::new(MAX_CONCURRENT_RENDERS));
+
+async fn metrics(State(admin): State<Admin>) -> Response {
+    if let Some(ingester) = &admin.ingester {
+        ingester.refresh_gauges();
+    }
+    let scrape = Scrape {
+        admin,
+        pieces: crate::ingest::exposition::pieces()
+            .collect::<Vec<_>>()
+            .into_iter(),
+        resume: None,
+        done: false,
+    };
+    // Each chunk is rendered when the body is polled for it, that is when
+    // the connection has written the previous one: rendering is CPU work
+    // proportional to the series count, so it runs on the blocking pool,
+    // at most MAX_CONCURRENT_RENDERS chunks at a time.
+    let chunks = futures::stream::unfold(scrape, |mut scrape| async move {
+        let _permit = RENDERS.acquire().await.ok()?;
+        let (chunk, scrape) = tokio::task::spawn_blocking(move || (scrape.next_chunk(), scrape))
+            .await
+            .ok()?;
+        Some((Ok::<_, std::io::Error>(chunk?), scrape))
     });
     (
         [(header::CONTENT_TYPE, TEXT_FORMAT)],
-        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+        Body::from_stream(chunks),
     )
         .into_response()
+}
+
+/// A connection whose writes fail once they have made no progress for
+/// `timeout`: hyper then closes it. Written here because neither hyper nor
+/// axum bounds how long a response may wait on a client that does not read.
+pub struct StallGuard<T> {
+    io: T,
+    /// Running while writes are blocked; cleared by any progress.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    timeout: Duration,
+    stalls: prometheus::IntCounter,
+}
+
+impl<T> StallGuard<T> {
+    /// `Pending` from the connection: starts (or polls) the stall timer.
+    fn blocked<R>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<R>> {
+        let timeout = self.timeout;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.stalled = None;
+                self.stalls.inc();
+                Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client stopped reading",
+                )))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn progressed<R>(&mut self, ready: std::io::Result<R>) -> Poll<std::io::Result<R>> {
+        self.stalled = None;
+        Poll::Ready(ready)
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for StallGuard<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
+            Poll::Ready(ready) => this.progressed(ready),
+            Poll::Pending => this.blocked(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(ready) => this.progressed(ready),
+            Poll::Pending => this.blocked(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_flush(cx) {
+            Poll::Ready(ready) => this.progressed(ready),
+            Poll::Pending => this.blocked(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }

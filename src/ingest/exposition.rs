@@ -262,18 +262,38 @@ enum Sum {
 impl Ingester {
     /// Appends one piece of the exposition to `buf`.
     pub fn render_piece(&self, piece: Piece, buf: &mut Vec<u8>) {
+        self.render_piece_from(piece, 0, buf, usize::MAX);
+    }
+
+    /// Renders `piece` from series slot `from` on, stopping after the first
+    /// series that brings `buf` to `limit` bytes: then the slot to resume
+    /// from; `None` once the piece is done. A shard of a large store is
+    /// megabytes, so a streamed scrape renders it in parts.
+    pub fn render_piece_from(
+        &self,
+        piece: Piece,
+        from: usize,
+        buf: &mut Vec<u8>,
+        limit: usize,
+    ) -> Option<usize> {
         let mut out = Out {
             buf,
             itoa: itoa::Buffer::new(),
         };
         match piece {
             Piece::Header(f) => out.buf.extend_from_slice(f.header().as_bytes()),
-            Piece::Shard(f, shard) if f.is_tcp() => self
-                .tcp
-                .for_each_in_shard(shard, |labels, d| out.tcp(f, labels, d)),
-            Piece::Shard(f, shard) => self
-                .mesh
-                .for_each_in_shard(shard, |labels, d| out.mesh(f, labels, d)),
+            Piece::Shard(f, shard) if f.is_tcp() => {
+                return self.tcp.for_each_in_shard_from(shard, from, |labels, d| {
+                    out.tcp(f, labels, d);
+                    out.buf.len() < limit
+                });
+            }
+            Piece::Shard(f, shard) => {
+                return self.mesh.for_each_in_shard_from(shard, from, |labels, d| {
+                    out.mesh(f, labels, d);
+                    out.buf.len() < limit
+                });
+            }
             Piece::Overflow(f) if f.is_tcp() => {
                 if let Some(d) = &*self.tcp_overflow.lock() {
                     out.tcp(f, &TCP_OVERFLOW_LABELS, d);
@@ -285,6 +305,7 @@ impl Ingester {
                 }
             }
         }
+        None
     }
 
     /// The whole mesh exposition at once.

@@ -248,14 +248,37 @@ impl<D: SeriesData> Table<D> {
     /// Visits every live series of one shard under its read lock; each
     /// series' lock is held only while `visit` runs for it.
     pub fn for_each_in_shard(&self, shard: usize, mut visit: impl FnMut(&str, &D)) {
+        self.for_each_in_shard_from(shard, 0, |labels, data| {
+            visit(labels, data);
+            true
+        });
+    }
+
+    /// [`Self::for_each_in_shard`] from slot `from` on, until `visit`
+    /// returns `false`: then the slot to resume from. Series never move, so
+    /// a walk resumed later visits no series twice (one created meanwhile
+    /// behind the resume point is left for the next walk).
+    pub fn for_each_in_shard_from(
+        &self,
+        shard: usize,
+        from: usize,
+        mut visit: impl FnMut(&str, &D) -> bool,
+    ) -> Option<usize> {
         let s: RwLockReadGuard<'_, Shard<D>> = self.shards[shard].read();
+        let mut base = 0;
         for chunk in &s.chunks {
-            for slot in chunk {
-                if !slot.labels.is_empty() {
-                    visit(&slot.labels, &slot.data.lock());
+            let start = base;
+            base += chunk.len();
+            if base <= from {
+                continue;
+            }
+            for (i, slot) in chunk.iter().enumerate().skip(from.saturating_sub(start)) {
+                if !slot.labels.is_empty() && !visit(&slot.labels, &slot.data.lock()) {
+                    return Some(start + i + 1);
                 }
             }
         }
+        None
     }
 
     /// Total bytes of label strings held, for memory accounting.
