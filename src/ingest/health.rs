@@ -24,6 +24,8 @@ pub struct Health {
     pub rejected_invalid: IntCounter,
     pub rejected_too_large: IntCounter,
     pub rejected_undecodable: IntCounter,
+    pub rejected_busy: IntCounter,
+    pub rejected_stalled: IntCounter,
     pub report_bytes: Histogram,
     pub handling: Histogram,
     pub series_live: IntGaugeVec,
@@ -77,6 +79,8 @@ impl Health {
             rejected_invalid: rejected.with_label_values(&["invalid"]),
             rejected_too_large: rejected.with_label_values(&["too_large"]),
             rejected_undecodable: rejected.with_label_values(&["undecodable"]),
+            rejected_busy: rejected.with_label_values(&["busy"]),
+            rejected_stalled: rejected.with_label_values(&["stalled"]),
             report_bytes: Histogram::with_opts(
                 HistogramOpts::new(
                     "conduit_telemetry_report_bytes",

@@ -237,12 +237,16 @@ impl Telemetry {
             .start(self.index.clone(), KINDS, shutdown.clone());
         let pusher = self.remote_write.map(|rw| rw.start(self.ingester.clone()));
 
-        let report = ReportServer::new(ReportService::new(
-            self.ingester.clone(),
-            self.index.clone(),
-        ))
-        .max_decoding_message_size(self.max_report_bytes);
-        let grpc = crate::grpc::server(None)
+        let health = self.ingester.health();
+        let report = ReportServer::new(
+            ReportService::new(self.ingester.clone(), self.index.clone()),
+            self.max_report_bytes,
+            report_server::Refusals {
+                busy: health.rejected_busy.clone(),
+                stalled: health.rejected_stalled.clone(),
+            },
+        );
+        let grpc = crate::grpc::server(Some(report_server::MAX_REPORT_STREAMS_PER_CONNECTION))
             .layer(self.grpc)
             .add_service(report)
             .add_service(controller)
