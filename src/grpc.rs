@@ -13,7 +13,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response};
 use http_body::{Body, Frame};
@@ -245,5 +245,118 @@ impl Body for CountingBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Bytes of `Report` bodies read at once by one server, across every
+/// connection: each report being read holds the method's size limit of it
+/// until answered (16 reports of telemetry's default 4 MiB). Without it, a
+/// client opening a thousand streams and stalling each mid-message made
+/// the server buffer 1 GB.
+pub const MAX_INFLIGHT_REPORT_BYTES: usize = 64 << 20;
+
+/// How long a report waits for room in that budget before it is refused
+/// with `RESOURCE_EXHAUSTED`: the proxy retries at its next interval. A
+/// waiting report's body is not read, so h2 flow control holds it back.
+pub const BUDGET_WAIT: Duration = Duration::from_secs(1);
+
+/// How long a report's body may take to arrive once it is being read: a
+/// client that stalls mid-message gives its room back then
+/// (`DEADLINE_EXCEEDED`). A 4 MiB report crosses a cluster network in
+/// milliseconds.
+pub const REPORT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The shared bound on `Report` bodies in flight ([`MAX_INFLIGHT_REPORT_BYTES`],
+/// [`BUDGET_WAIT`], [`REPORT_READ_TIMEOUT`]), as a layer of the gRPC server
+/// of every component that takes reports (telemetry, proxy-api). Other
+/// methods pass untouched.
+#[derive(Clone)]
+pub struct ReportBudget {
+    room: Arc<tokio::sync::Semaphore>,
+    /// Refused for want of room within [`BUDGET_WAIT`].
+    busy: prometheus::IntCounter,
+    /// Cut at [`REPORT_READ_TIMEOUT`].
+    stalled: prometheus::IntCounter,
+}
+
+impl ReportBudget {
+    /// Room for [`MAX_INFLIGHT_REPORT_BYTES`] of reports of at most
+    /// `max_report_bytes` each.
+    pub fn new(
+        max_report_bytes: usize,
+        busy: prometheus::IntCounter,
+        stalled: prometheus::IntCounter,
+    ) -> Self {
+        let slots = (MAX_INFLIGHT_REPORT_BYTES / max_report_bytes.max(1)).max(1);
+        Self {
+            room: Arc::new(tokio::sync::Semaphore::new(slots)),
+            busy,
+            stalled,
+        }
+    }
+}
+
+impl<S> Layer<S> for ReportBudget {
+    type Service = ReportBudgetService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ReportBudgetService {
+            inner,
+            budget: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ReportBudgetService<S> {
+    inner: S,
+    budget: ReportBudget,
+}
+
+impl<S, B> Service<Request<B>> for ReportBudgetService<S>
+where
+    S: Service<Request<B>, Response = Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if req.uri().path() != crate::proto::codec::REPORT_PATH {
+            return Box::pin(self.inner.call(req));
+        }
+        // The service that was made ready serves this call; a clone waits
+        // for the next (tower's rule for services used after an await).
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let budget = self.budget.clone();
+        Box::pin(async move {
+            // The body is read only with room in the budget.
+            let wait = tokio::time::timeout(BUDGET_WAIT, budget.room.acquire_owned()).await;
+            let Ok(Ok(_room)) = wait else {
+                budget.busy.inc();
+                return Ok(tonic::Status::resource_exhausted(
+                    "too many reports are being received at once; retry later",
+                )
+                .into_http());
+            };
+            match tokio::time::timeout(REPORT_READ_TIMEOUT, inner.call(req)).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    budget.stalled.inc();
+                    Ok(tonic::Status::deadline_exceeded(format!(
+                        "the report did not arrive within {REPORT_READ_TIMEOUT:?}"
+                    ))
+                    .into_http())
+                }
+            }
+        })
     }
 }

@@ -238,16 +238,18 @@ impl Telemetry {
         let pusher = self.remote_write.map(|rw| rw.start(self.ingester.clone()));
 
         let health = self.ingester.health();
+        let budget = crate::grpc::ReportBudget::new(
+            self.max_report_bytes,
+            health.rejected_busy.clone(),
+            health.rejected_stalled.clone(),
+        );
         let report = ReportServer::new(
             ReportService::new(self.ingester.clone(), self.index.clone()),
             self.max_report_bytes,
-            report_server::Refusals {
-                busy: health.rejected_busy.clone(),
-                stalled: health.rejected_stalled.clone(),
-            },
         );
         let grpc = crate::grpc::server(Some(report_server::MAX_REPORT_STREAMS_PER_CONNECTION))
             .layer(self.grpc)
+            .layer(budget)
             .add_service(report)
             .add_service(controller)
             .add_service(stat)
