@@ -248,31 +248,38 @@ impl Body for CountingBody {
     }
 }
 
-/// Bytes of `Report` bodies read at once by one server, across every
-/// connection: each report being read holds the method's size limit of it
-/// until answered (16 reports of telemetry's default 4 MiB). Without it, a
-/// client opening a thousand streams and stalling each mid-message made
-/// the server buffer 1 GB.
+/// Bytes of `Report` bodies being received at once by one server, across
+/// every connection: each report holds the size its gRPC frame announces
+/// (at most the method's limit) until answered. Without it, a client opening
+/// a thousand streams and stalling each mid-message made the server buffer
+/// 1 GB.
 pub const MAX_INFLIGHT_REPORT_BYTES: usize = 64 << 20;
+
+/// The budget's unit: a report holds its announced size rounded up to it.
+const BUDGET_UNIT: usize = 1024;
 
 /// How long a report waits for room in that budget before it is refused
 /// with `RESOURCE_EXHAUSTED`: the proxy retries at its next interval. A
-/// waiting report's body is not read, so h2 flow control holds it back.
+/// waiting report's body is not read past its first frame, so h2 flow
+/// control holds the rest back.
 pub const BUDGET_WAIT: Duration = Duration::from_secs(1);
 
-/// How long a report's body may take to arrive once it is being read: a
-/// client that stalls mid-message gives its room back then
-/// (`DEADLINE_EXCEEDED`). A 4 MiB report crosses a cluster network in
-/// milliseconds.
+/// How long a report's body may take to arrive: a client that stalls
+/// mid-message gives its room back then (`DEADLINE_EXCEEDED`). A 4 MiB
+/// report crosses a cluster network in milliseconds.
 pub const REPORT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The shared bound on `Report` bodies in flight ([`MAX_INFLIGHT_REPORT_BYTES`],
 /// [`BUDGET_WAIT`], [`REPORT_READ_TIMEOUT`]), as a layer of the gRPC server
-/// of every component that takes reports (telemetry, proxy-api). Other
-/// methods pass untouched.
+/// of every component that takes reports (telemetry, proxy-api). The size a
+/// report holds is read from its frame header, so small reports (a few
+/// kilobytes each) share the budget by the thousand. Other methods pass
+/// untouched.
 #[derive(Clone)]
 pub struct ReportBudget {
     room: Arc<tokio::sync::Semaphore>,
+    /// The method's message size limit: what one report can hold at most.
+    max_report_bytes: usize,
     /// Refused for want of room within [`BUDGET_WAIT`].
     busy: prometheus::IntCounter,
     /// Cut at [`REPORT_READ_TIMEOUT`].
@@ -287,12 +294,20 @@ impl ReportBudget {
         busy: prometheus::IntCounter,
         stalled: prometheus::IntCounter,
     ) -> Self {
-        let slots = (MAX_INFLIGHT_REPORT_BYTES / max_report_bytes.max(1)).max(1);
         Self {
-            room: Arc::new(tokio::sync::Semaphore::new(slots)),
+            room: Arc::new(tokio::sync::Semaphore::new(
+                MAX_INFLIGHT_REPORT_BYTES / BUDGET_UNIT,
+            )),
+            max_report_bytes: max_report_bytes.min(MAX_INFLIGHT_REPORT_BYTES),
             busy,
             stalled,
         }
+    }
+
+    /// Units of room a report announcing `announced` bytes holds.
+    fn units(&self, announced: usize) -> u32 {
+        let bytes = announced.clamp(1, self.max_report_bytes);
+        bytes.div_ceil(BUDGET_UNIT) as u32
     }
 }
 
@@ -313,12 +328,37 @@ pub struct ReportBudgetService<S> {
     budget: ReportBudget,
 }
 
-impl<S, B> Service<Request<B>> for ReportBudgetService<S>
+/// The first frames of a body, up to the 5-byte gRPC frame header, and the
+/// size the header announces (`None`: the body ended first).
+async fn announced_size(
+    body: &mut tonic::body::Body,
+) -> Result<(Vec<http_body::Frame<bytes::Bytes>>, Option<usize>), tonic::Status> {
+    use http_body_util::BodyExt as _;
+    let mut frames = Vec::new();
+    let mut head = Vec::with_capacity(5);
+    while head.len() < 5 {
+        let Some(frame) = body.frame().await else {
+            return Ok((frames, None));
+        };
+        let frame = frame?;
+        if let Some(data) = frame.data_ref() {
+            let take = (5 - head.len()).min(data.len());
+            head.extend_from_slice(&data[..take]);
+        }
+        frames.push(frame);
+    }
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+    Ok((frames, Some(len as usize)))
+}
+
+impl<S> Service<Request<tonic::body::Body>> for ReportBudgetService<S>
 where
-    S: Service<Request<B>, Response = Response<tonic::body::Body>> + Clone + Send + 'static,
+    S: Service<Request<tonic::body::Body>, Response = Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    B: Send + 'static,
 {
     type Response = Response<tonic::body::Body>;
     type Error = S::Error;
@@ -328,7 +368,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<tonic::body::Body>) -> Self::Future {
+        use futures::StreamExt as _;
         if req.uri().path() != crate::proto::codec::REPORT_PATH {
             return Box::pin(self.inner.call(req));
         }
@@ -338,24 +379,41 @@ where
         let mut inner = std::mem::replace(&mut self.inner, ready);
         let budget = self.budget.clone();
         Box::pin(async move {
-            // The body is read only with room in the budget.
-            let wait = tokio::time::timeout(BUDGET_WAIT, budget.room.acquire_owned()).await;
-            let Ok(Ok(_room)) = wait else {
+            let stalled = || {
+                budget.stalled.inc();
+                tonic::Status::deadline_exceeded(format!(
+                    "the report did not arrive within {REPORT_READ_TIMEOUT:?}"
+                ))
+                .into_http()
+            };
+            let deadline = tokio::time::Instant::now() + REPORT_READ_TIMEOUT;
+            let (parts, mut body) = req.into_parts();
+            let peeked = tokio::time::timeout_at(deadline, announced_size(&mut body)).await;
+            let Ok(peeked) = peeked else {
+                return Ok(stalled());
+            };
+            let (frames, announced) = match peeked {
+                Ok(peeked) => peeked,
+                Err(status) => return Ok(status.into_http()),
+            };
+            // Room for what the report says it is, before reading it.
+            let units = budget.units(announced.unwrap_or(0));
+            let wait =
+                tokio::time::timeout(BUDGET_WAIT, budget.room.clone().acquire_many_owned(units));
+            let Ok(Ok(_room)) = wait.await else {
                 budget.busy.inc();
                 return Ok(tonic::Status::resource_exhausted(
                     "too many reports are being received at once; retry later",
                 )
                 .into_http());
             };
-            match tokio::time::timeout(REPORT_READ_TIMEOUT, inner.call(req)).await {
+            let rest = http_body_util::BodyStream::new(body);
+            let stream = futures::stream::iter(frames.into_iter().map(Ok)).chain(rest);
+            let body = tonic::body::Body::new(http_body_util::StreamBody::new(stream));
+            let call = inner.call(Request::from_parts(parts, body));
+            match tokio::time::timeout_at(deadline, call).await {
                 Ok(answer) => answer,
-                Err(_) => {
-                    budget.stalled.inc();
-                    Ok(tonic::Status::deadline_exceeded(format!(
-                        "the report did not arrive within {REPORT_READ_TIMEOUT:?}"
-                    ))
-                    .into_http())
-                }
+                Err(_) => Ok(stalled()),
             }
         })
     }

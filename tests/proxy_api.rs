@@ -281,6 +281,48 @@ impl Telemetry for Recording {
     }
 }
 
+/// Stalled Report streams cannot make proxy-api buffer them: the same
+/// budget as telemetry's (64 MiB of announced reports at once, 10 s to
+/// arrive) refuses the rest unread, and proxies' reports go through after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_report_streams_are_refused_not_buffered() {
+    const STREAMS: usize = 100;
+    let telemetry = start_telemetry_on(free_port().await).await;
+    let proxy_api = start_proxy_api(free_port().await, telemetry.grpc).await;
+    let (connection, answers) = support::stalled_reports(proxy_api.grpc, STREAMS).await;
+    let refused = |reason: &'static str, at_least: usize| {
+        let proxy_api = &proxy_api;
+        async move {
+            let what = format!("{at_least} reports refused as {reason}");
+            support::eventually(&what, Duration::from_secs(30), || async {
+                proxy_api
+                    .scrape()
+                    .await
+                    .get(
+                        "conduit_proxy_api_reports_refused_total",
+                        &[("reason", reason)],
+                    )
+                    .is_some_and(|n| n >= at_least as f64)
+            })
+            .await;
+        }
+    };
+    // 16 fit the budget (4 MiB announced each); the rest wait 1 s, unread.
+    refused("busy", STREAMS - 16).await;
+    refused("stalled", 16).await;
+    let mut client = support::connect(proxy_api.grpc).await;
+    client
+        .report(support::report(NS, "web-1", vec![]))
+        .await
+        .expect("forwarded once the stalled streams are gone");
+    eventually_metric(&telemetry, "conduit_telemetry_reports_total", 1.0).await;
+    for answer in answers {
+        let status = answer.await.unwrap();
+        assert!(matches!(status.as_deref(), Some("8" | "4")), "{status:?}");
+    }
+    connection.abort();
+}
+
 #[tokio::test]
 async fn upstream_statuses_and_deadlines_pass_through() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

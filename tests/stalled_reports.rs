@@ -7,7 +7,6 @@ mod support;
 
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use support::*;
 
 const STREAMS: usize = 1_000;
@@ -38,45 +37,7 @@ async fn stalled_report_streams_hold_a_bounded_budget() {
     let t = start_telemetry(&cluster(), &[]).await;
     let before = rss_kib();
 
-    let tcp = tokio::net::TcpStream::connect(t.grpc).await.unwrap();
-    let (send, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    let connection = tokio::spawn(connection);
-    // A frame header announcing 4 MiB − 1, then 1 MiB of it, then nothing;
-    // one buffer shared by every stream, so the client side costs 1 MiB.
-    let mut first = vec![0];
-    first.extend_from_slice(&((4u32 << 20) - 1).to_be_bytes());
-    first.extend(std::iter::repeat_n(0x08, 1 << 20));
-    let first = bytes::Bytes::from(first);
-    let mut answers = Vec::new();
-    for _ in 0..STREAMS {
-        let frames = futures::stream::iter([Ok::<_, std::convert::Infallible>(
-            http_body::Frame::data(first.clone()),
-        )])
-        .chain(futures::stream::pending());
-        let request = http::Request::post(format!(
-            "http://{}{}",
-            t.grpc,
-            conduit::proto::codec::REPORT_PATH
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(http_body_util::StreamBody::new(frames))
-        .unwrap();
-        let mut send = send.clone();
-        answers.push(tokio::spawn(async move {
-            send.ready().await.ok()?;
-            let rsp = send.send_request(request).await.ok()?;
-            rsp.headers()
-                .get("grpc-status")
-                .and_then(|s| s.to_str().ok())
-                .map(str::to_owned)
-        }));
-    }
+    let (connection, answers) = stalled_reports(t.grpc, STREAMS).await;
     // All of them have been refused for want of room, or are being read.
     eventually("the streams past the budget refused", WAIT, || async {
         t.scrape()

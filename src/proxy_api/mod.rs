@@ -64,6 +64,7 @@ pub struct Args {
 pub struct ProxyApi {
     admin: Admin,
     grpc: GrpcMetrics,
+    budget: crate::grpc::ReportBudget,
     ports: Ports,
     telemetry: Channel,
     destination: Channel,
@@ -87,6 +88,19 @@ impl Args {
         let destination = lazy_channel("-destination-addr", &self.destination_addr)?;
         let registry = Admin::registry();
         let grpc = GrpcMetrics::register(&registry, &[REPORT_PATH, GET_PATH], Vec::new())?;
+        let refused = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "conduit_proxy_api_reports_refused_total",
+                "Reports refused before they were forwarded, by reason: busy (no room within 1 s among the 64 MiB of reports received at once), stalled (a body that took over 10 s).",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(refused.clone()))?;
+        let budget = crate::grpc::ReportBudget::new(
+            MAX_FORWARD_BYTES,
+            refused.with_label_values(&["busy"]),
+            refused.with_label_values(&["stalled"]),
+        );
         let ports = Ports::bind(&self.addr, &self.metrics_addr).await?;
         // Only forwards: ready once it listens (DESIGN §11 "Readiness").
         let admin = Admin {
@@ -97,6 +111,7 @@ impl Args {
         Ok(ProxyApi {
             admin,
             grpc,
+            budget,
             ports,
             telemetry,
             destination,
@@ -132,6 +147,7 @@ impl ProxyApi {
         let get = DestinationServer::new(forward);
         let grpc = crate::grpc::server(Some(MAX_CONCURRENT_STREAMS))
             .layer(self.grpc)
+            .layer(self.budget)
             .add_service(report)
             .add_service(get)
             .serve_with_incoming_shutdown(

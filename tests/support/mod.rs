@@ -357,3 +357,55 @@ pub fn report(pod_ns: &str, pod: &str, requests: Vec<RequestScope>) -> ReportReq
 pub fn never() -> Shutdown {
     Shutdown::never()
 }
+
+/// Opens `n` Report streams on one HTTP/2 connection to `addr`, each
+/// sending a frame header announcing 4 MiB − 1 and 1 MiB of it, then
+/// nothing (one buffer shared by all, so the client side costs 1 MiB).
+/// Returns the connection's task and, per stream, the `grpc-status` it
+/// was answered with.
+pub async fn stalled_reports(
+    addr: SocketAddr,
+    n: usize,
+) -> (
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+    Vec<tokio::task::JoinHandle<Option<String>>>,
+) {
+    use futures::StreamExt as _;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    let mut first = vec![0];
+    first.extend_from_slice(&((4u32 << 20) - 1).to_be_bytes());
+    first.extend(std::iter::repeat_n(0x08, 1 << 20));
+    let first = bytes::Bytes::from(first);
+    let mut answers = Vec::new();
+    for _ in 0..n {
+        let frames = futures::stream::iter([Ok::<_, std::convert::Infallible>(
+            http_body::Frame::data(first.clone()),
+        )])
+        .chain(futures::stream::pending());
+        let request = http::Request::post(format!(
+            "http://{addr}{}",
+            conduit::proto::codec::REPORT_PATH
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::StreamBody::new(frames))
+        .unwrap();
+        let mut send = send.clone();
+        answers.push(tokio::spawn(async move {
+            send.ready().await.ok()?;
+            let rsp = send.send_request(request).await.ok()?;
+            rsp.headers()
+                .get("grpc-status")
+                .and_then(|s| s.to_str().ok())
+                .map(str::to_owned)
+        }));
+    }
+    (connection, answers)
+}
