@@ -635,39 +635,6 @@ async fn shutdown_is_bounded_when_the_receiver_is_down() {
     assert_eq!(m.queue_samples.get(), 0);
 }
 
-/// Opens a `Report` on `addr` over raw HTTP/2 and sends a frame header
-/// announcing 1000 bytes, then 10 of them, and never the rest: a proxy
-/// stuck mid-request. The request stays open while the returned task lives.
-async fn stuck_report(addr: std::net::SocketAddr) -> tokio::task::JoinHandle<()> {
-    use futures::StreamExt as _;
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    let mut partial = vec![0, 0, 0, 0x03, 0xe8];
-    partial.extend_from_slice(&[1; 10]);
-    let frames = futures::stream::iter([Ok::<_, std::convert::Infallible>(
-        http_body::Frame::data(bytes::Bytes::from(partial)),
-    )])
-    .chain(futures::stream::pending());
-    let request = http::Request::post(format!(
-        "http://{addr}{}",
-        conduit::proto::codec::REPORT_PATH
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers")
-    .body(http_body_util::StreamBody::new(frames))
-    .unwrap();
-    tokio::spawn(async move {
-        let answer = tokio::spawn(send.send_request(request));
-        let _ = connection.await;
-        answer.abort();
-    })
-}
-
 /// SIGTERM while a client holds an unfinished Report: the process drains
 /// for the shutdown grace (2 s here), cuts the stuck client, runs the last
 /// remote-write flush, which a real Prometheus receives, and exits 0.
@@ -704,7 +671,8 @@ async fn sigterm_with_a_stuck_client_exits_after_the_grace_and_flushes() {
     .await;
     let mut client = connect(grpc).await;
     client.report(traffic("/before-sigterm", 9)).await.unwrap();
-    let stuck = stuck_report(grpc).await;
+    // A proxy stuck mid-Report: 1 MiB of a message announced as 4 MiB.
+    let (stuck, _answer) = stalled_reports(grpc, 1).await;
     // Loopback delivers the request's headers and first bytes at once; no
     // counter shows a request before it ends, so give it a moment. Were it
     // late, the server would exit before the grace, which fails below.

@@ -190,23 +190,52 @@ fn check_latency(
     }
 }
 
+/// Telemetry A answers Stat through a real Prometheus that scrapes it;
+/// telemetry B from its embedded store; a public-api in front of each.
+struct Backends {
+    with_prom: Running,
+    embedded: Running,
+    prometheus: Prometheus,
+    api_prom: RunningApi,
+    api_embedded: RunningApi,
+}
+
+impl Backends {
+    async fn start() -> Self {
+        let prom_port = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let prom_url = format!("-prometheus-url=http://127.0.0.1:{prom_port}");
+        let with_prom = start_telemetry(&cluster(), &[&prom_url]).await;
+        let embedded = start_telemetry(&cluster(), &[]).await;
+        let prometheus = Prometheus::start_on(prom_port, &[with_prom.admin]).await;
+        let no_tap = unused_addr().await.to_string();
+        let api_prom = start_public_api(&with_prom.grpc.to_string(), &no_tap).await;
+        let api_embedded = start_public_api(&embedded.grpc.to_string(), &no_tap).await;
+        Self {
+            with_prom,
+            embedded,
+            prometheus,
+            api_prom,
+            api_embedded,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stat_agrees_on_prometheus_and_the_embedded_store() {
     // Telemetry A answers Stat through Prometheus, which scrapes A; B from
     // its embedded store. Both get the same reports.
-    let prom_port = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let prom_url = format!("-prometheus-url=http://127.0.0.1:{prom_port}");
-    let with_prom = start_telemetry(&cluster(), &[&prom_url]).await;
-    let embedded = start_telemetry(&cluster(), &[]).await;
-    let prometheus = Prometheus::start_on(prom_port, &[with_prom.admin]).await;
-    let no_tap = unused_addr().await.to_string();
-    let api_prom = start_public_api(&with_prom.grpc.to_string(), &no_tap).await;
-    let api_embedded = start_public_api(&embedded.grpc.to_string(), &no_tap).await;
+    let Backends {
+        with_prom,
+        embedded,
+        prometheus,
+        api_prom,
+        api_embedded,
+    } = Backends::start().await;
 
     // The simulated proxy: one report a second to each, until the end.
     let mut clients = [with_prom.client().await, embedded.client().await];
@@ -315,19 +344,13 @@ const YOUNG_RATE_TOLERANCE: f64 = 0.10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_young_or_stopped_groups_rate_is_over_the_span_it_covers() {
-    let prom_port = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let prom_url = format!("-prometheus-url=http://127.0.0.1:{prom_port}");
-    let with_prom = start_telemetry(&cluster(), &[&prom_url]).await;
-    let embedded = start_telemetry(&cluster(), &[]).await;
-    let prometheus = Prometheus::start_on(prom_port, &[with_prom.admin]).await;
-    let no_tap = unused_addr().await.to_string();
-    let api_prom = start_public_api(&with_prom.grpc.to_string(), &no_tap).await;
-    let api_embedded = start_public_api(&embedded.grpc.to_string(), &no_tap).await;
+    let Backends {
+        with_prom,
+        embedded,
+        prometheus,
+        api_prom,
+        api_embedded,
+    } = Backends::start().await;
 
     // Prometheus scrapes telemetry before the traffic begins, as in a
     // cluster (its first scrape of new targets can lag start-up by

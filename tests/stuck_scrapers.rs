@@ -29,15 +29,6 @@ fn cluster() -> String {
     ])
 }
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrapers_that_never_read_hold_little_and_block_no_one() {
     let t = start_telemetry(&cluster(), &[]).await;

@@ -343,39 +343,13 @@ impl Ingester {
 mod tests {
     //! The exposition byte for byte: a small store, every family.
 
-    use std::net::IpAddr;
-
     use prost::Message as _;
 
-    use crate::ingest::{Config, Enrich, Health, Ingester, WorkloadRef};
+    use crate::ingest::walk::tests::Meta;
+    use crate::ingest::{Config, Health, Ingester};
     use crate::proto::common::{HttpMethod, TcpAddress, http_method};
     use crate::proto::net::ip_to_proto;
     use crate::proto::proxy::telemetry::*;
-
-    /// web-1 (of deployment web) calls books-1 (no deployment).
-    struct Meta;
-
-    impl Enrich for Meta {
-        fn by_ip(&self, ip: &IpAddr) -> Option<WorkloadRef<'_>> {
-            match ip.to_string().as_str() {
-                "192.0.2.10" => Some(WorkloadRef {
-                    pod: "shop/web-1",
-                    deployment: "shop/web",
-                }),
-                "192.0.2.20" => Some(WorkloadRef {
-                    pod: "shop/books-1",
-                    deployment: "",
-                }),
-                _ => None,
-            }
-        }
-        fn by_pod(&self, ns: &str, name: &str) -> Option<WorkloadRef<'_>> {
-            (ns == "shop" && name == "web-1").then_some(WorkloadRef {
-                pod: "shop/web-1",
-                deployment: "shop/web",
-            })
-        }
-    }
 
     fn report() -> ReportRequest {
         let addr = |ip: &str| TcpAddress {

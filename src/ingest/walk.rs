@@ -219,7 +219,7 @@ fn histogram<const N: usize>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::net::IpAddr;
 
     use super::*;
@@ -229,8 +229,9 @@ mod tests {
     use crate::proto::proxy::telemetry::*;
     use prost::Message as _;
 
-    /// Two pods of documentation addresses, one with a deployment.
-    struct Meta;
+    /// Two pods of documentation addresses, one with a deployment (shared
+    /// with the exposition's tests).
+    pub(crate) struct Meta;
 
     impl Enrich for Meta {
         fn by_ip(&self, ip: &IpAddr) -> Option<WorkloadRef<'_>> {

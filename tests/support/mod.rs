@@ -409,3 +409,13 @@ pub async fn stalled_reports(
     }
     (connection, answers)
 }
+
+/// This process's resident set, in KiB (`VmRSS` of `/proc/self/status`).
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
