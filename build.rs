@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "proto/controller/telemetry/telemetry.proto",
     "proto/controller/tap/tap.proto",
     "proto/controller/stat/stat.proto",
+    "proto/controller/ingest/ingest.proto",
 ];
 
 /// The proxies' Report, generated with the telemetry component's codec
@@ -37,6 +38,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // A forwarded report stays the bytes it arrived as: decoded from
+        // tonic's receive buffer without a copy, handed to the ingester whole.
+        .bytes(".conduit.controller.ingest.ForwardedReport.report")
         .compile_fds(fds)?;
     // Also writes conduit.common again, identically.
     let fds = protox::compile(REPORT_PROTOS, ["proto"])?;

@@ -6,9 +6,8 @@
 //! any handler runs and without a way to configure it; callers of `Report`
 //! are owed `RESOURCE_EXHAUSTED`, so the layer rewrites the status of that
 //! trailers-only response (our handlers never return `OUT_OF_RANGE`
-//! themselves). Undecodable bodies are answered `INVALID_ARGUMENT` by the
-//! codec ([`crate::proto::codec`]) with a message starting [`UNDECODABLE`],
-//! which the layer counts.
+//! themselves). What a report body holds is judged, and counted, by the
+//! component's [`ReportHandler`], whichever way the report arrived.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,7 +19,9 @@ use http_body::{Body, Frame};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use tower::{Layer, Service};
 
-use crate::proto::codec::UNDECODABLE;
+mod report;
+
+pub use report::{REPORT_SERVICE_NAME, ReportHandler, ReportServer};
 
 /// A tonic server with the settings every component's gRPC port shares:
 /// at most `max_concurrent_streams` open streams per connection (`None`:
@@ -33,6 +34,26 @@ pub fn server(max_concurrent_streams: Option<u32>) -> tonic::transport::Server {
 /// `TCP_NODELAY` (replies are small and latency-bound).
 pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// A call's `grpc-timeout` header as a duration (`None`: absent or not
+/// what the gRPC spec allows), e.g. to pass on as an upstream's deadline.
+pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// Server-handling time buckets (seconds) for every gRPC method.
@@ -50,7 +71,6 @@ pub struct Guarded {
     /// Observes the size of every request body, in bytes.
     pub size: prometheus::Histogram,
     pub too_large: prometheus::IntCounter,
-    pub undecodable: prometheus::IntCounter,
 }
 
 #[derive(Clone)]
@@ -165,22 +185,12 @@ where
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<i32>().ok())
                 .unwrap_or(0);
-            if let Some(g) = guarded {
-                match tonic::Code::from(code) {
-                    tonic::Code::OutOfRange => {
-                        g.too_large.inc();
-                        code = tonic::Code::ResourceExhausted as i32;
-                        headers.insert("grpc-status", HeaderValue::from(code));
-                    }
-                    tonic::Code::InvalidArgument
-                        if headers
-                            .get("grpc-message")
-                            .is_some_and(|m| m.as_bytes().starts_with(UNDECODABLE.as_bytes())) =>
-                    {
-                        g.undecodable.inc();
-                    }
-                    _ => {}
-                }
+            if let Some(g) = guarded
+                && tonic::Code::from(code) == tonic::Code::OutOfRange
+            {
+                g.too_large.inc();
+                code = tonic::Code::ResourceExhausted as i32;
+                headers.insert("grpc-status", HeaderValue::from(code));
             }
             let code_name = format!("{:?}", tonic::Code::from(code));
             metrics
@@ -416,5 +426,30 @@ where
                 Err(_) => Ok(stalled()),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeout(value: &str) -> Option<Duration> {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert("grpc-timeout", value.parse().unwrap());
+        grpc_timeout(&metadata)
+    }
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(timeout("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(timeout("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(timeout("9n"), Some(Duration::from_nanos(9)));
+        assert_eq!(timeout("5"), None);
+        assert_eq!(timeout("5x"), None);
+        assert_eq!(timeout("123456789S"), None, "at most 8 digits");
+        assert_eq!(grpc_timeout(&tonic::metadata::MetadataMap::new()), None);
     }
 }

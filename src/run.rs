@@ -7,10 +7,11 @@
 //! installed.
 //!
 //! They share the index, and public-api calls telemetry and tap in memory
-//! (their gRPC services called directly, no socket). The proxies' side
-//! stays on the sockets a real mesh uses: proxy-api forwards to
-//! destination and telemetry over loopback, as the proxies' own calls
-//! arrive over the network.
+//! (their gRPC services called directly, no socket). The proxies' calls
+//! arrive on the sockets a real mesh uses (the demo's simulated proxies
+//! report to proxy-api's port, as installed proxies do); proxy-api hands
+//! each report to the ingester of this process, with no loopback hop, and
+//! forwards `Get` to destination over loopback.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -188,7 +189,11 @@ impl Args {
         ));
         argv.push(format!("--telemetry-addr={}", local(telemetry.grpc_addr())));
         let proxy_api: crate::proxy_api::Args = component("proxy-api", argv)?;
-        let proxy_api = proxy_api.bind().await?;
+        // One process: the proxies' reports go straight to the ingester.
+        let proxy_api = proxy_api
+            .bind()
+            .await?
+            .with_local_reports(telemetry.report_handler());
         let mut argv = addrs(&self.api_addr, &self.api_metrics_addr);
         argv.push(format!("--telemetry-addr={}", local(telemetry.grpc_addr())));
         argv.push(format!("--tap-addr={}", local(tap.grpc_addr())));
@@ -203,9 +208,10 @@ impl Args {
         let web: crate::web::Args = component("web", argv)?;
         let web = web.bind().await?;
 
-        let grpc = telemetry.grpc_addr();
+        let reports_to = proxy_api.grpc_addr();
         say(format_args!(
-            "telemetry: gRPC on {grpc}, metrics on http://{}/metrics",
+            "telemetry: gRPC on {}, metrics on http://{}/metrics",
+            telemetry.grpc_addr(),
             telemetry.admin_addr()
         ));
         say(format_args!(
@@ -243,7 +249,7 @@ impl Args {
         tasks.push(("public-api", tokio::spawn(api.serve(shutdown.clone()))));
         tasks.push(("web", tokio::spawn(web.serve(shutdown.clone()))));
         if self.demo {
-            self.start_demo(grpc, tap_port, &shutdown);
+            self.start_demo(reports_to, tap_port, &shutdown);
         }
         for (name, task) in tasks {
             task.await
@@ -253,12 +259,12 @@ impl Args {
         Ok(())
     }
 
-    /// The demo's simulated proxies: reports to telemetry, taps on each
+    /// The demo's simulated proxies: reports to proxy-api, taps on each
     /// pod's loopback address.
-    fn start_demo(&self, telemetry: SocketAddr, tap_port: u16, shutdown: &Shutdown) {
+    fn start_demo(&self, proxy_api: SocketAddr, tap_port: u16, shutdown: &Shutdown) {
         let fleet = demo_fleet();
         let sim = simulate::Args {
-            addr: local(telemetry),
+            addr: local(proxy_api),
             pods: fleet.pods.len(),
             deployments: Some(fleet.deployments.len()),
             namespace: String::new(),

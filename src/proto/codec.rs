@@ -15,12 +15,21 @@ use std::marker::PhantomData;
 use bytes::{Buf as _, Bytes};
 use prost::Message;
 use tonic::Status;
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 use super::proxy::telemetry::ReportResponse;
 
 /// The method's full path, as the proxies call it.
 pub const REPORT_PATH: &str = "/conduit.proxy.telemetry.Telemetry/Report";
+
+/// The internal method proxy-api forwards reports over
+/// (`proto/controller/ingest/ingest.proto`).
+pub const FORWARD_PATH: &str = "/conduit.controller.ingest.Ingest/Reports";
+
+/// The response header of [`FORWARD_PATH`] that announces the largest report
+/// telemetry applies (its `-max-report-bytes`), so the forwarder refuses
+/// larger ones as telemetry would without sending them.
+pub const MAX_REPORT_BYTES_HEADER: &str = "conduit-max-report-bytes";
 
 /// The first word of the message of every undecodable-body error (one word:
 /// the header percent-encodes spaces), which the gRPC layer counts.
@@ -96,5 +105,37 @@ impl Decoder for RawDecoder {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
         Ok(Some(buf.copy_to_bytes(buf.remaining())))
+    }
+}
+
+/// A client's side of [`RawCodec`]: sends a report body that is already
+/// encoded, as is (a forwarder that never decodes it); decodes the (empty)
+/// response with prost.
+pub struct RawClientCodec;
+
+impl Codec for RawClientCodec {
+    type Encode = Bytes;
+    type Decode = ReportResponse;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<ReportResponse>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(BufferSettings::default())
+    }
+}
+
+pub struct RawEncoder;
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        bytes::BufMut::put_slice(buf, &item);
+        Ok(())
     }
 }

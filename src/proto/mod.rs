@@ -53,6 +53,11 @@ pub mod controller {
     pub mod stat {
         tonic::include_proto!("conduit.controller.stat");
     }
+    /// This project's internal report forwarding, proxy-api → telemetry
+    /// (see its `.proto`).
+    pub mod ingest {
+        tonic::include_proto!("conduit.controller.ingest");
+    }
 }
 
 /// Prometheus remote write 1.0 (`prometheus/remote.proto`): `WriteRequest`,

@@ -1,16 +1,19 @@
 //! The proxy-api component: the proxies' single control-plane address. It
-//! forwards `Telemetry.Report` (unary) to the telemetry component and
-//! `Destination.Get` (server stream) to the destination component,
-//! passing statuses back unchanged, the caller's deadline on, and dropping
-//! the upstream stream when the proxy goes away. Upstreams are lazy
-//! channels: while one is down its calls get UNAVAILABLE, and the next call
-//! after it returns reconnects.
+//! forwards `Telemetry.Report` to the telemetry component, as undecoded
+//! bytes over a few long-lived streams ([`forward`]), and `Destination.Get`
+//! (server stream) to the destination component, passing statuses back
+//! unchanged, the caller's deadline on, and dropping the upstream stream
+//! when the proxy goes away. Upstreams are lazy channels: while one is down
+//! its calls get UNAVAILABLE, and the next call after it returns
+//! reconnects. In `conduit run` reports go to the ingester of the same
+//! process instead ([`ProxyApi::with_local_reports`]).
+
+mod forward;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument as _;
@@ -18,21 +21,19 @@ use tracing::Instrument as _;
 use crate::admin::{Admin, Ports};
 use crate::core::addr::client_uri;
 use crate::core::{ListenAddr, Shutdown};
-use crate::grpc::GrpcMetrics;
+use crate::grpc::{GrpcMetrics, ReportHandler, ReportServer};
 use crate::proto::codec::REPORT_PATH;
 use crate::proto::common::Destination;
 use crate::proto::proxy::destination::Update;
 use crate::proto::proxy::destination::destination_client::DestinationClient;
 use crate::proto::proxy::destination::destination_server::{self, DestinationServer};
-use crate::proto::proxy::telemetry::telemetry_client::TelemetryClient;
-use crate::proto::proxy::telemetry::telemetry_server::{self, TelemetryServer};
-use crate::proto::proxy::telemetry::{ReportRequest, ReportResponse};
+pub use forward::{FORWARD_LANES_MAX, Forwarder, IN_FLIGHT_WAIT, MAX_IN_FLIGHT_PER_LANE};
 
 const GET_PATH: &str = "/conduit.proxy.destination.Destination/Get";
 
-/// Largest report forwarded: above telemetry's default limit (4 MiB), so
-/// the telemetry component's own `-max-report-bytes` decides and its
-/// RESOURCE_EXHAUSTED reaches the proxy.
+/// Largest report received: above telemetry's default limit (4 MiB), so
+/// the telemetry component's own `-max-report-bytes` decides (announced on
+/// the forwarding stream) and its RESOURCE_EXHAUSTED reaches the proxy.
 const MAX_FORWARD_BYTES: usize = 64 << 20;
 
 /// Streams one connection may hold open: a proxy follows one `Get` per
@@ -66,7 +67,8 @@ pub struct ProxyApi {
     grpc: GrpcMetrics,
     budget: crate::grpc::ReportBudget,
     ports: Ports,
-    telemetry: Channel,
+    /// Where reports go: telemetry, forwarded; or this process's ingester.
+    reports: Arc<dyn ReportHandler>,
     destination: Channel,
 }
 
@@ -91,11 +93,24 @@ impl Args {
         let refused = prometheus::IntCounterVec::new(
             prometheus::Opts::new(
                 "conduit_proxy_api_reports_refused_total",
-                "Reports refused before they were forwarded, by reason: busy (no room within 1 s among the 64 MiB of reports received at once), stalled (a body that took over 10 s).",
+                "Reports refused before they were forwarded, by reason: busy (no room within 1 s among the 64 MiB of reports received at once, or among the reports waiting on telemetry), stalled (a body that took over 10 s), too_large (over telemetry's -max-report-bytes).",
             ),
             &["reason"],
         )?;
         registry.register(Box::new(refused.clone()))?;
+        let opened = prometheus::IntCounter::new(
+            "conduit_proxy_api_forwarding_streams_opened_total",
+            "Streams opened to telemetry to carry reports (each after the last one ended, once telemetry answers again).",
+        )?;
+        registry.register(Box::new(opened.clone()))?;
+        let reports = Forwarder::new(
+            telemetry,
+            forward::Refusals {
+                busy: refused.with_label_values(&["busy"]),
+                too_large: refused.with_label_values(&["too_large"]),
+            },
+            opened,
+        );
         let budget = crate::grpc::ReportBudget::new(
             MAX_FORWARD_BYTES,
             refused.with_label_values(&["busy"]),
@@ -113,7 +128,7 @@ impl Args {
             grpc,
             budget,
             ports,
-            telemetry,
+            reports: Arc::new(reports),
             destination,
         })
     }
@@ -128,6 +143,13 @@ impl ProxyApi {
         self.ports.admin_addr()
     }
 
+    /// Hands the proxies' reports to `handler` in this process instead of
+    /// forwarding them (`conduit run`: the ingester is here).
+    pub fn with_local_reports(mut self, handler: Arc<dyn ReportHandler>) -> Self {
+        self.reports = handler;
+        self
+    }
+
     pub async fn serve(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let span =
             tracing::info_span!("proxy_api", grpc = %self.grpc_addr(), admin = %self.admin_addr());
@@ -137,13 +159,10 @@ impl ProxyApi {
     async fn serve_inner(self, shutdown: Shutdown) -> anyhow::Result<()> {
         tracing::info!("serving");
         let forward = Forward {
-            telemetry: TelemetryClient::new(self.telemetry)
-                .max_encoding_message_size(MAX_FORWARD_BYTES),
             destination: DestinationClient::new(self.destination),
             shutdown: shutdown.clone(),
         };
-        let report =
-            TelemetryServer::new(forward.clone()).max_decoding_message_size(MAX_FORWARD_BYTES);
+        let report = ReportServer::new(self.reports, MAX_FORWARD_BYTES);
         let get = DestinationServer::new(forward);
         let grpc = crate::grpc::server(Some(MAX_CONCURRENT_STREAMS))
             .layer(self.grpc)
@@ -162,32 +181,12 @@ impl ProxyApi {
 
 #[derive(Clone)]
 struct Forward {
-    telemetry: TelemetryClient<Channel>,
     destination: DestinationClient<Channel>,
     shutdown: Shutdown,
 }
 
-/// The caller's `grpc-timeout`, to pass on as the upstream call's deadline.
-fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
-    if value.len() < 2 || value.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = value.split_at(value.len() - 1);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.checked_mul(3600)?),
-        "M" => Duration::from_secs(n.checked_mul(60)?),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 fn upstream<T>(incoming: Request<T>) -> Request<T> {
-    let timeout = grpc_timeout(incoming.metadata());
+    let timeout = crate::grpc::grpc_timeout(incoming.metadata());
     let mut request = Request::new(incoming.into_inner());
     if let Some(timeout) = timeout {
         request.set_timeout(timeout);
@@ -214,22 +213,6 @@ fn upstream_status(which: &'static str) -> impl Fn(Status) -> Status {
 }
 
 #[tonic::async_trait]
-impl telemetry_server::Telemetry for Forward {
-    async fn report(
-        &self,
-        request: Request<ReportRequest>,
-    ) -> Result<Response<ReportResponse>, Status> {
-        let response = self
-            .telemetry
-            .clone()
-            .report(upstream(request))
-            .await
-            .map_err(upstream_status("telemetry"))?;
-        Ok(Response::new(response.into_inner()))
-    }
-}
-
-#[tonic::async_trait]
 impl destination_server::Destination for Forward {
     type GetStream = futures::stream::BoxStream<'static, Result<Update, Status>>;
 
@@ -249,30 +232,5 @@ impl destination_server::Destination for Forward {
         let shutdown = self.shutdown.clone().signaled();
         use futures::StreamExt as _;
         Ok(Response::new(stream.take_until(Box::pin(shutdown)).boxed()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn timeout(value: &str) -> Option<Duration> {
-        let mut metadata = MetadataMap::new();
-        metadata.insert("grpc-timeout", value.parse().unwrap());
-        grpc_timeout(&metadata)
-    }
-
-    #[test]
-    fn grpc_timeout_units() {
-        assert_eq!(timeout("2H"), Some(Duration::from_secs(7200)));
-        assert_eq!(timeout("3M"), Some(Duration::from_secs(180)));
-        assert_eq!(timeout("5S"), Some(Duration::from_secs(5)));
-        assert_eq!(timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(timeout("7u"), Some(Duration::from_micros(7)));
-        assert_eq!(timeout("9n"), Some(Duration::from_nanos(9)));
-        assert_eq!(timeout("5"), None);
-        assert_eq!(timeout("5x"), None);
-        assert_eq!(timeout("123456789S"), None, "at most 8 digits");
-        assert_eq!(grpc_timeout(&MetadataMap::new()), None);
     }
 }

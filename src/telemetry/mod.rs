@@ -2,7 +2,7 @@
 //! controller's `ListPods`/`Query` on one gRPC port, and the mesh metrics on
 //! its admin port. Owns one [`Ingester`] and reads the cluster [`Index`].
 
-mod report_server;
+mod forward;
 mod service;
 
 use std::sync::Arc;
@@ -15,17 +15,28 @@ use crate::admin::{Admin, Ports};
 use crate::core::units::{parse_bytes, parse_duration};
 use crate::core::{ListenAddr, Shutdown};
 use crate::grpc::{GrpcMetrics, Guarded};
+use crate::grpc::{ReportHandler, ReportServer};
 use crate::ingest::{self, DroppedLabels, Health, Ingester};
 use crate::k8s::source::{MetadataArgs, Source};
 use crate::k8s::{Index, Kind};
-use crate::proto::codec::REPORT_PATH;
+use crate::proto::codec::{FORWARD_PATH, REPORT_PATH};
+use crate::proto::controller::ingest::ingest_server::IngestServer;
 use crate::proto::controller::stat::stat_server::StatServer;
 use crate::proto::controller::telemetry::telemetry_server::TelemetryServer as ControllerServer;
 use crate::remote_write::{self, RemoteWrite};
 use crate::stat::promql::Prometheus;
-use report_server::ReportServer;
+use forward::ForwardService;
 
+pub use forward::MAX_FORWARD_STREAMS;
 pub use service::{ControllerService, ReportService, StatService};
+
+/// Streams one client may hold open on the telemetry port: far above one
+/// report at a time per proxy.
+pub const MAX_REPORT_STREAMS_PER_CONNECTION: u32 = 1_000;
+
+/// A forwarded report's frame around the report itself: its sequence
+/// number and two field headers (at most 17 bytes), rounded up.
+const FORWARD_FRAME_OVERHEAD: usize = 32;
 
 /// Default `-max-report-bytes`: far above the largest report a proxy sends
 /// (~100 kB for 100 request scopes), small enough to bound memory per call.
@@ -33,6 +44,7 @@ pub const DEFAULT_MAX_REPORT_BYTES: usize = 4 << 20;
 
 const KNOWN_PATHS: &[&str] = &[
     REPORT_PATH,
+    FORWARD_PATH,
     "/conduit.controller.telemetry.Telemetry/Query",
     "/conduit.controller.telemetry.Telemetry/ListPods",
     "/conduit.controller.stat.Stat/Stat",
@@ -84,6 +96,8 @@ pub struct Args {
 /// The component with its sockets bound, ready to serve.
 pub struct Telemetry {
     ingester: Arc<Ingester>,
+    /// Applies each report, whichever way it arrives.
+    report: Arc<ReportService>,
     index: Arc<Index>,
     admin: Admin,
     grpc: GrpcMetrics,
@@ -124,7 +138,6 @@ impl Args {
                 path: REPORT_PATH,
                 size: health.report_bytes.clone(),
                 too_large: health.rejected_too_large.clone(),
-                undecodable: health.rejected_undecodable.clone(),
             }],
         )?;
         let ingester = Arc::new(Ingester::new(
@@ -165,7 +178,13 @@ impl Args {
                 None
             }
         };
+        let report = Arc::new(ReportService::new(
+            ingester.clone(),
+            index.clone(),
+            self.max_report_bytes,
+        ));
         Ok(Telemetry {
+            report,
             ingester,
             index,
             admin,
@@ -195,6 +214,12 @@ impl Telemetry {
 
     pub fn index(&self) -> &Arc<Index> {
         &self.index
+    }
+
+    /// Applies reports in this process as the proxies' `Report` does
+    /// (`conduit run`'s proxy-api hands them over here, no socket between).
+    pub fn report_handler(&self) -> Arc<dyn ReportHandler> {
+        self.report.clone()
     }
 
     /// Serves gRPC and admin HTTP until shutdown, expiring idle series.
@@ -243,14 +268,18 @@ impl Telemetry {
             health.rejected_busy.clone(),
             health.rejected_stalled.clone(),
         );
-        let report = ReportServer::new(
-            ReportService::new(self.ingester.clone(), self.index.clone()),
-            self.max_report_bytes,
-        );
-        let grpc = crate::grpc::server(Some(report_server::MAX_REPORT_STREAMS_PER_CONNECTION))
+        let report = ReportServer::new(self.report.clone(), self.max_report_bytes);
+        let forwarded = IngestServer::new(ForwardService::new(
+            self.report.clone(),
+            health.clone(),
+            shutdown.clone(),
+        ))
+        .max_decoding_message_size(self.max_report_bytes + FORWARD_FRAME_OVERHEAD);
+        let grpc = crate::grpc::server(Some(MAX_REPORT_STREAMS_PER_CONNECTION))
             .layer(self.grpc)
             .layer(budget)
             .add_service(report)
+            .add_service(forwarded)
             .add_service(controller)
             .add_service(stat)
             .serve_with_incoming_shutdown(

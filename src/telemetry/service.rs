@@ -3,7 +3,11 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use tonic::codegen::BoxFuture;
 use tonic::{Request, Response, Status};
+
+use crate::grpc::ReportHandler;
 
 use crate::ingest::{Enrich, IngestError, Ingester, WorkloadRef};
 use crate::k8s::{Index, Snapshot};
@@ -12,7 +16,6 @@ use crate::proto::controller::stat::stat_server;
 use crate::proto::controller::telemetry::{
     ListPodsRequest, QueryRequest, QueryResponse, telemetry_server,
 };
-use crate::proto::proxy::telemetry::ReportResponse;
 use crate::proto::public::{ListPodsResponse, MetricRequest, MetricResponse, Pod};
 use crate::stat::{Query, StatError, embedded, promql::Prometheus};
 
@@ -45,23 +48,40 @@ impl Enrich for Snapshot {
 pub struct ReportService {
     ingester: Arc<Ingester>,
     index: Arc<Index>,
+    max_report_bytes: usize,
 }
 
 impl ReportService {
-    pub fn new(ingester: Arc<Ingester>, index: Arc<Index>) -> Self {
-        Self { ingester, index }
+    /// Applies reports of at most `max_report_bytes` to `ingester`, enriched
+    /// from `index`.
+    pub fn new(ingester: Arc<Ingester>, index: Arc<Index>, max_report_bytes: usize) -> Self {
+        Self {
+            ingester,
+            index,
+            max_report_bytes,
+        }
     }
-}
 
-impl ReportService {
-    /// One `Report` body: decoded, validated and applied by the ingester,
-    /// or refused whole with INVALID_ARGUMENT.
-    pub fn report_bytes(&self, body: &[u8]) -> Result<Response<ReportResponse>, Status> {
+    /// The largest report body applied; larger ones are RESOURCE_EXHAUSTED.
+    pub fn max_report_bytes(&self) -> usize {
+        self.max_report_bytes
+    }
+
+    /// One `Report` body, however it arrived (a proxy's call, a forwarded
+    /// stream, proxy-api in this process): decoded, validated and applied
+    /// by the ingester, or refused whole: RESOURCE_EXHAUSTED over the size
+    /// limit, INVALID_ARGUMENT when it is not a valid report.
+    pub fn report_bytes(&self, body: &[u8]) -> Result<(), Status> {
+        if body.len() > self.max_report_bytes {
+            self.ingester.health().rejected_too_large.inc();
+            return Err(too_large(body.len(), self.max_report_bytes));
+        }
         let snapshot = self.index.load();
         match self.ingester.ingest_bytes(body, &**snapshot) {
-            Ok(()) => Ok(Response::new(ReportResponse {})),
+            Ok(()) => Ok(()),
             Err(IngestError::Undecodable(error)) => {
                 tracing::debug!(%error, "report undecodable");
+                self.ingester.health().rejected_undecodable.inc();
                 Err(Status::invalid_argument(format!(
                     "{UNDECODABLE} message: {error}"
                 )))
@@ -71,6 +91,19 @@ impl ReportService {
                 Err(Status::invalid_argument(format!("invalid report: {error}")))
             }
         }
+    }
+}
+
+/// A report over the limit, as every path that refuses one says it.
+pub fn too_large(len: usize, limit: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "report of {len} bytes is over the limit of {limit} bytes (-max-report-bytes)"
+    ))
+}
+
+impl ReportHandler for ReportService {
+    fn report(&self, body: Bytes, _: Option<std::time::Duration>) -> BoxFuture<(), Status> {
+        Box::pin(std::future::ready(self.report_bytes(&body)))
     }
 }
 
