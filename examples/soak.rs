@@ -12,7 +12,9 @@
 //! - remote write every 10 s to an in-process receiver that reads each
 //!   request whole and answers 204.
 //!
-//! `cargo run --release --example soak` (`SOAK_MINUTES=20` by default).
+//! `cargo run --release --example soak` (`SOAK_MINUTES=20` by default;
+//! `SOAK_TELEMETRY_FLAGS` adds telemetry flags, whitespace-separated, e.g.
+//! `-prometheus-url=http://127.0.0.1:9` for no embedded Stat store).
 //! Telemetry and the load run in this process; the load's own memory is
 //! small and constant.
 
@@ -190,7 +192,8 @@ async fn main() {
         .unwrap_or(20);
     let received = Arc::new(AtomicU64::new(0));
     let rw = receiver(received.clone()).await;
-    let cli = conduit::cli::Cli::parse_from(conduit::cli::normalize_args([
+    let extra = std::env::var("SOAK_TELEMETRY_FLAGS").unwrap_or_default();
+    let argv = [
         "conduit".to_string(),
         "controller".into(),
         "telemetry".into(),
@@ -199,7 +202,11 @@ async fn main() {
         "-series-idle-timeout=2m".into(),
         format!("-remote-write-url=http://{rw}/api/v1/write"),
         "-remote-write-interval=10s".into(),
-    ]));
+    ];
+    let argv = argv
+        .into_iter()
+        .chain(extra.split_whitespace().map(String::from));
+    let cli = conduit::cli::Cli::parse_from(conduit::cli::normalize_args(argv));
     let conduit::cli::Command::Controller(conduit::cli::Controller::Telemetry(args)) = cli.command
     else {
         unreachable!("a telemetry command line")

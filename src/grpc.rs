@@ -1,6 +1,7 @@
 //! A tower layer every gRPC server of the control plane runs behind: request
-//! counts and latency by method and status, and, for methods with a message
-//! size limit, status codes as DESIGN §11 asks for them.
+//! counts and latency by method and status, each call's `grpc-timeout`
+//! answered DEADLINE_EXCEEDED, and, for methods with a message size limit,
+//! status codes as DESIGN §11 asks for them.
 //!
 //! tonic reports a message over the decode limit as `OUT_OF_RANGE`, before
 //! any handler runs and without a way to configure it; callers of `Report`
@@ -39,7 +40,10 @@ pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::
 /// A call's `grpc-timeout` header as a duration (`None`: absent or not
 /// what the gRPC spec allows), e.g. to pass on as an upstream's deadline.
 pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    parse_grpc_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)
+}
+
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {
         return None;
     }
@@ -139,7 +143,7 @@ where
     S: Service<Request<tonic::body::Body>, Response = Response<ResBody>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    ResBody: Send + 'static,
+    ResBody: Default + Send + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -175,10 +179,33 @@ where
             }),
             None => req,
         };
+        let deadline = req
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .map(|d| tokio::time::Instant::from_std(started) + d.saturating_sub(DEADLINE_LEAD));
         let metrics = self.metrics.clone();
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let mut rsp = fut.await?;
+            // Counted as CANCELLED if dropped unanswered: the caller reset
+            // the stream or its connection went away.
+            let mut unanswered = Unanswered(Some((metrics.clone(), method, started)));
+            let answer = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, fut).await,
+                None => Ok(fut.await),
+            };
+            unanswered.0 = None;
+            let mut rsp = match answer {
+                Ok(rsp) => rsp?,
+                Err(_) => {
+                    metrics.count(method, tonic::Code::DeadlineExceeded, started);
+                    let status = tonic::Status::deadline_exceeded(
+                        "the call's deadline (grpc-timeout) passed before it was answered",
+                    );
+                    return Ok(status.into_http::<ResBody>());
+                }
+            };
             let headers = rsp.headers_mut();
             let mut code = headers
                 .get("grpc-status")
@@ -192,17 +219,39 @@ where
                 code = tonic::Code::ResourceExhausted as i32;
                 headers.insert("grpc-status", HeaderValue::from(code));
             }
-            let code_name = format!("{:?}", tonic::Code::from(code));
-            metrics
-                .requests
-                .with_label_values(&[method, code_name.as_str()])
-                .inc();
-            metrics
-                .latency
-                .with_label_values(&[method])
-                .observe(started.elapsed().as_secs_f64());
+            metrics.count(method, tonic::Code::from(code), started);
             Ok(rsp)
         })
+    }
+}
+
+/// How much sooner than its `grpc-timeout` a call is answered
+/// DEADLINE_EXCEEDED. tonic's server runs its own timer on the same header,
+/// outside every layer, and ends the call as CANCELLED, uncounted; its timer
+/// starts first, so ours must fire a timer tick (1 ms) earlier to answer
+/// with the status the gRPC spec names and to be counted.
+const DEADLINE_LEAD: Duration = Duration::from_millis(1);
+
+impl GrpcMetrics {
+    fn count(&self, method: &str, code: tonic::Code, started: Instant) {
+        let code_name = format!("{code:?}");
+        self.requests
+            .with_label_values(&[method, code_name.as_str()])
+            .inc();
+        self.latency
+            .with_label_values(&[method])
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// A call not yet answered: counted as CANCELLED when dropped so.
+struct Unanswered(Option<(GrpcMetrics, &'static str, Instant)>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some((metrics, method, started)) = self.0.take() {
+            metrics.count(method, tonic::Code::Cancelled, started);
+        }
     }
 }
 

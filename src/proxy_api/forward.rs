@@ -16,8 +16,8 @@
 //! bounded before they reach here by [`crate::grpc::ReportBudget`], which
 //! holds each report's room until it is answered.
 //!
-//! A proxy's deadline and cancellation end its wait (tonic's server applies
-//! `grpc-timeout` to the handler); a report whose caller went away before
+//! A proxy's deadline and cancellation end its wait (the gRPC server layer
+//! answers DEADLINE_EXCEEDED at the call's `grpc-timeout`); a report whose caller went away before
 //! its turn on the stream is not sent at all. When a stream ends (telemetry
 //! restarted, the connection lost), every report waiting on it is answered
 //! UNAVAILABLE and the next report opens a new one.

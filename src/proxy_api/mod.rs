@@ -27,7 +27,9 @@ use crate::proto::common::Destination;
 use crate::proto::proxy::destination::Update;
 use crate::proto::proxy::destination::destination_client::DestinationClient;
 use crate::proto::proxy::destination::destination_server::{self, DestinationServer};
-pub use forward::{FORWARD_LANES_MAX, Forwarder, IN_FLIGHT_WAIT, MAX_IN_FLIGHT_PER_LANE};
+pub use forward::{
+    FORWARD_LANES_MAX, Forwarder, IN_FLIGHT_WAIT, MAX_IN_FLIGHT_PER_LANE, UNARY_RECHECK,
+};
 
 const GET_PATH: &str = "/conduit.proxy.destination.Destination/Get";
 
