@@ -85,6 +85,20 @@ pub struct GrpcMetrics {
     /// Paths served; any other path is counted as `unknown`, so clients
     /// cannot grow the label set.
     known: Arc<[&'static str]>,
+    /// Per method (`known`'s order, then `unknown`), its series once first
+    /// used: every call counts without hashing its labels again.
+    resolved: Arc<[Resolved]>,
+}
+
+/// The gRPC status codes, 0 ..= 16.
+const CODES: usize = 17;
+
+/// One method's series, each created on its first use (so a scrape shows
+/// only the codes a method has answered).
+#[derive(Default)]
+struct Resolved {
+    latency: std::sync::OnceLock<prometheus::Histogram>,
+    handled: [std::sync::OnceLock<prometheus::IntCounter>; CODES],
 }
 
 impl GrpcMetrics {
@@ -115,6 +129,7 @@ impl GrpcMetrics {
             latency,
             guarded: guarded.into(),
             known: known.into(),
+            resolved: (0..=known.len()).map(|_| Resolved::default()).collect(),
         })
     }
 }
@@ -156,13 +171,8 @@ where
     fn call(&mut self, req: Request<tonic::body::Body>) -> Self::Future {
         let started = Instant::now();
         let path = req.uri().path();
-        let method = self
-            .metrics
-            .known
-            .iter()
-            .find(|k| **k == path)
-            .copied()
-            .unwrap_or("unknown");
+        let known = &self.metrics.known;
+        let method = known.iter().position(|k| *k == path).unwrap_or(known.len());
         let guarded = self
             .metrics
             .guarded
@@ -190,7 +200,7 @@ where
         Box::pin(async move {
             // Counted as CANCELLED if dropped unanswered: the caller reset
             // the stream or its connection went away.
-            let mut unanswered = Unanswered(Some((metrics.clone(), method, started)));
+            let mut unanswered = Unanswered(Some((&metrics, method, started)));
             let answer = match deadline {
                 Some(deadline) => tokio::time::timeout_at(deadline, fut).await,
                 None => Ok(fut.await),
@@ -233,21 +243,27 @@ where
 const DEADLINE_LEAD: Duration = Duration::from_millis(1);
 
 impl GrpcMetrics {
-    fn count(&self, method: &str, code: tonic::Code, started: Instant) {
-        let code_name = format!("{code:?}");
-        self.requests
-            .with_label_values(&[method, code_name.as_str()])
-            .inc();
-        self.latency
-            .with_label_values(&[method])
+    /// A call of method `method` (an index into `resolved`) answered `code`.
+    fn count(&self, method: usize, code: tonic::Code, started: Instant) {
+        let name = self.known.get(method).copied().unwrap_or("unknown");
+        let resolved = &self.resolved[method];
+        // `tonic::Code::from` maps every number past 16 to UNKNOWN (2).
+        let handled = resolved.handled[code as usize].get_or_init(|| {
+            let code_name = format!("{code:?}");
+            self.requests.with_label_values(&[name, code_name.as_str()])
+        });
+        handled.inc();
+        resolved
+            .latency
+            .get_or_init(|| self.latency.with_label_values(&[name]))
             .observe(started.elapsed().as_secs_f64());
     }
 }
 
 /// A call not yet answered: counted as CANCELLED when dropped so.
-struct Unanswered(Option<(GrpcMetrics, &'static str, Instant)>);
+struct Unanswered<'a>(Option<(&'a GrpcMetrics, usize, Instant)>);
 
-impl Drop for Unanswered {
+impl Drop for Unanswered<'_> {
     fn drop(&mut self) {
         if let Some((metrics, method, started)) = self.0.take() {
             metrics.count(method, tonic::Code::Cancelled, started);
