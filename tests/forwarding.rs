@@ -22,10 +22,10 @@ use conduit::ingest::Ingester;
 use conduit::proto::codec::{FORWARD_PATH, REPORT_PATH, RawClientCodec};
 use conduit::proto::proxy::telemetry::eos_ctx::End;
 use conduit::proto::proxy::telemetry::telemetry_client::TelemetryClient;
-use conduit::proto::proxy::telemetry::{ReportRequest, RequestScope, ResponseScope};
+use conduit::proto::proxy::telemetry::{ReportRequest, RequestScope};
 use conduit::simulate::Shape;
 use prost::Message as _;
-use support::{Exposition, TempDir, ctx, eos, get, response};
+use support::{Exposition, TempDir, eos, response, web_to_books};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -51,15 +51,6 @@ fn cluster() -> String {
     ])
 }
 
-/// `count` GET requests from web to books on `path`.
-fn web_to_books(path: &str, count: u32, responses: Vec<ResponseScope>) -> RequestScope {
-    RequestScope {
-        ctx: ctx("192.0.2.10", "192.0.2.20", get(), path),
-        count,
-        responses,
-    }
-}
-
 /// web's proxy reporting `scopes`.
 fn web_report(scopes: Vec<RequestScope>) -> ReportRequest {
     support::report(NS, WEB_POD, scopes)
@@ -67,17 +58,11 @@ fn web_report(scopes: Vec<RequestScope>) -> ReportRequest {
 
 /// The labels of web → books GET `path`, then `more`.
 fn web_to_books_labels<'a>(path: &'a str, more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    [
-        ("source", "shop/web-5d8f-abcde"),
-        ("target", "shop/books-77aa-xyz12"),
-        ("source_deployment", "shop/web"),
-        ("target_deployment", "shop/books"),
-        ("method", "GET"),
-        ("path", path),
-    ]
-    .into_iter()
-    .chain(more.iter().copied())
-    .collect()
+    support::WEB_TO_BOOKS
+        .into_iter()
+        .chain([("method", "GET"), ("path", path)])
+        .chain(more.iter().copied())
+        .collect()
 }
 
 /// A report from web of exactly `size` encoded bytes, on a path starting

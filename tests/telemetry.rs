@@ -33,25 +33,6 @@ fn cluster() -> String {
     ])
 }
 
-fn web_to_books(
-    path: &str,
-    count: u32,
-    responses: Vec<conduit::proto::proxy::telemetry::ResponseScope>,
-) -> RequestScope {
-    RequestScope {
-        ctx: ctx("192.0.2.10", "192.0.2.20", get(), path),
-        count,
-        responses,
-    }
-}
-
-const WEB_TO_BOOKS: [(&str, &str); 4] = [
-    ("source", "shop/web-5d8f-abcde"),
-    ("target", "shop/books-77aa-xyz12"),
-    ("source_deployment", "shop/web"),
-    ("target_deployment", "shop/books"),
-];
-
 fn labels<'a>(base: &[(&'a str, &'a str)], more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     base.iter().chain(more).copied().collect()
 }

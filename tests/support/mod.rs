@@ -286,6 +286,29 @@ pub fn yaml_docs(docs: &[String]) -> String {
 
 // ---- Report builders ----
 
+/// `count` GET requests on `path` from shop's web pod (192.0.2.10) to its
+/// books pod (192.0.2.20), as the `shop` fixtures of the telemetry and
+/// forwarding tests name them.
+pub fn web_to_books(
+    path: &str,
+    count: u32,
+    responses: Vec<conduit::proto::proxy::telemetry::ResponseScope>,
+) -> conduit::proto::proxy::telemetry::RequestScope {
+    conduit::proto::proxy::telemetry::RequestScope {
+        ctx: ctx("192.0.2.10", "192.0.2.20", get(), path),
+        count,
+        responses,
+    }
+}
+
+/// The pair labels of [`web_to_books`]'s series.
+pub const WEB_TO_BOOKS: [(&str, &str); 4] = [
+    ("source", "shop/web-5d8f-abcde"),
+    ("target", "shop/books-77aa-xyz12"),
+    ("source_deployment", "shop/web"),
+    ("target_deployment", "shop/books"),
+];
+
 pub fn get() -> Option<HttpMethod> {
     Some(HttpMethod {
         r#type: Some(http_method::Type::Registered(
