@@ -1,262 +1,130 @@
-//! Prometheus text exposition (format 0.0.4) of the mesh and tcp series.
+//! Prometheus text exposition (format 0.0.4) of the mesh and tcp series:
+//! a visitor of the one walk over the store ([`super::walk`]).
 //!
-//! Written by hand rather than through a metrics library because the store
-//! already holds each series' label text, rendered and escaped once when the
-//! series was created: a sample line is then three `memcpy`s and an integer
-//! format, which is what lets one core print millions of lines a second.
-//! The output is pinned by exact-output tests and checked with `promtool`.
+//! Written by hand rather than through a metrics library: the visitor
+//! renders a series' labels (escaped) once, then every sample line of the
+//! series is a few `memcpy`s and an integer format, which is what lets one
+//! core print millions of lines a second. The output is pinned by the
+//! exact-output tests below and checked with `promtool`.
 //!
 //! The exposition is produced in [`Piece`]s (a family's header, one shard of
 //! a family, an overflow series) so a large scrape can be streamed without
 //! holding the whole text in memory; every family's lines stay contiguous.
 
-use std::sync::LazyLock;
+use super::Ingester;
+use super::labels;
+use super::walk::{Extra, Labels, Part, Value, Visit, classification};
 
-use super::series::{
-    LATENCY_BOUNDS_MS, LATENCY_BUCKETS, MeshData, TCP_DURATION_BOUNDS_MS, TCP_DURATION_BUCKETS,
-    TcpData,
-};
-use super::table::SHARDS;
-use super::{Ingester, OVERFLOW, report::LabelWriter};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    Requests,
-    Responses,
-    Latency,
-    TcpOpen,
-    TcpClose,
-    TcpWriteBytes,
-    TcpDuration,
-}
-
-impl Family {
-    pub const ALL: [Family; 7] = [
-        Family::Requests,
-        Family::Responses,
-        Family::Latency,
-        Family::TcpOpen,
-        Family::TcpClose,
-        Family::TcpWriteBytes,
-        Family::TcpDuration,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::Requests => "requests_total",
-            Family::Responses => "responses_total",
-            Family::Latency => "response_latency_ms",
-            Family::TcpOpen => "tcp_open_total",
-            Family::TcpClose => "tcp_close_total",
-            Family::TcpWriteBytes => "tcp_write_bytes_total",
-            Family::TcpDuration => "tcp_connection_duration_ms",
-        }
-    }
-
-    fn header(self) -> &'static str {
-        match self {
-            Family::Requests => {
-                "# HELP requests_total Total number of requests the proxies saw.\n\
-                 # TYPE requests_total counter\n"
-            }
-            Family::Responses => {
-                "# HELP responses_total Total number of responses, by HTTP status and classification.\n\
-                 # TYPE responses_total counter\n"
-            }
-            Family::Latency => {
-                "# HELP response_latency_ms Response latency in milliseconds.\n\
-                 # TYPE response_latency_ms histogram\n"
-            }
-            Family::TcpOpen => {
-                "# HELP tcp_open_total Total number of TCP connections opened.\n\
-                 # TYPE tcp_open_total counter\n"
-            }
-            Family::TcpClose => {
-                "# HELP tcp_close_total Total number of TCP connections closed.\n\
-                 # TYPE tcp_close_total counter\n"
-            }
-            Family::TcpWriteBytes => {
-                "# HELP tcp_write_bytes_total Total bytes written on closed TCP connections.\n\
-                 # TYPE tcp_write_bytes_total counter\n"
-            }
-            Family::TcpDuration => {
-                "# HELP tcp_connection_duration_ms Lifetime of closed TCP connections in milliseconds.\n\
-                 # TYPE tcp_connection_duration_ms histogram\n"
-            }
-        }
-    }
-
-    fn is_tcp(self) -> bool {
-        !matches!(self, Family::Requests | Family::Responses | Family::Latency)
-    }
-}
+pub use super::walk::Family;
 
 /// One independently renderable part of the exposition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Piece {
     Header(Family),
-    Shard(Family, usize),
-    Overflow(Family),
+    Part(Part),
 }
 
 /// Every piece, in exposition order.
 pub fn pieces() -> impl Iterator<Item = Piece> {
-    Family::ALL.into_iter().flat_map(|f| {
-        std::iter::once(Piece::Header(f))
-            .chain((0..SHARDS).map(move |s| Piece::Shard(f, s)))
-            .chain(std::iter::once(Piece::Overflow(f)))
-    })
+    Family::ALL
+        .into_iter()
+        .flat_map(|f| std::iter::once(Piece::Header(f)).chain(Part::of(f).map(Piece::Part)))
 }
 
-/// `_bucket` suffixes: the `le` label and the closing brace, rendered once.
-fn le_suffixes<const N: usize>(bounds: impl Iterator<Item = u64>) -> [String; N] {
-    let mut out: [String; N] = std::array::from_fn(|_| String::new());
-    for (i, b) in bounds.enumerate() {
-        out[i] = format!(",le=\"{b}\"}} ");
+/// `# HELP` and `# TYPE` of a family.
+fn header(family: Family, buf: &mut Vec<u8>) {
+    for line in [
+        ["# HELP ", family.name(), " ", family.help(), "\n"],
+        ["# TYPE ", family.name(), " ", family.kind(), "\n"],
+    ] {
+        for s in line {
+            buf.extend_from_slice(s.as_bytes());
+        }
     }
-    out[N - 1] = ",le=\"+Inf\"} ".to_string();
-    out
 }
 
-static LATENCY_LE: LazyLock<[String; LATENCY_BUCKETS]> =
-    LazyLock::new(|| le_suffixes(LATENCY_BOUNDS_MS.iter().map(|&b| u64::from(b))));
-static TCP_LE: LazyLock<[String; TCP_DURATION_BUCKETS]> =
-    LazyLock::new(|| le_suffixes(TCP_DURATION_BOUNDS_MS.iter().copied()));
-
-static MESH_OVERFLOW_LABELS: LazyLock<String> = LazyLock::new(|| {
-    overflow_labels(&[
-        "source",
-        "target",
-        "source_deployment",
-        "target_deployment",
-        "method",
-        "path",
-    ])
-});
-static TCP_OVERFLOW_LABELS: LazyLock<String> = LazyLock::new(|| {
-    overflow_labels(&[
-        "direction",
-        "peer",
-        "source",
-        "target",
-        "source_deployment",
-        "target_deployment",
-    ])
-});
-
-fn overflow_labels(names: &[&str]) -> String {
-    let mut w = LabelWriter::default();
-    for name in names {
-        w.push(name, OVERFLOW);
-    }
-    w.as_str().to_string()
-}
-
-struct Out<'a> {
+/// The text visitor: lines into `buf` until it holds `limit` bytes.
+struct Text<'a> {
     buf: &'a mut Vec<u8>,
+    limit: usize,
+    /// The current series' labels, rendered and escaped, when they do not
+    /// come from the store (whose series keep theirs rendered).
+    labels: Vec<u8>,
     itoa: itoa::Buffer,
 }
 
-impl Out<'_> {
-    /// `name{labels} value\n`
-    fn sample(&mut self, name: &str, labels: &str, value: u64) {
-        self.start(name, "", labels);
-        self.buf.extend_from_slice(b"} ");
-        self.value(value);
-    }
-
-    fn start(&mut self, name: &str, suffix: &str, labels: &str) {
-        self.buf.extend_from_slice(name.as_bytes());
-        self.buf.extend_from_slice(suffix.as_bytes());
-        self.buf.push(b'{');
-        self.buf.extend_from_slice(labels.as_bytes());
-    }
-
-    fn value(&mut self, value: u64) {
-        self.buf
-            .extend_from_slice(self.itoa.format(value).as_bytes());
-        self.buf.push(b'\n');
-    }
-
-    fn histogram(&mut self, name: &str, labels: &str, buckets: &[u64], le: &[String], sum: Sum) {
-        let mut cumulative = 0;
-        for (count, le) in buckets.iter().zip(le) {
-            cumulative += count;
-            self.start(name, "_bucket", labels);
-            self.buf.extend_from_slice(le.as_bytes());
-            self.value(cumulative);
-        }
-        self.start(name, "_sum", labels);
-        self.buf.extend_from_slice(b"} ");
-        match sum {
-            Sum::Whole(v) => self.value(v),
-            Sum::Tenths(v) => {
-                self.buf
-                    .extend_from_slice(self.itoa.format(v / 10).as_bytes());
-                self.buf.push(b'.');
-                self.buf.push(b'0' + (v % 10) as u8);
-                self.buf.push(b'\n');
-            }
-        }
-        self.start(name, "_count", labels);
-        self.buf.extend_from_slice(b"} ");
-        self.value(cumulative);
-    }
-
-    fn mesh(&mut self, family: Family, labels: &str, d: &MeshData) {
-        match family {
-            Family::Requests => self.sample("requests_total", labels, d.requests),
-            Family::Responses => {
-                for r in &d.responses {
-                    self.start("responses_total", "", labels);
-                    self.buf.extend_from_slice(b",http_status_code=\"");
-                    self.buf
-                        .extend_from_slice(self.itoa.format(r.status).as_bytes());
-                    self.buf.extend_from_slice(if r.success {
-                        b"\",classification=\"success\"} "
-                    } else {
-                        b"\",classification=\"failure\"} "
-                    });
-                    self.value(r.count);
+impl Visit for Text<'_> {
+    fn series(&mut self, labels: Labels<'_>) {
+        self.labels.clear();
+        match labels {
+            Labels::Set(_) => {}
+            Labels::Pairs(pairs) => {
+                for (i, (name, value)) in pairs.iter().enumerate() {
+                    if i > 0 {
+                        self.labels.push(b',');
+                    }
+                    self.labels.extend_from_slice(name.as_bytes());
+                    self.labels.extend_from_slice(b"=\"");
+                    labels::escape(value, &mut self.labels);
+                    self.labels.push(b'"');
                 }
             }
-            // A label set whose responses carried no latency has no
-            // histogram samples.
-            Family::Latency if d.latency.iter().any(|&c| c > 0) => {
-                self.histogram(
-                    "response_latency_ms",
-                    labels,
-                    &d.latency,
-                    &LATENCY_LE[..],
-                    Sum::Tenths(d.latency_sum_tenths),
-                );
-            }
-            _ => {}
         }
     }
 
-    fn tcp(&mut self, family: Family, labels: &str, d: &TcpData) {
-        match family {
-            Family::TcpOpen => self.sample("tcp_open_total", labels, d.opens),
-            Family::TcpClose => self.sample("tcp_close_total", labels, d.closes),
-            Family::TcpWriteBytes => self.sample("tcp_write_bytes_total", labels, d.write_bytes),
-            Family::TcpDuration if d.closes > 0 => {
-                self.histogram(
-                    "tcp_connection_duration_ms",
-                    labels,
-                    &d.duration,
-                    &TCP_LE[..],
-                    Sum::Whole(d.duration_sum_ms),
-                );
+    /// `name{labels,extra} value\n`; the store's own extra labels (status
+    /// codes, classes, `le`) never need escaping.
+    fn sample(&mut self, name: &str, labels: Labels<'_>, extra: Extra<'_>, value: Value) {
+        let buf = &mut *self.buf;
+        buf.extend_from_slice(name.as_bytes());
+        buf.push(b'{');
+        let rendered = match labels {
+            Labels::Set(set) => set.rendered().as_bytes(),
+            Labels::Pairs(_) => &self.labels,
+        };
+        buf.extend_from_slice(rendered);
+        let comma = !rendered.is_empty();
+        match extra {
+            Extra::None => buf.extend_from_slice(b"} "),
+            Extra::Le(bound) => {
+                let text = bound.text.as_bytes();
+                buf.extend_from_slice(if comma { text } else { &text[1..] });
             }
-            _ => {}
+            Extra::Response { status, success } => {
+                buf.extend_from_slice(&b",http_status_code=\""[usize::from(!comma)..]);
+                buf.extend_from_slice(self.itoa.format(status).as_bytes());
+                buf.extend_from_slice(b"\",classification=\"");
+                buf.extend_from_slice(classification(success).as_bytes());
+                buf.extend_from_slice(b"\"} ");
+            }
+            Extra::Pairs(pairs) => {
+                for (i, (n, v)) in pairs.iter().enumerate() {
+                    if i > 0 || comma {
+                        buf.push(b',');
+                    }
+                    buf.extend_from_slice(n.as_bytes());
+                    buf.extend_from_slice(b"=\"");
+                    labels::escape(v, buf);
+                    buf.push(b'"');
+                }
+                buf.extend_from_slice(b"} ");
+            }
         }
+        match value {
+            Value::Count(v) => buf.extend_from_slice(self.itoa.format(v).as_bytes()),
+            Value::Tenths(v) => {
+                buf.extend_from_slice(self.itoa.format(v / 10).as_bytes());
+                buf.push(b'.');
+                buf.push(b'0' + (v % 10) as u8);
+            }
+            Value::Float(v) => buf.extend_from_slice(v.to_string().as_bytes()),
+        }
+        buf.push(b'\n');
     }
-}
 
-enum Sum {
-    Whole(u64),
-    Tenths(u64),
+    fn full(&self) -> bool {
+        self.buf.len() >= self.limit
+    }
 }
 
 impl Ingester {
@@ -276,36 +144,21 @@ impl Ingester {
         buf: &mut Vec<u8>,
         limit: usize,
     ) -> Option<usize> {
-        let mut out = Out {
-            buf,
-            itoa: itoa::Buffer::new(),
-        };
         match piece {
-            Piece::Header(f) => out.buf.extend_from_slice(f.header().as_bytes()),
-            Piece::Shard(f, shard) if f.is_tcp() => {
-                return self.tcp.for_each_in_shard_from(shard, from, |labels, d| {
-                    out.tcp(f, labels, d);
-                    out.buf.len() < limit
-                });
+            Piece::Header(f) => {
+                header(f, buf);
+                None
             }
-            Piece::Shard(f, shard) => {
-                return self.mesh.for_each_in_shard_from(shard, from, |labels, d| {
-                    out.mesh(f, labels, d);
-                    out.buf.len() < limit
-                });
-            }
-            Piece::Overflow(f) if f.is_tcp() => {
-                if let Some(d) = &*self.tcp_overflow.lock() {
-                    out.tcp(f, &TCP_OVERFLOW_LABELS, d);
-                }
-            }
-            Piece::Overflow(f) => {
-                if let Some(d) = &*self.mesh_overflow.lock() {
-                    out.mesh(f, &MESH_OVERFLOW_LABELS, d);
-                }
+            Piece::Part(part) => {
+                let mut text = Text {
+                    buf,
+                    limit,
+                    labels: Vec::new(),
+                    itoa: itoa::Buffer::new(),
+                };
+                self.walk_part_from(part, from, &mut text)
             }
         }
-        None
     }
 
     /// The whole mesh exposition at once.

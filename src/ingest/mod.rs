@@ -17,6 +17,7 @@ pub mod flat;
 pub mod health;
 pub mod hist;
 pub mod instances;
+pub mod labels;
 pub mod report;
 pub mod series;
 pub mod table;
@@ -35,7 +36,8 @@ pub use report::{DroppedLabels, Enrich, InvalidReport, NoMetadata, WorkloadRef};
 
 use crate::proto::proxy::telemetry::report_request::Proxy;
 use flat::{FlatReport, Report, Scope, WireError};
-use report::{LabelWriter, is_success, method_label, resolve};
+use labels::LabelBuf;
+use report::{is_success, method_label, resolve};
 use series::{MeshData, Response, TcpData};
 use table::{Budget, Lookup, Table};
 use window::WindowData;
@@ -48,8 +50,7 @@ pub const DEFAULT_MAX_SERIES: usize = 500_000;
 /// not vanish during a lull, short enough that dead pods' series go away.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// The label value every label of an overflow series carries.
-pub const OVERFLOW: &str = "__overflow__";
+pub use labels::OVERFLOW;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -118,7 +119,7 @@ pub struct Ingester {
 
 thread_local! {
     /// Label rendering scratch space, reused across reports on each thread.
-    static SCRATCH: RefCell<LabelWriter> = RefCell::new(LabelWriter::default());
+    static SCRATCH: RefCell<LabelBuf> = RefCell::new(LabelBuf::default());
     /// Decoding tables, reused across reports on each thread.
     static FLAT: RefCell<FlatReport> = RefCell::new(FlatReport::default());
 }
@@ -190,8 +191,9 @@ impl Ingester {
         self.clock.wall_start_ms + store_ms
     }
 
-    /// Visits every workload pair of the embedded Stat store.
-    pub fn for_each_pair(&self, mut visit: impl FnMut(&str, &WindowData)) {
+    /// Visits every workload pair of the embedded Stat store; the labels
+    /// are [`labels::PAIR`]'s.
+    pub fn for_each_pair(&self, mut visit: impl FnMut(labels::LabelRef<'_>, &WindowData)) {
         for shard in 0..table::SHARDS {
             self.windows.for_each_in_shard(shard, &mut visit);
         }
@@ -202,7 +204,7 @@ impl Ingester {
         self.mesh.len()
     }
 
-    /// Bytes of label text held by all series (memory accounting).
+    /// Bytes of label values held by all series (memory accounting).
     pub fn label_bytes(&self) -> usize {
         self.mesh.label_bytes() + self.tcp.label_bytes()
     }
@@ -260,7 +262,7 @@ impl Ingester {
         scope: &Scope,
         meta: &E,
         now: Now,
-        w: &mut LabelWriter,
+        w: &mut LabelBuf,
         tally: &mut Tally,
     ) {
         if !scope.has_ctx {
@@ -269,12 +271,11 @@ impl Ingester {
         let source = resolve(meta, scope.source_ip, &mut tally.source_misses);
         let target = resolve(meta, scope.target_ip, &mut tally.target_misses);
         let dropped = self.config.dropped;
-        w.clear();
-        w.push("source", source.pod);
-        w.push("target", target.pod);
-        w.push("source_deployment", source.deployment);
-        w.push("target_deployment", target.deployment);
-        let pair_len = w.as_str().len();
+        w.start(&labels::MESH);
+        w.push(source.pod);
+        w.push(target.pod);
+        w.push(source.deployment);
+        w.push(target.deployment);
         let method = if dropped.method {
             ""
         } else {
@@ -285,10 +286,10 @@ impl Ingester {
         } else {
             report.str(scope.path)
         };
-        tally.truncated += u64::from(w.push("method", method)) + u64::from(w.push("path", path));
+        tally.truncated += u64::from(w.push(method)) + u64::from(w.push(path));
 
         let mut folded: SmallVec<[Response; 4]> = SmallVec::new();
-        let lookup = self.mesh.update(w.as_str(), &self.budget, |data| {
+        let lookup = self.mesh.update(w.view(), &self.budget, |data| {
             data.touched = now.secs;
             add_scope(data, report, scope, Some(&self.budget), &mut folded);
         });
@@ -299,8 +300,8 @@ impl Ingester {
             data.touched = now.secs;
             add_scope(data, report, scope, None, &mut folded);
         }
-        // The workload pair is the label text before `method`.
-        let pair = &w.as_str()[..pair_len];
+        // The workload pair is the first labels of the request series.
+        let pair = w.view().prefix(&labels::PAIR);
         if self.config.embedded_stat
             && self.windows.update(pair, &self.window_budget, |data| {
                 data.add_scope(report, scope, now.ms, now.secs)
@@ -324,7 +325,7 @@ impl Ingester {
         report: Report<'_>,
         meta: &E,
         now: u32,
-        w: &mut LabelWriter,
+        w: &mut LabelBuf,
         tally: &mut Tally,
     ) {
         let flat = report.flat;
@@ -356,18 +357,18 @@ impl Ingester {
         for t in &flat.server_transports {
             let peer = resolve(meta, t.ip, &mut tally.source_misses);
             tcp_labels(w, direction, "src", peer, this);
-            self.add_tcp(w.as_str(), now, t.connects, report.disconnects(t), tally);
+            self.add_tcp(w.view(), now, t.connects, report.disconnects(t), tally);
         }
         for t in &flat.client_transports {
             let peer = resolve(meta, t.ip, &mut tally.target_misses);
             tcp_labels(w, direction, "dst", this, peer);
-            self.add_tcp(w.as_str(), now, t.connects, report.disconnects(t), tally);
+            self.add_tcp(w.view(), now, t.connects, report.disconnects(t), tally);
         }
     }
 
     fn add_tcp(
         &self,
-        labels: &str,
+        labels: labels::LabelRef<'_>,
         now: u32,
         connects: u32,
         disconnects: &[(u64, u64)],
@@ -459,17 +460,17 @@ fn add_scope(
 }
 
 fn tcp_labels(
-    w: &mut LabelWriter,
+    w: &mut LabelBuf,
     direction: &str,
     peer: &str,
     source: WorkloadRef<'_>,
     target: WorkloadRef<'_>,
 ) {
-    w.clear();
-    w.push("direction", direction);
-    w.push("peer", peer);
-    w.push("source", source.pod);
-    w.push("target", target.pod);
-    w.push("source_deployment", source.deployment);
-    w.push("target_deployment", target.deployment);
+    w.start(&labels::TCP);
+    w.push(direction);
+    w.push(peer);
+    w.push(source.pod);
+    w.push(target.pod);
+    w.push(source.deployment);
+    w.push(target.deployment);
 }

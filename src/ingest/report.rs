@@ -7,11 +7,6 @@ use super::flat::{End, Method, Report};
 use crate::proto::common::http_method;
 use crate::proto::proxy::telemetry::report_request::Proxy;
 
-/// Longest label value kept from a report (paths, unregistered methods):
-/// longer ones are cut at a character boundary so one report cannot make a
-/// series megabytes large.
-pub const MAX_LABEL_VALUE_BYTES: usize = 1024;
-
 /// The largest HTTP status a response may report (three digits).
 const MAX_HTTP_STATUS: u32 = 999;
 
@@ -160,87 +155,6 @@ impl std::str::FromStr for DroppedLabels {
     }
 }
 
-/// Renders label pairs into the text that goes between the braces of a
-/// sample line, escaping values as the exposition format requires.
-#[derive(Debug, Default)]
-pub struct LabelWriter {
-    buf: String,
-}
-
-impl LabelWriter {
-    pub fn clear(&mut self) {
-        self.buf.clear();
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.buf
-    }
-
-    /// Appends `name="value"`; returns whether the value had to be cut.
-    pub fn push(&mut self, name: &str, value: &str) -> bool {
-        let (value, cut) = truncate(value);
-        if !self.buf.is_empty() {
-            self.buf.push(',');
-        }
-        self.buf.push_str(name);
-        self.buf.push_str("=\"");
-        if value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
-            for c in value.chars() {
-                match c {
-                    '\\' => self.buf.push_str("\\\\"),
-                    '"' => self.buf.push_str("\\\""),
-                    '\n' => self.buf.push_str("\\n"),
-                    c => self.buf.push(c),
-                }
-            }
-        } else {
-            self.buf.push_str(value);
-        }
-        self.buf.push('"');
-        cut
-    }
-}
-
-/// Parses label text written by [`LabelWriter`] back into pairs,
-/// unescaping values.
-pub fn parse_labels(text: &str) -> Vec<(&str, String)> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some((name, after)) = rest.split_once("=\"") {
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let mut end = after.len();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, c)) => value.push(c),
-                    None => {}
-                },
-                '"' => {
-                    end = i + 1;
-                    break;
-                }
-                c => value.push(c),
-            }
-        }
-        out.push((name.trim_start_matches(','), value));
-        rest = &after[end..];
-    }
-    out
-}
-
-fn truncate(value: &str) -> (&str, bool) {
-    if value.len() <= MAX_LABEL_VALUE_BYTES {
-        return (value, false);
-    }
-    let mut end = MAX_LABEL_VALUE_BYTES;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    (&value[..end], true)
-}
-
 /// Resolves an optional wire address to its workload, counting misses.
 pub(super) fn resolve<'a, E: Enrich>(
     meta: &'a E,
@@ -322,25 +236,6 @@ mod tests {
         assert!(is_success(Some(End::Other), 404));
         assert!(!is_success(Some(End::Other), 503));
         assert!(is_success(None, 499));
-    }
-
-    #[test]
-    fn label_values_are_escaped_and_bounded() {
-        let mut w = LabelWriter::default();
-        w.push("path", "/a\"b\\c\nd");
-        w.push("code", "200");
-        assert_eq!(w.as_str(), r#"path="/a\"b\\c\nd",code="200""#);
-        assert_eq!(
-            parse_labels(w.as_str()),
-            [
-                ("path", "/a\"b\\c\nd".to_string()),
-                ("code", "200".to_string())
-            ]
-        );
-        w.clear();
-        let long = "é".repeat(MAX_LABEL_VALUE_BYTES);
-        assert!(w.push("path", &long));
-        assert!(w.as_str().len() <= MAX_LABEL_VALUE_BYTES + 8);
     }
 
     #[test]

@@ -1,13 +1,11 @@
-//! A sharded table of series keyed by their rendered label string.
+//! A sharded table of series keyed by their typed label sets
+//! ([`LabelSet`]: the values in one allocation).
 //!
-//! Why not a `HashMap<Labels, Series>`: the key of a series *is* the text that
-//! `/metrics` prints between the braces, so it is rendered once when the series
-//! is created and then serves three purposes: identity (hash + compare),
-//! exposition (copied verbatim into every sample line) and memory accounting
-//! (it is the series' only label storage). Series live in a chunked arena that
-//! never moves them, the hash table holds only `u32` slot numbers, so a series
-//! costs its data plus a few bytes of index, and the table can grow without
-//! copying series data.
+//! Why not a `HashMap<LabelSet, Series>`: series live in a chunked arena that
+//! never moves them and the hash table holds only `u32` slot numbers, so a
+//! series costs its data, its values and a few bytes of index, the table can
+//! grow without copying series data, and a scrape can resume a shard at a
+//! slot number.
 //!
 //! Concurrency: ingest takes a shard's read lock and the series' own mutex, so
 //! reports for different series never wait on each other and a scrape (also a
@@ -19,6 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hashbrown::HashTable;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+
+use super::labels::{LabelRef, LabelSet};
 
 /// Shards spread ingest across cores; 16 keeps lock contention negligible on
 /// the machines the ingester runs on while keeping per-shard overhead small.
@@ -77,8 +77,8 @@ impl Budget {
 }
 
 struct Slot<D> {
-    /// The rendered label string; empty for a free slot.
-    labels: Box<str>,
+    /// The series' labels; empty for a free slot.
+    labels: LabelSet,
     data: Mutex<D>,
 }
 
@@ -102,13 +102,13 @@ impl<D: SeriesData> Shard<D> {
         &self.chunks[i / CHUNK][i % CHUNK]
     }
 
-    fn find(&self, hash: u64, labels: &str) -> Option<u32> {
+    fn find(&self, hash: u64, labels: LabelRef<'_>) -> Option<u32> {
         self.index
-            .find(hash, |&i| &*self.slot(i).labels == labels)
+            .find(hash, |&i| self.slot(i).labels.view() == labels)
             .copied()
     }
 
-    fn insert(&mut self, hash: u64, labels: &str, hasher: &impl BuildHasher) -> u32 {
+    fn insert(&mut self, hash: u64, labels: LabelRef<'_>, hasher: &impl BuildHasher) -> u32 {
         let slot = Slot {
             labels: labels.into(),
             data: Mutex::new(D::default()),
@@ -133,7 +133,7 @@ impl<D: SeriesData> Shard<D> {
         let Self { index, chunks, .. } = self;
         index.insert_unique(hash, i, |&j| {
             let j = j as usize;
-            hasher.hash_one(chunks[j / CHUNK][j % CHUNK].labels.as_bytes())
+            chunks[j / CHUNK][j % CHUNK].labels.view().hash_with(hasher)
         });
         i
     }
@@ -180,8 +180,13 @@ impl<D: SeriesData> Table<D> {
 
     /// Runs `update` on the series with these labels, creating it if the
     /// budget allows. `update` runs under the series' own lock only.
-    pub fn update(&self, labels: &str, budget: &Budget, update: impl FnOnce(&mut D)) -> Lookup {
-        let hash = self.hasher.hash_one(labels.as_bytes());
+    pub fn update(
+        &self,
+        labels: LabelRef<'_>,
+        budget: &Budget,
+        update: impl FnOnce(&mut D),
+    ) -> Lookup {
+        let hash = labels.hash_with(&self.hasher);
         let shard = &self.shards[shard_of(hash)];
         {
             let s = shard.read();
@@ -226,13 +231,13 @@ impl<D: SeriesData> Table<D> {
                         continue;
                     }
                     let i = u32::try_from(c * CHUNK + o).expect("slot numbers fit in u32");
-                    let hash = self.hasher.hash_one(slot.labels.as_bytes());
+                    let hash = slot.labels.view().hash_with(&self.hasher);
                     if let Ok(entry) = index.find_entry(hash, |&j| j == i) {
                         entry.remove();
                     }
                     let extra = slot.data.get_mut().extra_label_sets();
                     *slot = Slot {
-                        labels: Box::default(),
+                        labels: LabelSet::empty(),
                         data: Mutex::new(D::default()),
                     };
                     free.push(i);
@@ -247,7 +252,7 @@ impl<D: SeriesData> Table<D> {
 
     /// Visits every live series of one shard under its read lock; each
     /// series' lock is held only while `visit` runs for it.
-    pub fn for_each_in_shard(&self, shard: usize, mut visit: impl FnMut(&str, &D)) {
+    pub fn for_each_in_shard(&self, shard: usize, mut visit: impl FnMut(LabelRef<'_>, &D)) {
         self.for_each_in_shard_from(shard, 0, |labels, data| {
             visit(labels, data);
             true
@@ -262,7 +267,7 @@ impl<D: SeriesData> Table<D> {
         &self,
         shard: usize,
         from: usize,
-        mut visit: impl FnMut(&str, &D) -> bool,
+        mut visit: impl FnMut(LabelRef<'_>, &D) -> bool,
     ) -> Option<usize> {
         let s: RwLockReadGuard<'_, Shard<D>> = self.shards[shard].read();
         let mut base = 0;
@@ -273,7 +278,7 @@ impl<D: SeriesData> Table<D> {
                 continue;
             }
             for (i, slot) in chunk.iter().enumerate().skip(from.saturating_sub(start)) {
-                if !slot.labels.is_empty() && !visit(&slot.labels, &slot.data.lock()) {
+                if !slot.labels.is_empty() && !visit(slot.labels.view(), &slot.data.lock()) {
                     return Some(start + i + 1);
                 }
             }
@@ -281,11 +286,11 @@ impl<D: SeriesData> Table<D> {
         None
     }
 
-    /// Total bytes of label strings held, for memory accounting.
+    /// Total bytes of label values held, for memory accounting.
     pub fn label_bytes(&self) -> usize {
         let mut total = 0;
         for shard in 0..SHARDS {
-            self.for_each_in_shard(shard, |labels, _| total += labels.len());
+            self.for_each_in_shard(shard, |labels, _| total += labels.text_len());
         }
         total
     }

@@ -1,73 +1,160 @@
-//! One walk over the mesh and tcp series, sample by sample, for consumers
-//! other than the text exposition (remote write).
+//! One walk over the store, for every output: the text exposition, remote
+//! write (and, over the pair table, the embedded Stat store) are visitors of
+//! it, so what is pushed is exactly what is scraped.
 //!
-//! It yields exactly the samples [`super::exposition`] prints for the same
-//! store — the same names, label sets and values — and a test below pins the
-//! two against each other. The store keeps each series' labels as rendered,
-//! escaped text; the walk parses that text back into unescaped pairs once per
-//! series and hands every sample of the series the same pairs, with the
-//! sample's own labels (`http_status_code`, `classification`, `le`) passed
-//! apart so a consumer can sort or encode without copying the series' labels.
+//! The families, their help texts, sample names and `le` tables are defined
+//! here once. A walk hands its visitor each series' typed labels
+//! ([`Labels`]) once, then that series' samples with their own labels
+//! (`http_status_code`, `classification`, `le`) apart, so the text exposition
+//! renders a series' labels once for all its lines and remote write encodes
+//! without copying them.
+//!
+//! Walks come in two orders over the same code: family by family and shard
+//! by shard, resumable at a slot ([`Ingester::walk_part_from`], what a streamed
+//! scrape needs, since the text format keeps a family's lines together), and
+//! series by series with all their families ([`Ingester::walk`], what remote
+//! write needs, touching each series once).
 //!
 //! Locking is the scrape's: a shard's read lock for the shard, each series'
 //! own lock while its samples are visited.
 
-use std::ops::Range;
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
-use smallvec::SmallVec;
+use smallvec::{SmallVec, smallvec};
 
-use super::series::{
-    LATENCY_BOUNDS_MS, LATENCY_BUCKETS, MeshData, TCP_DURATION_BOUNDS_MS, TCP_DURATION_BUCKETS,
-    TcpData,
-};
+use super::Ingester;
+use super::labels::{self, LabelRef, LabelSet, Schema};
+use super::series::{LATENCY_BOUNDS_MS, MeshData, TCP_DURATION_BOUNDS_MS, TcpData};
 use super::table::SHARDS;
-use super::{Ingester, OVERFLOW};
 
-/// Receives the samples of a walk.
+/// A series' labels as a walk hands them out.
+#[derive(Clone, Copy, Debug)]
+pub enum Labels<'a> {
+    /// A store series.
+    Set(LabelRef<'a>),
+    /// Labels from elsewhere (a client library's registry).
+    Pairs(&'a [(&'a str, &'a str)]),
+}
+
+impl<'a> Labels<'a> {
+    /// The `(name, value)` pairs, empty values included.
+    pub fn iter(self) -> impl Iterator<Item = (&'a str, Cow<'a, str>)> {
+        let (set, pairs) = match self {
+            Labels::Set(values) => (
+                Some(values.pairs().map(|(n, v)| -> (&'a str, _) { (n, v) })),
+                None,
+            ),
+            Labels::Pairs(pairs) => (
+                None,
+                Some(pairs.iter().map(|&(n, v)| (n, Cow::Borrowed(v)))),
+            ),
+        };
+        set.into_iter().flatten().chain(pairs.into_iter().flatten())
+    }
+}
+
+/// A sample's value, as exact as the store keeps it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value {
+    Count(u64),
+    /// Tenths of the unit (latency sums are kept in tenths of a millisecond).
+    Tenths(u64),
+    Float(f64),
+}
+
+impl Value {
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Value::Count(v) => v as f64,
+            Value::Tenths(v) => v as f64 / 10.0,
+            Value::Float(v) => v,
+        }
+    }
+}
+
+/// A histogram bucket's upper bound in both spellings a visitor needs.
+#[derive(Debug)]
+pub struct Bound {
+    /// The `le` label's value.
+    pub le: String,
+    /// `,le="…"} `, as a text exposition line writes it after the series'
+    /// labels.
+    pub text: String,
+}
+
+/// The labels a sample adds to its series' labels.
+#[derive(Clone, Copy, Debug)]
+pub enum Extra<'a> {
+    None,
+    /// A histogram bucket's `le`.
+    Le(&'a Bound),
+    /// A `responses_total` class: `http_status_code` and `classification`.
+    Response {
+        status: u16,
+        success: bool,
+    },
+    /// Labels from elsewhere (a client library's registry).
+    Pairs(&'a [(&'a str, &'a str)]),
+}
+
+impl<'a> Extra<'a> {
+    /// The labels as pairs; `digits` holds a status code's spelling.
+    pub fn pairs<'b>(&'b self, digits: &'b mut itoa::Buffer) -> SmallVec<[(&'b str, &'b str); 2]>
+    where
+        'a: 'b,
+    {
+        match *self {
+            Extra::None => SmallVec::new(),
+            Extra::Le(bound) => smallvec![("le", bound.le.as_str())],
+            Extra::Response { status, success } => smallvec![
+                ("http_status_code", digits.format(status)),
+                ("classification", classification(success)),
+            ],
+            Extra::Pairs(pairs) => pairs.iter().copied().collect(),
+        }
+    }
+}
+
+/// `responses_total`'s `classification` value.
+pub fn classification(success: bool) -> &'static str {
+    if success { "success" } else { "failure" }
+}
+
+/// Receives the series and samples of a walk.
 pub trait Visit {
-    /// One sample. `labels` are the series' labels in the store's order
-    /// (values unescaped, empty values included, as `/metrics` prints them);
-    /// `extra` are the labels this sample adds to them.
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], extra: &[(&str, &str)], value: f64);
+    /// A series begins: the samples up to the next call carry `labels`.
+    fn series(&mut self, _labels: Labels<'_>) {}
+
+    /// One sample: `labels` are its series' labels (in the store's order,
+    /// empty values included, as `/metrics` prints them); `extra` are the
+    /// labels this sample adds to them.
+    fn sample(&mut self, name: &str, labels: Labels<'_>, extra: Extra<'_>, value: Value);
+
+    /// Whether a resumable walk should stop after the current series.
+    fn full(&self) -> bool {
+        false
+    }
 }
 
-/// A series' label pairs as the walk hands them out.
-pub type Pairs<'a> = SmallVec<[(&'a str, &'a str); 8]>;
-
-/// The labels of every mesh series, in the store's order (the overflow
-/// series carries them all with the value `__overflow__`).
-const MESH_LABELS: [&str; 6] = [
-    "source",
-    "target",
-    "source_deployment",
-    "target_deployment",
-    "method",
-    "path",
-];
-
-/// The labels of every tcp series, in the store's order.
-const TCP_LABELS: [&str; 6] = [
-    "direction",
-    "peer",
-    "source",
-    "target",
-    "source_deployment",
-    "target_deployment",
-];
-
-/// `le` values of each histogram layout, rendered once (as `/metrics` does).
-fn le_values(bounds: impl Iterator<Item = u64>) -> Vec<String> {
-    bounds
-        .map(|b| b.to_string())
-        .chain(std::iter::once("+Inf".to_string()))
-        .collect()
+/// The store's metric families, in exposition order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Requests,
+    Responses,
+    Latency,
+    TcpOpen,
+    TcpClose,
+    TcpWriteBytes,
+    TcpDuration,
 }
 
-static LATENCY_LE: LazyLock<Vec<String>> =
-    LazyLock::new(|| le_values(LATENCY_BOUNDS_MS.iter().map(|&b| u64::from(b))));
-static TCP_LE: LazyLock<Vec<String>> =
-    LazyLock::new(|| le_values(TCP_DURATION_BOUNDS_MS.iter().copied()));
+/// The two tables families are read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TableOf {
+    Mesh,
+    Tcp,
+}
 
 /// Names of one histogram family's three sample kinds.
 struct HistogramNames {
@@ -75,6 +162,90 @@ struct HistogramNames {
     sum: &'static str,
     count: &'static str,
 }
+
+impl Family {
+    pub const ALL: [Family; 7] = [
+        Family::Requests,
+        Family::Responses,
+        Family::Latency,
+        Family::TcpOpen,
+        Family::TcpClose,
+        Family::TcpWriteBytes,
+        Family::TcpDuration,
+    ];
+
+    const MESH: [Family; 3] = [Family::Requests, Family::Responses, Family::Latency];
+    const TCP: [Family; 4] = [
+        Family::TcpOpen,
+        Family::TcpClose,
+        Family::TcpWriteBytes,
+        Family::TcpDuration,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Requests => "requests_total",
+            Family::Responses => "responses_total",
+            Family::Latency => "response_latency_ms",
+            Family::TcpOpen => "tcp_open_total",
+            Family::TcpClose => "tcp_close_total",
+            Family::TcpWriteBytes => "tcp_write_bytes_total",
+            Family::TcpDuration => "tcp_connection_duration_ms",
+        }
+    }
+
+    pub fn help(self) -> &'static str {
+        match self {
+            Family::Requests => "Total number of requests the proxies saw.",
+            Family::Responses => "Total number of responses, by HTTP status and classification.",
+            Family::Latency => "Response latency in milliseconds.",
+            Family::TcpOpen => "Total number of TCP connections opened.",
+            Family::TcpClose => "Total number of TCP connections closed.",
+            Family::TcpWriteBytes => "Total bytes written on closed TCP connections.",
+            Family::TcpDuration => "Lifetime of closed TCP connections in milliseconds.",
+        }
+    }
+
+    /// The exposition's `# TYPE`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Family::Latency | Family::TcpDuration => "histogram",
+            _ => "counter",
+        }
+    }
+
+    /// The label names of this family's series.
+    pub fn schema(self) -> &'static Schema {
+        match self.table() {
+            TableOf::Mesh => &labels::MESH,
+            TableOf::Tcp => &labels::TCP,
+        }
+    }
+
+    fn table(self) -> TableOf {
+        match self {
+            Family::Requests | Family::Responses | Family::Latency => TableOf::Mesh,
+            _ => TableOf::Tcp,
+        }
+    }
+}
+
+/// The bounds of a histogram layout, `+Inf` last, spelled once.
+fn bounds(finite: impl Iterator<Item = u64>) -> Vec<Bound> {
+    finite
+        .map(|b| b.to_string())
+        .chain(std::iter::once("+Inf".to_string()))
+        .map(|le| Bound {
+            text: format!(",le=\"{le}\"}} "),
+            le,
+        })
+        .collect()
+}
+
+static LATENCY_LE: LazyLock<Vec<Bound>> =
+    LazyLock::new(|| bounds(LATENCY_BOUNDS_MS.iter().map(|&b| u64::from(b))));
+static TCP_LE: LazyLock<Vec<Bound>> =
+    LazyLock::new(|| bounds(TCP_DURATION_BOUNDS_MS.iter().copied()));
 
 const LATENCY: HistogramNames = HistogramNames {
     bucket: "response_latency_ms_bucket",
@@ -88,134 +259,188 @@ const TCP_DURATION: HistogramNames = HistogramNames {
     count: "tcp_connection_duration_ms_count",
 };
 
-/// Unescaped copies of one series' label text, reused across series.
-#[derive(Debug, Default)]
-pub struct LabelScratch {
-    text: String,
-    spans: Vec<(Range<usize>, Range<usize>)>,
+static MESH_OVERFLOW: LazyLock<LabelSet> = LazyLock::new(|| LabelSet::overflow(&labels::MESH));
+static TCP_OVERFLOW: LazyLock<LabelSet> = LazyLock::new(|| LabelSet::overflow(&labels::TCP));
+
+/// Where a resumable walk goes: one shard of a family, or its overflow
+/// series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Shard(Family, usize),
+    Overflow(Family),
 }
 
-impl LabelScratch {
-    /// Parses rendered label text (`name="value",…`, values escaped with
-    /// `\\`, `\"` and `\n`) into pairs.
-    pub fn parse(&mut self, rendered: &str) -> Pairs<'_> {
-        self.text.clear();
-        self.spans.clear();
-        let mut rest = rendered;
-        while let Some(eq) = rest.find("=\"") {
-            let name_start = self.text.len();
-            self.text.push_str(rest[..eq].trim_start_matches(','));
-            let name = name_start..self.text.len();
-            rest = &rest[eq + 2..];
-            let value_start = self.text.len();
-            let mut from = 0;
-            let mut chars = rest.char_indices();
-            let mut end = rest.len();
-            while let Some((i, c)) = chars.next() {
-                match c {
-                    '"' => {
-                        end = i;
-                        break;
-                    }
-                    '\\' => {
-                        self.text.push_str(&rest[from..i]);
-                        match chars.next() {
-                            Some((_, 'n')) => self.text.push('\n'),
-                            Some((_, c)) => self.text.push(c),
-                            None => {}
-                        }
-                        from = chars.offset();
-                    }
-                    _ => {}
-                }
-            }
-            self.text.push_str(&rest[from.min(end)..end]);
-            self.spans.push((name, value_start..self.text.len()));
-            rest = rest.get(end + 1..).unwrap_or("");
-        }
-        self.spans
-            .iter()
-            .map(|(n, v)| (&self.text[n.clone()], &self.text[v.clone()]))
-            .collect()
+impl Part {
+    /// Every part of a family, in walk order.
+    pub fn of(family: Family) -> impl Iterator<Item = Part> {
+        (0..SHARDS)
+            .map(move |s| Part::Shard(family, s))
+            .chain(std::iter::once(Part::Overflow(family)))
     }
 }
 
-fn overflow_pairs(names: &[&'static str]) -> Pairs<'static> {
-    names.iter().map(|&n| (n, OVERFLOW)).collect()
-}
-
 impl Ingester {
-    /// Visits every sample of the mesh and tcp series: what `/metrics`
-    /// prints for them, in no particular order.
+    /// Visits every sample of the mesh and tcp series, series by series:
+    /// what `/metrics` prints for them, in no particular order.
     pub fn walk(&self, visit: &mut impl Visit) {
-        let mut scratch = LabelScratch::default();
         for shard in 0..SHARDS {
             self.mesh.for_each_in_shard(shard, |labels, d| {
-                mesh_samples(&scratch.parse(labels), d, visit);
+                mesh_series(&Family::MESH, labels, d, visit);
             });
         }
         for shard in 0..SHARDS {
             self.tcp.for_each_in_shard(shard, |labels, d| {
-                tcp_samples(&scratch.parse(labels), d, visit);
+                tcp_series(&Family::TCP, labels, d, visit);
             });
         }
         if let Some(d) = &*self.mesh_overflow.lock() {
-            mesh_samples(&overflow_pairs(&MESH_LABELS), d, visit);
+            mesh_series(&Family::MESH, MESH_OVERFLOW.view(), d, visit);
         }
         if let Some(d) = &*self.tcp_overflow.lock() {
-            tcp_samples(&overflow_pairs(&TCP_LABELS), d, visit);
+            tcp_series(&Family::TCP, TCP_OVERFLOW.view(), d, visit);
+        }
+    }
+
+    /// Visits one family's samples in `part` from series slot `from` on,
+    /// stopping after the first series that leaves `visit` [`Visit::full`]:
+    /// then the slot to resume from; `None` once the part is done.
+    pub fn walk_part_from(&self, part: Part, from: usize, visit: &mut impl Visit) -> Option<usize> {
+        match part {
+            Part::Shard(f, shard) => match f.table() {
+                TableOf::Mesh => self.mesh.for_each_in_shard_from(shard, from, |labels, d| {
+                    mesh_series(&[f], labels, d, visit);
+                    !visit.full()
+                }),
+                TableOf::Tcp => self.tcp.for_each_in_shard_from(shard, from, |labels, d| {
+                    tcp_series(&[f], labels, d, visit);
+                    !visit.full()
+                }),
+            },
+            Part::Overflow(f) => {
+                match f.table() {
+                    TableOf::Mesh => {
+                        if let Some(d) = &*self.mesh_overflow.lock() {
+                            mesh_series(&[f], MESH_OVERFLOW.view(), d, visit);
+                        }
+                    }
+                    TableOf::Tcp => {
+                        if let Some(d) = &*self.tcp_overflow.lock() {
+                            tcp_series(&[f], TCP_OVERFLOW.view(), d, visit);
+                        }
+                    }
+                }
+                None
+            }
         }
     }
 }
 
-fn mesh_samples(labels: &[(&str, &str)], d: &MeshData, visit: &mut impl Visit) {
-    visit.sample("requests_total", labels, &[], d.requests as f64);
-    let mut status = itoa::Buffer::new();
-    for r in &d.responses {
-        let class = if r.success { "success" } else { "failure" };
-        visit.sample(
-            "responses_total",
-            labels,
-            &[
-                ("http_status_code", status.format(r.status)),
-                ("classification", class),
-            ],
-            r.count as f64,
-        );
-    }
-    // A label set whose responses carried no latency has no histogram.
-    if d.latency.iter().any(|&c| c > 0) {
-        let sum = d.latency_sum_tenths as f64 / 10.0;
-        histogram::<LATENCY_BUCKETS>(&LATENCY, &LATENCY_LE, labels, &d.latency, sum, visit);
+/// Whether `family` has samples for this series (a visitor hears of a
+/// series only when it has).
+fn mesh_has(family: Family, d: &MeshData) -> bool {
+    match family {
+        Family::Requests => true,
+        Family::Responses => !d.responses.is_empty(),
+        // A label set whose responses carried no latency has no histogram.
+        Family::Latency => d.latency.iter().any(|&c| c > 0),
+        _ => false,
     }
 }
 
-fn tcp_samples(labels: &[(&str, &str)], d: &TcpData, visit: &mut impl Visit) {
-    visit.sample("tcp_open_total", labels, &[], d.opens as f64);
-    visit.sample("tcp_close_total", labels, &[], d.closes as f64);
-    visit.sample("tcp_write_bytes_total", labels, &[], d.write_bytes as f64);
-    if d.closes > 0 {
-        let sum = d.duration_sum_ms as f64;
-        histogram::<TCP_DURATION_BUCKETS>(&TCP_DURATION, &TCP_LE, labels, &d.duration, sum, visit);
+fn tcp_has(family: Family, d: &TcpData) -> bool {
+    match family {
+        Family::TcpOpen | Family::TcpClose | Family::TcpWriteBytes => true,
+        Family::TcpDuration => d.closes > 0,
+        _ => false,
+    }
+}
+
+fn mesh_series(families: &[Family], values: LabelRef<'_>, d: &MeshData, visit: &mut impl Visit) {
+    let labels = Labels::Set(values);
+    let mut begun = false;
+    for &f in families {
+        if !mesh_has(f, d) {
+            continue;
+        }
+        if !std::mem::replace(&mut begun, true) {
+            visit.series(labels);
+        }
+        match f {
+            Family::Requests => {
+                visit.sample(f.name(), labels, Extra::None, Value::Count(d.requests))
+            }
+            Family::Responses => {
+                for r in &d.responses {
+                    let extra = Extra::Response {
+                        status: r.status,
+                        success: r.success,
+                    };
+                    visit.sample(f.name(), labels, extra, Value::Count(r.count));
+                }
+            }
+            Family::Latency => histogram(
+                &LATENCY,
+                &LATENCY_LE,
+                labels,
+                &d.latency,
+                Value::Tenths(d.latency_sum_tenths),
+                visit,
+            ),
+            _ => {}
+        }
+    }
+}
+
+fn tcp_series(families: &[Family], values: LabelRef<'_>, d: &TcpData, visit: &mut impl Visit) {
+    let labels = Labels::Set(values);
+    let mut begun = false;
+    for &f in families {
+        if !tcp_has(f, d) {
+            continue;
+        }
+        if !std::mem::replace(&mut begun, true) {
+            visit.series(labels);
+        }
+        match f {
+            Family::TcpOpen => visit.sample(f.name(), labels, Extra::None, Value::Count(d.opens)),
+            Family::TcpClose => visit.sample(f.name(), labels, Extra::None, Value::Count(d.closes)),
+            Family::TcpWriteBytes => {
+                visit.sample(f.name(), labels, Extra::None, Value::Count(d.write_bytes));
+            }
+            Family::TcpDuration => histogram(
+                &TCP_DURATION,
+                &TCP_LE,
+                labels,
+                &d.duration,
+                Value::Count(d.duration_sum_ms),
+                visit,
+            ),
+            _ => {}
+        }
     }
 }
 
 /// Cumulative `_bucket{le}` samples, then `_sum` and `_count`.
 fn histogram<const N: usize>(
     names: &HistogramNames,
-    le: &[String],
-    labels: &[(&str, &str)],
+    le: &[Bound],
+    labels: Labels<'_>,
     buckets: &[u64; N],
-    sum: f64,
+    sum: Value,
     visit: &mut impl Visit,
 ) {
     let mut cumulative = 0;
     for (count, le) in buckets.iter().zip(le) {
         cumulative += count;
-        visit.sample(names.bucket, labels, &[("le", le)], cumulative as f64);
+        visit.sample(
+            names.bucket,
+            labels,
+            Extra::Le(le),
+            Value::Count(cumulative),
+        );
     }
-    visit.sample(names.sum, labels, &[], sum);
-    visit.sample(names.count, labels, &[], cumulative as f64);
+    visit.sample(names.sum, labels, Extra::None, sum);
+    visit.sample(names.count, labels, Extra::None, Value::Count(cumulative));
 }
 
 #[cfg(test)]
@@ -223,7 +448,7 @@ pub(crate) mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::ingest::{Config, Enrich, Health, WorkloadRef};
+    use crate::ingest::{Config, Enrich, Health, OVERFLOW, WorkloadRef};
     use crate::proto::common::{HttpMethod, TcpAddress, http_method};
     use crate::proto::net::ip_to_proto;
     use crate::proto::proxy::telemetry::*;
@@ -386,78 +611,47 @@ pub(crate) mod tests {
         assert!(has("response_latency_ms_sum", ("path", "/books")));
         assert!(!has("response_latency_ms_count", ("path", "/no-latency")));
     }
-
-    #[test]
-    fn label_text_parses_back_to_the_pairs_it_was_rendered_from() {
-        let mut w = crate::ingest::report::LabelWriter::default();
-        let pairs = [
-            ("source", ""),
-            ("path", "/a\"b\\c\nd,e=\"f"),
-            ("method", "GÉT"),
-            ("target", "\\"),
-        ];
-        for (n, v) in pairs {
-            w.push(n, v);
-        }
-        let mut scratch = LabelScratch::default();
-        assert_eq!(scratch.parse(w.as_str()).as_slice(), &pairs);
-        assert!(scratch.parse("").is_empty());
-    }
 }
+
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../tests/support/exposition.rs"]
+mod exposition_text;
 
 /// Helpers shared by the tests that compare the walk with a text exposition.
 #[cfg(test)]
 pub(crate) mod testing {
     use std::collections::BTreeMap;
 
-    use super::{LabelScratch, Visit};
+    use super::{Extra, Labels, Value, Visit};
 
     pub(crate) type Sample = (String, BTreeMap<String, String>, f64);
 
+    /// Every sample of a walk, its labels merged.
     #[derive(Default)]
     pub(crate) struct Collect(pub(crate) Vec<Sample>);
 
     impl Visit for Collect {
-        fn sample(
-            &mut self,
-            name: &str,
-            labels: &[(&str, &str)],
-            extra: &[(&str, &str)],
-            value: f64,
-        ) {
+        fn sample(&mut self, name: &str, labels: Labels<'_>, extra: Extra<'_>, value: Value) {
+            let mut digits = itoa::Buffer::new();
             let labels = labels
                 .iter()
-                .chain(extra)
+                .chain(
+                    extra
+                        .pairs(&mut digits)
+                        .into_iter()
+                        .map(|(n, v)| (n, v.into())),
+                )
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect();
-            self.0.push((name.to_string(), labels, value));
+            self.0.push((name.to_string(), labels, value.as_f64()));
         }
     }
 
-    /// The samples of a text exposition, sorted by name and labels.
+    /// The samples of a text exposition (parsed as the integration tests
+    /// parse it), sorted by name and labels.
     pub(crate) fn parse_text(text: &str) -> Vec<Sample> {
-        let mut scratch = LabelScratch::default();
-        let mut out: Vec<Sample> = text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .map(|line| {
-                let (series, value) = line.rsplit_once(' ').unwrap();
-                let (name, labels) = match series.split_once('{') {
-                    Some((name, labels)) => (name, labels.strip_suffix('}').unwrap()),
-                    None => (series, ""),
-                };
-                let labels = scratch
-                    .parse(labels)
-                    .iter()
-                    .map(|(n, v)| (n.to_string(), v.to_string()))
-                    .collect();
-                let value = match value {
-                    "+Inf" => f64::INFINITY,
-                    v => v.parse().unwrap(),
-                };
-                (name.to_string(), labels, value)
-            })
-            .collect();
+        let mut out = super::exposition_text::Exposition::parse(text).samples;
         out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         out
     }

@@ -12,11 +12,13 @@
 //! `/metrics` drops them the same way, so push and scrape give the same
 //! series).
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use prost::encoding::{encode_varint, encoded_len_varint};
 use smallvec::SmallVec;
 
-use crate::ingest::walk::Visit;
+use crate::ingest::walk::{Extra, Labels, Value, Visit};
 
 /// The label that carries the metric name.
 pub const NAME_LABEL: &str = "__name__";
@@ -88,13 +90,16 @@ impl<F: FnMut(Batch)> Encoder<F> {
         extra: &[(&str, &str)],
         value: f64,
     ) {
-        let mut sorted: SmallVec<[(&str, &str); 12]> = SmallVec::new();
-        sorted.push((NAME_LABEL, name));
+        self.push_labels(name, Labels::Pairs(labels), extra, value);
+    }
+
+    fn push_labels(&mut self, name: &str, labels: Labels<'_>, extra: &[(&str, &str)], value: f64) {
+        let mut sorted: SmallVec<[(&str, Cow<'_, str>); 12]> = SmallVec::new();
+        sorted.push((NAME_LABEL, Cow::Borrowed(name)));
         sorted.extend(
             labels
                 .iter()
-                .chain(extra)
-                .copied()
+                .chain(extra.iter().map(|&(n, v)| (n, Cow::Borrowed(v))))
                 .filter(|(_, v)| !v.is_empty()),
         );
         sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -109,7 +114,7 @@ impl<F: FnMut(Batch)> Encoder<F> {
             };
         let series_len = sorted
             .iter()
-            .map(|&l| field_len(label_len(l)))
+            .map(|(n, v)| field_len(label_len((n, v))))
             .sum::<usize>()
             + field_len(sample_len);
 
@@ -117,7 +122,8 @@ impl<F: FnMut(Batch)> Encoder<F> {
         out.reserve(field_len(series_len));
         out.push(KEY_1_LEN);
         encode_varint(series_len as u64, out);
-        for &(n, v) in &sorted {
+        for (n, v) in &sorted {
+            let (n, v) = (*n, &**v);
             out.push(KEY_1_LEN);
             encode_varint(label_len((n, v)) as u64, out);
             out.push(KEY_1_LEN);
@@ -171,8 +177,9 @@ impl<F: FnMut(Batch)> Encoder<F> {
 }
 
 impl<F: FnMut(Batch)> Visit for Encoder<F> {
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], extra: &[(&str, &str)], value: f64) {
-        self.push(name, labels, extra, value);
+    fn sample(&mut self, name: &str, labels: Labels<'_>, extra: Extra<'_>, value: Value) {
+        let mut digits = itoa::Buffer::new();
+        self.push_labels(name, labels, &extra.pairs(&mut digits), value.as_f64());
     }
 }
 

@@ -7,7 +7,7 @@
 use prometheus::proto::{MetricFamily, MetricType};
 use smallvec::SmallVec;
 
-use crate::ingest::walk::Visit;
+use crate::ingest::walk::{Extra, Labels, Value, Visit};
 
 /// Visits every sample of `families`.
 pub fn walk(families: &[MetricFamily], visit: &mut impl Visit) {
@@ -20,17 +20,29 @@ pub fn walk(families: &[MetricFamily], visit: &mut impl Visit) {
             _ => Default::default(),
         };
         for metric in family.get_metric() {
-            let labels: SmallVec<[(&str, &str); 8]> = metric
+            let pairs: SmallVec<[(&str, &str); 8]> = metric
                 .get_label()
                 .iter()
                 .map(|l| (l.name(), l.value()))
                 .collect();
+            let labels = Labels::Pairs(&pairs);
+            visit.series(labels);
             match family.get_field_type() {
                 MetricType::COUNTER => {
-                    visit.sample(name, &labels, &[], metric.get_counter().get_value());
+                    visit.sample(
+                        name,
+                        labels,
+                        Extra::None,
+                        Value::Float(metric.get_counter().get_value()),
+                    );
                 }
                 MetricType::GAUGE => {
-                    visit.sample(name, &labels, &[], metric.get_gauge().get_value());
+                    visit.sample(
+                        name,
+                        labels,
+                        Extra::None,
+                        Value::Float(metric.get_gauge().get_value()),
+                    );
                 }
                 // Nothing registers one, and the text encoder cannot print
                 // it either: left out of both.
@@ -43,34 +55,39 @@ pub fn walk(families: &[MetricFamily], visit: &mut impl Visit) {
                         inf_seen |= le.is_infinite() && le.is_sign_positive();
                         visit.sample(
                             &bucket,
-                            &labels,
-                            &[("le", &le.to_string())],
-                            b.cumulative_count() as f64,
+                            labels,
+                            Extra::Pairs(&[("le", &le.to_string())]),
+                            Value::Count(b.cumulative_count()),
                         );
                     }
                     if !inf_seen {
                         visit.sample(
                             &bucket,
-                            &labels,
-                            &[("le", "+Inf")],
-                            h.get_sample_count() as f64,
+                            labels,
+                            Extra::Pairs(&[("le", "+Inf")]),
+                            Value::Count(h.get_sample_count()),
                         );
                     }
-                    visit.sample(&sum, &labels, &[], h.get_sample_sum());
-                    visit.sample(&count, &labels, &[], h.get_sample_count() as f64);
+                    visit.sample(&sum, labels, Extra::None, Value::Float(h.get_sample_sum()));
+                    visit.sample(
+                        &count,
+                        labels,
+                        Extra::None,
+                        Value::Count(h.get_sample_count()),
+                    );
                 }
                 MetricType::SUMMARY => {
                     let s = metric.get_summary();
                     for q in s.get_quantile() {
                         visit.sample(
                             name,
-                            &labels,
-                            &[("quantile", &q.quantile().to_string())],
-                            q.value(),
+                            labels,
+                            Extra::Pairs(&[("quantile", &q.quantile().to_string())]),
+                            Value::Float(q.value()),
                         );
                     }
-                    visit.sample(&sum, &labels, &[], s.sample_sum());
-                    visit.sample(&count, &labels, &[], s.sample_count() as f64);
+                    visit.sample(&sum, labels, Extra::None, Value::Float(s.sample_sum()));
+                    visit.sample(&count, labels, Extra::None, Value::Count(s.sample_count()));
                 }
             }
         }

@@ -1,10 +1,11 @@
 //! Stat from the telemetry component's own windowed store.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::{Query, filters, group_label, group_metadata, round_ms, window_length, window_step};
 use crate::ingest::Ingester;
-use crate::ingest::report::parse_labels;
+use crate::ingest::labels::PAIR;
 use crate::ingest::window::Totals;
 use crate::proto::public::{
     Histogram, HistogramLabel, HistogramValue, MetricDatapoint, MetricName, MetricResponse,
@@ -46,18 +47,20 @@ pub fn stat_at(ingester: &Ingester, q: &Query, now_ms: u64) -> MetricResponse {
     let wanted = filters(&q.filter);
     let label = group_label(q.group_by);
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
-    ingester.for_each_pair(|text, data| {
-        let labels = parse_labels(text);
-        let value = |name: &str| {
-            labels
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map_or("", |(_, v)| v.as_str())
-        };
-        if !wanted.iter().all(|(name, want)| value(name) == *want) {
+    // Each label a query names, as its place in the pair's labels (a label
+    // pairs do not carry reads as empty, as an absent label does).
+    let place = |name: &str| PAIR.position(name).unwrap_or(usize::MAX);
+    let wanted: Vec<(usize, &str)> = wanted
+        .iter()
+        .map(|&(name, want)| (place(name), want))
+        .collect();
+    let group_by = label.map(place);
+    ingester.for_each_pair(|labels, data| {
+        if !wanted.iter().all(|&(i, want)| labels.get(i) == want) {
             return;
         }
-        let key = label.map_or("", value);
+        let key = group_by.map_or(Cow::Borrowed(""), |i| labels.get(i));
+        let key = &*key;
         let group = match groups.get_mut(key) {
             Some(g) => g,
             None => groups.entry(key.to_string()).or_insert_with(|| Group {

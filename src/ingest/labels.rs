@@ -1,0 +1,475 @@
+//! Series keys: typed label sets, and the label names defined once.
+//!
+//! A table's series all carry the same labels in the same order (its
+//! [`Schema`]), and a key is read by position: [`LabelRef::get`] is a slice,
+//! never a parse. The values are stored in the form the text exposition
+//! prints (`name="value",…`, escaped), because printing is the hot path: a
+//! sample line copies a series' labels verbatim, and a scrape prints
+//! hundreds of thousands of series tens of times each. The end of every
+//! value is kept beside the text, so remote write and the embedded Stat
+//! store read values without parsing; only a value that needed escaping (a
+//! path with a quote, rare) is unescaped when read.
+//!
+//! A schema's first labels form a complete set of their own (each value is
+//! closed before the next begins), which is how a workload pair (the first
+//! four mesh labels) is looked up from the very buffer its request series
+//! was built in.
+
+use std::borrow::Cow;
+use std::hash::{BuildHasher, Hash, Hasher};
+
+/// Longest label value kept from a report (paths, unregistered methods):
+/// longer ones are cut at a character boundary so one report cannot make a
+/// series megabytes large. Kubernetes names are far shorter (253 bytes).
+pub const MAX_LABEL_VALUE_BYTES: usize = 1024;
+
+/// Most labels a schema has.
+pub const MAX_LABELS: usize = 6;
+
+/// The label names of one table's series, in the order they are stored and
+/// printed, with the text the exposition writes before each value.
+#[derive(Debug)]
+pub struct Schema {
+    pub names: &'static [&'static str],
+    /// `name="` for the first label, `,name="` for the others.
+    text: &'static [&'static str],
+}
+
+impl Schema {
+    pub const fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub const fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Where `name` is among the labels.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| *n == name)
+    }
+}
+
+/// A [`Schema`] from its label names (the exposition's text spelled out at
+/// compile time).
+macro_rules! schema {
+    ($first:literal $(, $rest:literal)* $(,)?) => {
+        Schema {
+            names: &[$first $(, $rest)*],
+            text: &[concat!($first, "=\""), $(concat!(",", $rest, "=\"")),*],
+        }
+    };
+}
+
+/// `requests_total`, `responses_total` and `response_latency_ms`.
+pub static MESH: Schema = schema!(
+    "source",
+    "target",
+    "source_deployment",
+    "target_deployment",
+    "method",
+    "path",
+);
+
+/// A workload pair of the embedded Stat store: the first four mesh labels.
+pub static PAIR: Schema = schema!("source", "target", "source_deployment", "target_deployment",);
+
+/// The `tcp_*` families.
+pub static TCP: Schema = schema!(
+    "direction",
+    "peer",
+    "source",
+    "target",
+    "source_deployment",
+    "target_deployment",
+);
+
+/// The label value every label of an overflow series carries.
+pub const OVERFLOW: &str = "__overflow__";
+
+// Every value, escaped (at most twice its length), ends within a `u16`
+// offset, names and punctuation included.
+const _: () = assert!(MAX_LABELS * (2 * MAX_LABEL_VALUE_BYTES + 64) <= u16::MAX as usize);
+
+/// A borrowed label set: `text` as the exposition prints it, `ends[i]` where
+/// value `i` ends in it (before its closing quote).
+#[derive(Clone, Copy, Debug)]
+pub struct LabelRef<'a> {
+    schema: &'static Schema,
+    text: &'a str,
+    ends: &'a [u16],
+    /// No value holds a character the exposition escapes (false when
+    /// unsure: a prefix keeps its set's answer).
+    plain: bool,
+}
+
+impl<'a> LabelRef<'a> {
+    pub fn schema(self) -> &'static Schema {
+        self.schema
+    }
+
+    /// Number of values.
+    pub fn len(self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The labels as the exposition prints them between the braces.
+    pub fn rendered(self) -> &'a str {
+        self.text
+    }
+
+    /// Value `i`, unescaped (empty past the last).
+    pub fn get(self, i: usize) -> Cow<'a, str> {
+        let Some(&end) = self.ends.get(i) else {
+            return Cow::Borrowed("");
+        };
+        // The previous value's closing quote, then this label's `,name="`.
+        let start = match i {
+            0 => 0,
+            _ => usize::from(self.ends[i - 1]) + 1,
+        } + self.schema.text[i].len();
+        let value = &self.text[start..usize::from(end)];
+        if self.plain || !value.contains('\\') {
+            Cow::Borrowed(value)
+        } else {
+            Cow::Owned(unescape(value))
+        }
+    }
+
+    pub fn values(self) -> impl Iterator<Item = Cow<'a, str>> {
+        (0..self.len()).map(move |i| self.get(i))
+    }
+
+    /// The values paired with their names.
+    pub fn pairs(self) -> impl Iterator<Item = (&'static str, Cow<'a, str>)> {
+        self.schema.names.iter().copied().zip(self.values())
+    }
+
+    /// The set of this one's first labels, named by `schema`.
+    ///
+    /// # Panics
+    /// When `schema`'s names are not the first of this set's.
+    pub fn prefix(self, schema: &'static Schema) -> LabelRef<'a> {
+        let n = schema.len();
+        assert!(
+            self.schema.names.starts_with(schema.names),
+            "{:?} does not begin with {:?}",
+            self.schema.names,
+            schema.names
+        );
+        let end = n
+            .checked_sub(1)
+            .map_or(0, |last| usize::from(self.ends[last]) + 1);
+        LabelRef {
+            schema,
+            text: &self.text[..end],
+            ends: &self.ends[..n],
+            plain: self.plain,
+        }
+    }
+
+    /// Bytes of label text (memory accounting).
+    pub fn text_len(self) -> usize {
+        self.text.len()
+    }
+
+    pub(super) fn hash_with(self, hasher: &impl BuildHasher) -> u64 {
+        hasher.hash_one(self)
+    }
+}
+
+/// Identity is the text: within one schema, names and quoting make it
+/// unambiguous.
+impl PartialEq for LabelRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for LabelRef<'_> {}
+
+impl Hash for LabelRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write(self.text.as_bytes());
+    }
+}
+
+/// An owned label set, as a table keeps it: one allocation for the text.
+#[derive(Clone, Debug)]
+pub struct LabelSet {
+    schema: &'static Schema,
+    text: Box<str>,
+    ends: [u16; MAX_LABELS],
+    plain: bool,
+}
+
+impl LabelSet {
+    /// The set of no labels: a free slot of a table.
+    pub fn empty() -> Self {
+        static NONE: Schema = Schema {
+            names: &[],
+            text: &[],
+        };
+        Self {
+            schema: &NONE,
+            text: Box::default(),
+            ends: [0; MAX_LABELS],
+            plain: true,
+        }
+    }
+
+    pub fn view(&self) -> LabelRef<'_> {
+        LabelRef {
+            schema: self.schema,
+            text: &self.text,
+            ends: &self.ends[..self.schema.len()],
+            plain: self.plain,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.schema.is_empty()
+    }
+
+    /// A set whose every value is [`OVERFLOW`].
+    pub fn overflow(schema: &'static Schema) -> Self {
+        let mut b = LabelBuf::default();
+        b.start(schema);
+        for _ in schema.names {
+            b.push(OVERFLOW);
+        }
+        b.to_set()
+    }
+}
+
+/// Builds label sets value by value; reused across reports.
+#[derive(Debug)]
+pub struct LabelBuf {
+    schema: &'static Schema,
+    text: String,
+    ends: [u16; MAX_LABELS],
+    len: usize,
+    escapes: bool,
+}
+
+impl Default for LabelBuf {
+    fn default() -> Self {
+        Self {
+            schema: &MESH,
+            text: String::new(),
+            ends: [0; MAX_LABELS],
+            len: 0,
+            escapes: false,
+        }
+    }
+}
+
+impl LabelBuf {
+    /// Starts a set of `schema`'s labels.
+    pub fn start(&mut self, schema: &'static Schema) {
+        self.schema = schema;
+        self.text.clear();
+        self.len = 0;
+        self.escapes = false;
+    }
+
+    /// Appends the next label's value, cut at [`MAX_LABEL_VALUE_BYTES`] on a
+    /// character boundary; returns whether it had to be cut.
+    ///
+    /// # Panics
+    /// Past the schema's last label.
+    pub fn push(&mut self, value: &str) -> bool {
+        let (value, cut) = truncate(value);
+        let text = self.schema.text[self.len];
+        self.text.push_str(text);
+        if needs_escape(value) {
+            self.escapes = true;
+            let mut bytes = std::mem::take(&mut self.text).into_bytes();
+            escape(value, &mut bytes);
+            self.text = String::from_utf8(bytes).expect("escaping keeps UTF-8");
+        } else {
+            self.text.push_str(value);
+        }
+        self.ends[self.len] =
+            u16::try_from(self.text.len()).expect("MAX_LABELS escaped values fit a u16");
+        self.text.push('"');
+        self.len += 1;
+        cut
+    }
+
+    /// The set so far (complete once every label is pushed).
+    pub fn view(&self) -> LabelRef<'_> {
+        debug_assert_eq!(self.len, self.schema.len(), "every label pushed");
+        LabelRef {
+            schema: self.schema,
+            text: &self.text,
+            ends: &self.ends[..self.len],
+            plain: !self.escapes,
+        }
+    }
+
+    pub fn to_set(&self) -> LabelSet {
+        LabelSet::from(self.view())
+    }
+}
+
+impl From<LabelRef<'_>> for LabelSet {
+    fn from(r: LabelRef<'_>) -> Self {
+        let mut ends = [0; MAX_LABELS];
+        ends[..r.ends.len()].copy_from_slice(r.ends);
+        Self {
+            schema: r.schema,
+            text: r.text.into(),
+            ends,
+            plain: r.plain,
+        }
+    }
+}
+
+fn truncate(value: &str) -> (&str, bool) {
+    if value.len() <= MAX_LABEL_VALUE_BYTES {
+        return (value, false);
+    }
+    let mut end = MAX_LABEL_VALUE_BYTES;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&value[..end], true)
+}
+
+fn needs_escape(value: &str) -> bool {
+    value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n'))
+}
+
+/// A label value as the exposition format writes it: `\\`, `\"` and `\n`
+/// escaped.
+pub fn escape(value: &str, out: &mut Vec<u8>) {
+    if !needs_escape(value) {
+        out.extend_from_slice(value.as_bytes());
+        return;
+    }
+    let bytes = value.as_bytes();
+    let mut from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'"' => b"\\\"",
+            b'\n' => b"\\n",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[from..i]);
+        out.extend_from_slice(escaped);
+        from = i + 1;
+    }
+    out.extend_from_slice(&bytes[from..]);
+}
+
+/// The inverse of [`escape`].
+fn unescape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == '\\') {
+            (_, true) => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(c) => out.push(c),
+                None => {}
+            },
+            (c, false) => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(values: &[&str]) -> LabelBuf {
+        let mut b = LabelBuf::default();
+        b.start(&MESH);
+        for v in values {
+            b.push(v);
+        }
+        b
+    }
+
+    #[test]
+    fn values_come_back_as_pushed_and_prefixes_are_sets() {
+        let values = ["shop/web-1", "", "shop/web", "é\\", "GET", "/a\"b\nc"];
+        let b = set(&values);
+        let owned = b.to_set();
+        let r = owned.view();
+        assert_eq!(r, b.view());
+        assert_eq!(r.values().collect::<Vec<_>>(), values);
+        assert_eq!(r.get(9), "");
+        assert_eq!(
+            r.rendered(),
+            r#"source="shop/web-1",target="",source_deployment="shop/web",target_deployment="é\\",method="GET",path="/a\"b\nc""#
+        );
+        let pair = r.prefix(&PAIR);
+        assert_eq!(pair.len(), 4);
+        assert_eq!(pair.get(3), "é\\");
+        let mut short = LabelBuf::default();
+        short.start(&PAIR);
+        for v in &values[..4] {
+            short.push(v);
+        }
+        assert_eq!(pair, short.view(), "a prefix is the set of its values");
+        assert_eq!(
+            pair.pairs()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>(),
+            [
+                "source=shop/web-1",
+                "target=",
+                "source_deployment=shop/web",
+                "target_deployment=é\\"
+            ]
+        );
+    }
+
+    #[test]
+    fn sets_differing_only_in_where_values_split_differ() {
+        let a = set(&["ab", "c", "", "", "", ""]);
+        let b = set(&["a", "bc", "", "", "", ""]);
+        assert_ne!(a.view(), b.view());
+        let h = foldhash::quality::RandomState::default();
+        assert_ne!(a.view().hash_with(&h), b.view().hash_with(&h));
+    }
+
+    #[test]
+    fn long_values_are_cut_on_a_character_boundary() {
+        let mut b = LabelBuf::default();
+        b.start(&PAIR);
+        assert!(b.push(&"é".repeat(MAX_LABEL_VALUE_BYTES)));
+        for _ in 0..3 {
+            assert!(!b.push("x"));
+        }
+        let v = b.view().get(0);
+        assert_eq!(v.len(), MAX_LABEL_VALUE_BYTES);
+        assert!(v.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn the_longest_escaped_values_fit() {
+        let mut b = LabelBuf::default();
+        b.start(&MESH);
+        for _ in 0..MESH.len() {
+            b.push(&"\"".repeat(2 * MAX_LABEL_VALUE_BYTES));
+        }
+        assert_eq!(b.view().get(5), "\"".repeat(MAX_LABEL_VALUE_BYTES));
+    }
+
+    #[test]
+    fn escaping_covers_exactly_the_three_characters() {
+        let mut out = Vec::new();
+        escape("/a\"b\\c\nd,e=f", &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), r#"/a\"b\\c\nd,e=f"#);
+        assert_eq!(unescape(r#"/a\"b\\c\nd,e=f"#), "/a\"b\\c\nd,e=f");
+    }
+}
