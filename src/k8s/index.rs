@@ -31,6 +31,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::{Metadata, Resource};
 use parking_lot::Mutex;
 
+#[cfg(test)]
+#[path = "../../tests/support/k8s.rs"]
+mod fixtures;
+
 /// Pod label naming the plane a pod belongs to (`control` for the controller's own pods).
 pub const PLANE_LABEL: &str = "conduit.io/plane";
 /// Pod label naming the namespace of the controller that injected the pod's proxy.
@@ -964,46 +968,25 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{PodIP, PodSpec, PodStatus};
-    use k8s_openapi::api::discovery::v1::Endpoint;
+    use crate::k8s::index::fixtures::*;
+    use k8s_openapi::api::core::v1::PodIP;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    use std::collections::BTreeMap;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("test IPs are valid")
     }
 
-    fn meta(ns: &str, name: &str) -> ObjectMeta {
-        ObjectMeta {
-            namespace: Some(ns.to_owned()),
-            name: Some(name.to_owned()),
-            ..Default::default()
-        }
-    }
-
-    fn owned_by(kind: &str, name: &str) -> OwnerReference {
-        OwnerReference {
-            api_version: "apps/v1".to_owned(),
-            kind: kind.to_owned(),
-            name: name.to_owned(),
-            uid: format!("uid-{name}"),
-            controller: Some(true),
-            ..Default::default()
-        }
-    }
-
-    /// A pod with one IP (or none when `ip` is empty), owned by ReplicaSet `rs` if given.
     #[test]
     fn every_write_is_published_to_subscribers() {
         let index = Index::new();
         let mut changes = index.subscribe();
         assert!(!changes.has_changed().unwrap());
-        index.apply_pod(mk_pod("ns", "a", "192.0.2.1", "Running", None));
+        index.apply_pod(mk_pod("ns", "a", "192.0.2.1", None));
         assert!(changes.has_changed().unwrap());
         assert_eq!(changes.borrow_and_update().generation, 1);
         index.batch(|b| {
-            b.apply_pod(mk_pod("ns", "b", "192.0.2.2", "Running", None));
-            b.apply_pod(mk_pod("ns", "c", "192.0.2.3", "Running", None));
+            b.apply_pod(mk_pod("ns", "b", "192.0.2.2", None));
+            b.apply_pod(mk_pod("ns", "c", "192.0.2.3", None));
         });
         assert_eq!(
             changes.borrow_and_update().generation,
@@ -1016,58 +999,15 @@ mod tests {
     fn replaced_snapshots_are_freed_by_the_writer_not_a_reader() {
         let index = Index::new();
         let held = index.snapshot();
-        index.apply_pod(mk_pod("shop", "web-1", "192.0.2.1", "Running", None));
+        index.apply_pod(mk_pod("shop", "web-1", "192.0.2.1", None));
         assert_eq!(Arc::strong_count(&held), 2, "kept by the writer too");
         // The reader lets go: not the last reference, so it frees nothing.
         drop(held);
-        index.apply_pod(mk_pod("shop", "web-2", "192.0.2.2", "Running", None));
+        index.apply_pod(mk_pod("shop", "web-2", "192.0.2.2", None));
         assert!(index.writer.lock().0.is_empty(), "freed at the next write");
         // A snapshot nobody held is freed at once.
-        index.apply_pod(mk_pod("shop", "web-3", "192.0.2.3", "Running", None));
+        index.apply_pod(mk_pod("shop", "web-3", "192.0.2.3", None));
         assert!(index.writer.lock().0.is_empty());
-    }
-
-    fn mk_pod(ns: &str, name: &str, ip: &str, phase: &str, rs: Option<&str>) -> Pod {
-        Pod {
-            metadata: ObjectMeta {
-                owner_references: rs.map(|rs| vec![owned_by("ReplicaSet", rs)]),
-                ..meta(ns, name)
-            },
-            spec: Some(PodSpec::default()),
-            status: Some(PodStatus {
-                phase: Some(phase.to_owned()),
-                pod_ip: (!ip.is_empty()).then(|| ip.to_owned()),
-                ..Default::default()
-            }),
-        }
-    }
-
-    fn mk_rs(ns: &str, name: &str, deployment: Option<&str>) -> ReplicaSet {
-        ReplicaSet {
-            metadata: ObjectMeta {
-                owner_references: deployment.map(|d| vec![owned_by("Deployment", d)]),
-                ..meta(ns, name)
-            },
-            ..Default::default()
-        }
-    }
-
-    fn mk_slice(ns: &str, name: &str, service: &str, addr: &str) -> EndpointSlice {
-        EndpointSlice {
-            metadata: ObjectMeta {
-                labels: Some(BTreeMap::from([(
-                    SERVICE_NAME_LABEL.to_owned(),
-                    service.to_owned(),
-                )])),
-                ..meta(ns, name)
-            },
-            address_type: "IPv4".to_owned(),
-            endpoints: Some(vec![Endpoint {
-                addresses: vec![addr.to_owned()],
-                ..Default::default()
-            }]),
-            ports: None,
-        }
     }
 
     fn workload(pod: &str, deployment: Option<&str>) -> Option<Workload> {
@@ -1088,12 +1028,11 @@ mod tests {
     #[test]
     fn pod_resolves_through_replica_set_to_deployment() {
         let index = Index::new();
-        index.apply_replica_set(mk_rs("emojivoto", "web-5f9d", Some("web")));
+        index.apply_replica_set(mk_replica_set("emojivoto", "web-5f9d", Some("web")));
         index.apply_pod(mk_pod(
             "emojivoto",
             "web-5f9d-x1",
             "192.0.2.10",
-            "Running",
             Some("web-5f9d"),
         ));
 
@@ -1112,19 +1051,13 @@ mod tests {
     #[test]
     fn replica_set_arriving_after_its_pod_resolves_and_deleted_stops_resolving() {
         let index = Index::new();
-        index.apply_pod(mk_pod(
-            "ns",
-            "web-1",
-            "192.0.2.10",
-            "Running",
-            Some("web-rs"),
-        ));
+        index.apply_pod(mk_pod("ns", "web-1", "192.0.2.10", Some("web-rs")));
         assert_eq!(
             index.snapshot().workload_by_ip(&ip("192.0.2.10")),
             workload("ns/web-1", None)
         );
 
-        let rs = mk_rs("ns", "web-rs", Some("web"));
+        let rs = mk_replica_set("ns", "web-rs", Some("web"));
         index.apply_replica_set(rs.clone());
         assert_eq!(
             index.snapshot().workload_by_ip(&ip("192.0.2.10")),
@@ -1141,16 +1074,10 @@ mod tests {
     #[test]
     fn pod_without_replica_set_deployment_owner_has_no_deployment() {
         let index = Index::new();
-        index.apply_replica_set(mk_rs("ns", "orphan-rs", None));
-        index.apply_pod(mk_pod(
-            "ns",
-            "orphan-1",
-            "192.0.2.20",
-            "Running",
-            Some("orphan-rs"),
-        ));
-        let mut bare = mk_pod("ns", "job-1", "192.0.2.21", "Running", None);
-        bare.metadata.owner_references = Some(vec![owned_by("Job", "job")]);
+        index.apply_replica_set(mk_replica_set("ns", "orphan-rs", None));
+        index.apply_pod(mk_pod("ns", "orphan-1", "192.0.2.20", Some("orphan-rs")));
+        let mut bare = mk_pod("ns", "job-1", "192.0.2.21", None);
+        bare.metadata.owner_references = Some(vec![owner_ref("Job", "job")]);
         index.apply_pod(bare);
 
         let snap = index.snapshot();
@@ -1175,15 +1102,15 @@ mod tests {
     #[test]
     fn finished_pod_never_owns_its_reused_ip() {
         let index = Index::new();
-        index.apply_pod(mk_pod("ns", "new", "192.0.2.30", "Running", None));
+        index.apply_pod(mk_pod("ns", "new", "192.0.2.30", None));
         // The old pod's final status arrives after the new pod took the IP.
-        index.apply_pod(mk_pod("ns", "old", "192.0.2.30", "Failed", None));
+        index.apply_pod(mk_pod("ns", "old", "192.0.2.30", None).in_phase("Failed"));
         assert_eq!(owner(&index, "192.0.2.30").as_deref(), Some("ns/new"));
 
         // Same, in the other order, and with Succeeded.
         let index = Index::new();
-        index.apply_pod(mk_pod("ns", "old", "192.0.2.31", "Succeeded", None));
-        index.apply_pod(mk_pod("ns", "new", "192.0.2.31", "Running", None));
+        index.apply_pod(mk_pod("ns", "old", "192.0.2.31", None).in_phase("Succeeded"));
+        index.apply_pod(mk_pod("ns", "new", "192.0.2.31", None));
         assert_eq!(owner(&index, "192.0.2.31").as_deref(), Some("ns/new"));
 
         // A lone finished pod owns nothing.
@@ -1195,15 +1122,13 @@ mod tests {
     #[test]
     fn newest_live_claimant_owns_ip_and_older_takes_it_back() {
         let index = Index::new();
-        index.apply_pod(mk_pod("ns", "older", "192.0.2.40", "Running", None));
-        let newer = mk_pod("ns", "newer", "192.0.2.40", "Running", None);
+        index.apply_pod(mk_pod("ns", "older", "192.0.2.40", None));
+        let newer = mk_pod("ns", "newer", "192.0.2.40", None);
         index.apply_pod(newer.clone());
         assert_eq!(owner(&index, "192.0.2.40").as_deref(), Some("ns/newer"));
 
         // An update to the older pod does not take the IP back.
-        let mut older = mk_pod("ns", "older", "192.0.2.40", "Running", None);
-        older.metadata.labels = Some(BTreeMap::from([("app".into(), "x".into())]));
-        index.apply_pod(older);
+        index.apply_pod(mk_pod("ns", "older", "192.0.2.40", None).with_label("app", "x"));
         assert_eq!(owner(&index, "192.0.2.40").as_deref(), Some("ns/newer"));
 
         index.delete_pod(&newer);
@@ -1212,16 +1137,16 @@ mod tests {
         // And again when the newer one finishes instead of being deleted.
         index.apply_pod(newer);
         assert_eq!(owner(&index, "192.0.2.40").as_deref(), Some("ns/newer"));
-        index.apply_pod(mk_pod("ns", "newer", "192.0.2.40", "Succeeded", None));
+        index.apply_pod(mk_pod("ns", "newer", "192.0.2.40", None).in_phase("Succeeded"));
         assert_eq!(owner(&index, "192.0.2.40").as_deref(), Some("ns/older"));
     }
 
     #[test]
     fn deleted_pod_stops_resolving_and_releases_only_its_own_claims() {
         let index = Index::new();
-        let a = mk_pod("ns", "a", "192.0.2.50", "Running", None);
+        let a = mk_pod("ns", "a", "192.0.2.50", None);
         index.apply_pod(a.clone());
-        index.apply_pod(mk_pod("ns", "b", "192.0.2.51", "Running", None));
+        index.apply_pod(mk_pod("ns", "b", "192.0.2.51", None));
 
         index.delete_pod(&a);
         let snap = index.snapshot();
@@ -1233,7 +1158,7 @@ mod tests {
         );
 
         // A pod that moved to another IP releases the old one.
-        index.apply_pod(mk_pod("ns", "b", "192.0.2.52", "Running", None));
+        index.apply_pod(mk_pod("ns", "b", "192.0.2.52", None));
         assert_eq!(owner(&index, "192.0.2.51"), None);
         assert_eq!(owner(&index, "192.0.2.52").as_deref(), Some("ns/b"));
     }
@@ -1241,7 +1166,7 @@ mod tests {
     #[test]
     fn dual_stack_pod_owns_both_addresses() {
         let index = Index::new();
-        let mut pod = mk_pod("ns", "v6", "2001:db8::7", "Running", None);
+        let mut pod = mk_pod("ns", "v6", "2001:db8::7", None);
         let status = pod.status.as_mut().expect("fixture has a status");
         status.pod_ips = Some(vec![
             PodIP {
@@ -1269,7 +1194,7 @@ mod tests {
     #[test]
     fn host_network_pod_does_not_own_the_node_ip() {
         let index = Index::new();
-        let mut pod = mk_pod("kube-system", "kube-proxy-a", "192.0.2.1", "Running", None);
+        let mut pod = mk_pod("kube-system", "kube-proxy-a", "192.0.2.1", None);
         pod.spec.as_mut().expect("fixture has a spec").host_network = Some(true);
         index.apply_pod(pod);
 
@@ -1284,19 +1209,19 @@ mod tests {
     #[test]
     fn malformed_objects_are_skipped() {
         let index = Index::new();
-        index.apply_pod(mk_pod("ns", "bad-ip", "192.0.2.999", "Running", None));
-        let mut nameless = mk_pod("ns", "", "192.0.2.70", "Running", None);
+        index.apply_pod(mk_pod("ns", "bad-ip", "192.0.2.999", None));
+        let mut nameless = mk_pod("ns", "", "192.0.2.70", None);
         nameless.metadata.name = None;
         index.apply_pod(nameless.clone());
         index.delete_pod(&nameless);
-        index.apply_replica_set(mk_rs("ns", "", Some("web")));
+        index.apply_replica_set(mk_replica_set("ns", "", Some("web")));
 
         let snap = index.snapshot();
         assert_eq!(snap.pod_count(), 0);
         assert_eq!(snap.workload_by_ip(&ip("192.0.2.70")), None);
         assert!(!snap.has_replica_set("ns", ""));
         assert_eq!(
-            PodInfo::from_pod(&mk_pod("ns", "bad-ip", "192.0.2.999", "Running", None)),
+            PodInfo::from_pod(&mk_pod("ns", "bad-ip", "192.0.2.999", None)),
             Err(InvalidObject::InvalidIp {
                 field: "status.podIP",
                 value: "192.0.2.999".into()
@@ -1306,14 +1231,12 @@ mod tests {
 
     #[test]
     fn pod_info_fields() {
-        let mut pod = mk_pod("", "p", "", "", None);
+        let mut pod = mk_pod("", "p", "", None)
+            .with_label(PLANE_LABEL, "control")
+            .with_label(CONTROLLER_LABEL, "conduit");
         pod.metadata.namespace = None;
         pod.status = None;
         pod.metadata.deletion_timestamp = Some(Time(Default::default()));
-        pod.metadata.labels = Some(BTreeMap::from([
-            (PLANE_LABEL.into(), "control".into()),
-            (CONTROLLER_LABEL.into(), "conduit".into()),
-        ]));
         let info = PodInfo::from_pod(&pod).expect("pod is well formed");
         assert_eq!(&*info.label, "default/p");
         assert_eq!(info.phase, "Unknown");
@@ -1327,23 +1250,17 @@ mod tests {
     #[test]
     fn reset_replaces_everything_of_its_kind() {
         let index = Index::new();
-        index.apply_pod(mk_pod("ns", "gone", "192.0.2.80", "Running", Some("rs-a")));
-        index.apply_pod(mk_pod("ns", "stays", "192.0.2.81", "Running", Some("rs-a")));
-        index.apply_replica_set(mk_rs("ns", "rs-a", Some("a")));
-        index.apply_service(Service {
-            metadata: meta("ns", "old-svc"),
-            ..Default::default()
-        });
+        index.apply_pod(mk_pod("ns", "gone", "192.0.2.80", Some("rs-a")));
+        index.apply_pod(mk_pod("ns", "stays", "192.0.2.81", Some("rs-a")));
+        index.apply_replica_set(mk_replica_set("ns", "rs-a", Some("a")));
+        index.apply_service(mk_service("ns", "old-svc"));
 
         index.reset_pods(vec![
-            mk_pod("ns", "stays", "192.0.2.81", "Running", Some("rs-b")),
-            mk_pod("ns", "fresh", "192.0.2.82", "Running", Some("rs-b")),
+            mk_pod("ns", "stays", "192.0.2.81", Some("rs-b")),
+            mk_pod("ns", "fresh", "192.0.2.82", Some("rs-b")),
         ]);
-        index.reset_replica_sets(vec![mk_rs("ns", "rs-b", Some("b"))]);
-        index.reset_services(vec![Service {
-            metadata: meta("ns", "new-svc"),
-            ..Default::default()
-        }]);
+        index.reset_replica_sets(vec![mk_replica_set("ns", "rs-b", Some("b"))]);
+        index.reset_services(vec![mk_service("ns", "new-svc")]);
 
         let snap = index.snapshot();
         let names: Vec<&str> = snap.pods().map(|p| &*p.name).collect();
@@ -1361,14 +1278,14 @@ mod tests {
     #[test]
     fn snapshot_taken_before_an_update_is_unchanged_by_it() {
         let index = Index::new();
-        index.apply_replica_set(mk_rs("ns", "rs", Some("web")));
-        index.apply_pod(mk_pod("ns", "web-1", "192.0.2.90", "Running", Some("rs")));
+        index.apply_replica_set(mk_replica_set("ns", "rs", Some("web")));
+        index.apply_pod(mk_pod("ns", "web-1", "192.0.2.90", Some("rs")));
         let before = index.snapshot();
 
         index.batch(|b| {
-            b.delete_replica_set(&mk_rs("ns", "rs", None));
-            b.apply_pod(mk_pod("ns", "web-2", "192.0.2.90", "Running", None));
-            b.apply_pod(mk_pod("ns", "web-3", "192.0.2.91", "Running", None));
+            b.delete_replica_set(&mk_replica_set("ns", "rs", None));
+            b.apply_pod(mk_pod("ns", "web-2", "192.0.2.90", None));
+            b.apply_pod(mk_pod("ns", "web-3", "192.0.2.91", None));
         });
 
         assert_eq!(
@@ -1390,46 +1307,16 @@ mod tests {
     fn pods_of_a_deployment() {
         let index = Index::new();
         index.batch(|b| {
-            b.apply_replica_set(mk_rs("ns", "web-1", Some("web")));
-            b.apply_replica_set(mk_rs("ns", "web-2", Some("web")));
-            b.apply_replica_set(mk_rs("ns", "api-1", Some("api")));
-            b.apply_replica_set(mk_rs("other", "web-1", Some("web")));
-            b.apply_pod(mk_pod(
-                "ns",
-                "web-1-a",
-                "192.0.2.100",
-                "Running",
-                Some("web-1"),
-            ));
-            b.apply_pod(mk_pod(
-                "ns",
-                "web-2-a",
-                "192.0.2.101",
-                "Running",
-                Some("web-2"),
-            ));
-            b.apply_pod(mk_pod(
-                "ns",
-                "api-1-a",
-                "192.0.2.102",
-                "Running",
-                Some("api-1"),
-            ));
-            b.apply_pod(mk_pod(
-                "other",
-                "web-1-a",
-                "192.0.2.103",
-                "Running",
-                Some("web-1"),
-            ));
+            b.apply_replica_set(mk_replica_set("ns", "web-1", Some("web")));
+            b.apply_replica_set(mk_replica_set("ns", "web-2", Some("web")));
+            b.apply_replica_set(mk_replica_set("ns", "api-1", Some("api")));
+            b.apply_replica_set(mk_replica_set("other", "web-1", Some("web")));
+            b.apply_pod(mk_pod("ns", "web-1-a", "192.0.2.100", Some("web-1")));
+            b.apply_pod(mk_pod("ns", "web-2-a", "192.0.2.101", Some("web-2")));
+            b.apply_pod(mk_pod("ns", "api-1-a", "192.0.2.102", Some("api-1")));
+            b.apply_pod(mk_pod("other", "web-1-a", "192.0.2.103", Some("web-1")));
             // "ns-2" sorts between "ns" and "ns/": must not leak into "ns".
-            b.apply_pod(mk_pod(
-                "ns-2",
-                "web-1-a",
-                "192.0.2.104",
-                "Running",
-                Some("web-1"),
-            ));
+            b.apply_pod(mk_pod("ns-2", "web-1-a", "192.0.2.104", Some("web-1")));
         });
 
         let snap = index.snapshot();
@@ -1446,9 +1333,9 @@ mod tests {
     #[test]
     fn endpoint_slices_are_grouped_by_service() {
         let index = Index::new();
-        index.apply_endpoint_slice(mk_slice("ns", "web-abc", "web", "192.0.2.110"));
-        index.apply_endpoint_slice(mk_slice("ns", "web-def", "web", "192.0.2.111"));
-        index.apply_endpoint_slice(mk_slice("ns", "api-abc", "api", "192.0.2.112"));
+        index.apply_endpoint_slice(mk_slice("ns", "web-abc", "web", &["192.0.2.110"]));
+        index.apply_endpoint_slice(mk_slice("ns", "web-def", "web", &["192.0.2.111"]));
+        index.apply_endpoint_slice(mk_slice("ns", "api-abc", "api", &["192.0.2.112"]));
 
         let names = |svc: &str| -> Vec<String> {
             index
@@ -1460,14 +1347,14 @@ mod tests {
         assert_eq!(names("web"), ["web-abc", "web-def"]);
 
         // Relabelled to another service: it moves.
-        index.apply_endpoint_slice(mk_slice("ns", "web-def", "api", "192.0.2.111"));
+        index.apply_endpoint_slice(mk_slice("ns", "web-def", "api", &["192.0.2.111"]));
         assert_eq!(names("web"), ["web-abc"]);
         assert_eq!(names("api"), ["api-abc", "web-def"]);
 
         index.delete(Kind::EndpointSlice, "ns", "web-abc");
         assert!(names("web").is_empty());
 
-        index.reset_endpoint_slices(vec![mk_slice("ns", "web-xyz", "web", "192.0.2.113")]);
+        index.reset_endpoint_slices(vec![mk_slice("ns", "web-xyz", "web", &["192.0.2.113"])]);
         assert_eq!(names("web"), ["web-xyz"]);
         assert!(names("api").is_empty());
     }
@@ -1475,10 +1362,7 @@ mod tests {
     #[test]
     fn services_and_endpoints_by_name() {
         let index = Index::new();
-        let endpoints = Endpoints {
-            metadata: meta("ns", "web"),
-            ..Default::default()
-        };
+        let endpoints = mk_endpoints("ns", "web", vec![]);
         index.apply_endpoints(endpoints.clone());
         assert!(index.snapshot().endpoints("ns", "web").is_some());
         index.delete_endpoints(&endpoints);
