@@ -4,6 +4,7 @@
 
 #[path = "support/fake_api.rs"]
 mod fake_api;
+mod support;
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -13,14 +14,14 @@ use std::time::Duration;
 
 use conduit::core::ShutdownHandle;
 use conduit::k8s::watch::{self, Retry, WatchConfig};
-use conduit::k8s::{Index, Kind, PodInfo, SERVICE_NAME_LABEL};
+use conduit::k8s::{Index, Kind, PodInfo};
 use fake_api::{FakeApi, Hold};
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointSubset, Endpoints, Pod, PodSpec, PodStatus, Service,
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Endpoints, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use support::{
+    PodFixture, mk_deployment, mk_endpoints, mk_pod, mk_replica_set, mk_service, mk_slice, subset,
 };
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -43,106 +44,11 @@ const NS: &str = "emojivoto";
 
 // ---- fixtures -------------------------------------------------------------
 
-fn meta(name: &str) -> ObjectMeta {
-    ObjectMeta {
-        namespace: Some(NS.to_owned()),
-        name: Some(name.to_owned()),
-        ..Default::default()
-    }
-}
-
-fn owned_by(kind: &str, name: &str) -> OwnerReference {
-    OwnerReference {
-        api_version: "apps/v1".to_owned(),
-        kind: kind.to_owned(),
-        name: name.to_owned(),
-        uid: format!("uid-{name}"),
-        controller: Some(true),
-        ..Default::default()
-    }
-}
-
-/// A running pod with IP `ip`, owned by ReplicaSet `rs` if given.
-fn mk_pod(name: &str, ip: &str, rs: Option<&str>) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            owner_references: rs.map(|rs| vec![owned_by("ReplicaSet", rs)]),
-            ..meta(name)
-        },
-        spec: Some(PodSpec::default()),
-        status: Some(PodStatus {
-            phase: Some("Running".to_owned()),
-            pod_ip: Some(ip.to_owned()),
-            ..Default::default()
-        }),
-    }
-}
-
-fn with_phase(mut pod: Pod, phase: &str) -> Pod {
-    pod.status.get_or_insert_default().phase = Some(phase.to_owned());
-    pod
-}
-
-fn mk_rs(name: &str, deployment: &str) -> ReplicaSet {
-    ReplicaSet {
-        metadata: ObjectMeta {
-            owner_references: Some(vec![owned_by("Deployment", deployment)]),
-            ..meta(name)
-        },
-        ..Default::default()
-    }
-}
-
-fn mk_deployment(name: &str) -> Deployment {
-    Deployment {
-        metadata: meta(name),
-        ..Default::default()
-    }
-}
-
-fn mk_service(name: &str) -> Service {
-    Service {
-        metadata: meta(name),
-        ..Default::default()
-    }
-}
-
-fn mk_endpoints(service: &str, ip: &str) -> Endpoints {
-    Endpoints {
-        metadata: meta(service),
-        subsets: Some(vec![EndpointSubset {
-            addresses: Some(vec![EndpointAddress {
-                ip: ip.to_owned(),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }]),
-    }
-}
-
-fn mk_slice(name: &str, service: &str, ip: &str) -> EndpointSlice {
-    EndpointSlice {
-        metadata: ObjectMeta {
-            labels: Some(BTreeMap::from([(
-                SERVICE_NAME_LABEL.to_owned(),
-                service.to_owned(),
-            )])),
-            ..meta(name)
-        },
-        address_type: "IPv4".to_owned(),
-        endpoints: Some(vec![Endpoint {
-            addresses: vec![ip.to_owned()],
-            ..Default::default()
-        }]),
-        ports: None,
-    }
-}
-
 /// The web deployment of the scenarios: Deployment, ReplicaSet, one pod.
 fn seed_web(api: &FakeApi) {
-    api.apply(&mk_deployment("web"));
-    api.apply(&mk_rs("web-5f9d", "web"));
-    api.apply(&mk_pod("web-5f9d-a", "192.0.2.10", Some("web-5f9d")));
+    api.apply(&mk_deployment(NS, "web"));
+    api.apply(&mk_replica_set(NS, "web-5f9d", Some("web")));
+    api.apply(&mk_pod(NS, "web-5f9d-a", "192.0.2.10", Some("web-5f9d")));
 }
 
 // ---- harness ----------------------------------------------------------------
@@ -255,8 +161,8 @@ fn scratch_dir(test: &str) -> std::path::PathBuf {
 async fn initial_lists_populate_the_index_and_then_mark_it_synced() {
     let api = FakeApi::start().await;
     seed_web(&api);
-    api.apply(&mk_service("web-svc"));
-    api.apply(&mk_slice("web-svc-abc", "web-svc", "192.0.2.10"));
+    api.apply(&mk_service(NS, "web-svc"));
+    api.apply(&mk_slice(NS, "web-svc-abc", "web-svc", &["192.0.2.10"]));
     api.hold_lists(Hold::Lists);
 
     let watched = Watched::start(api.client(), &KINDS);
@@ -295,7 +201,7 @@ async fn pod_created_after_start_resolves_once_watched() {
     watched.synced(&KINDS).await;
     assert_eq!(watched.resolve("192.0.2.11"), None);
 
-    api.apply(&mk_pod("web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
     let owner = eventually("the new pod", || watched.resolve("192.0.2.11")).await;
     assert_eq!(Some(owner), resolved("web-5f9d-b", "emojivoto/web"));
     // Delivered by the watch, not by a re-list.
@@ -306,7 +212,7 @@ async fn pod_created_after_start_resolves_once_watched() {
 async fn deleted_pod_stops_resolving() {
     let api = FakeApi::start().await;
     seed_web(&api);
-    api.apply(&mk_pod("web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
     let watched = Watched::start(api.client(), &KINDS);
     watched.synced(&KINDS).await;
     assert!(watched.resolve("192.0.2.11").is_some());
@@ -326,15 +232,15 @@ async fn deleted_pod_stops_resolving() {
 async fn reused_pod_ip_resolves_to_the_new_pod() {
     let api = FakeApi::start().await;
     seed_web(&api);
-    api.apply(&mk_deployment("api"));
-    api.apply(&mk_rs("api-77c4", "api"));
+    api.apply(&mk_deployment(NS, "api"));
+    api.apply(&mk_replica_set(NS, "api-77c4", Some("api")));
     let watched = Watched::start(api.client(), &KINDS);
     watched.synced(&KINDS).await;
 
     // The old pod fails; the kubelet hands its IP to a pod of another deployment.
-    let old = mk_pod("web-5f9d-a", "192.0.2.10", Some("web-5f9d"));
-    api.apply(&with_phase(old, "Failed"));
-    api.apply(&mk_pod("api-77c4-x", "192.0.2.10", Some("api-77c4")));
+    let old = mk_pod(NS, "web-5f9d-a", "192.0.2.10", Some("web-5f9d"));
+    api.apply(&old.in_phase("Failed"));
+    api.apply(&mk_pod(NS, "api-77c4-x", "192.0.2.10", Some("api-77c4")));
     let expected = resolved("api-77c4-x", "emojivoto/api");
     eventually("the IP to move to the new pod", || {
         (watched.resolve("192.0.2.10") == expected).then_some(())
@@ -353,13 +259,13 @@ async fn reused_pod_ip_resolves_to_the_new_pod() {
 #[tokio::test]
 async fn replica_set_arriving_after_its_pods_resolves_them() {
     let api = FakeApi::start().await;
-    api.apply(&mk_deployment("web"));
-    api.apply(&mk_pod("web-5f9d-a", "192.0.2.10", Some("web-5f9d")));
+    api.apply(&mk_deployment(NS, "web"));
+    api.apply(&mk_pod(NS, "web-5f9d-a", "192.0.2.10", Some("web-5f9d")));
     let watched = Watched::start(api.client(), &KINDS);
     watched.synced(&KINDS).await;
     assert_eq!(watched.resolve("192.0.2.10"), resolved("web-5f9d-a", ""));
 
-    api.apply(&mk_rs("web-5f9d", "web"));
+    api.apply(&mk_replica_set(NS, "web-5f9d", Some("web")));
     let expected = resolved("web-5f9d-a", "emojivoto/web");
     eventually("the pod to resolve to its deployment", || {
         (watched.resolve("192.0.2.10") == expected).then_some(())
@@ -373,8 +279,8 @@ async fn expired_watch_relists_to_exactly_the_servers_state() {
     // Lists come in pages of two, so a re-list of three pods takes two requests.
     api.set_page_limit(Some(2));
     seed_web(&api);
-    api.apply(&mk_pod("web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
-    api.apply(&mk_pod("web-5f9d-c", "192.0.2.12", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-c", "192.0.2.12", Some("web-5f9d")));
     let watched = Watched::start(api.client(), &KINDS);
     watched.synced(&KINDS).await;
     eventually("the pod watch", || {
@@ -389,8 +295,8 @@ async fn expired_watch_relists_to_exactly_the_servers_state() {
     api.hold_lists(Hold::LaterPages);
     api.expire_watches();
     api.delete::<Pod>(NS, "web-5f9d-b");
-    api.apply(&mk_pod("web-5f9d-c", "192.0.2.13", Some("web-5f9d")));
-    api.apply(&mk_pod("web-5f9d-d", "192.0.2.14", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-c", "192.0.2.13", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-d", "192.0.2.14", Some("web-5f9d")));
     api.delete::<ReplicaSet>(NS, "web-5f9d");
     // The re-list's first page (with the moved pod c) is in, the second held:
     // readers keep the last consistent state, not half a list.
@@ -431,7 +337,7 @@ async fn dropped_watch_is_resumed_without_a_relist() {
     .await;
 
     api.drop_watches();
-    api.apply(&mk_pod("web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
     api.delete::<Pod>(NS, "web-5f9d-a");
     eventually("the changes made while reconnecting", || {
         (watched.pods() == server_pods(&api)).then_some(())
@@ -460,12 +366,12 @@ async fn bookmarks_let_a_quiet_watch_resume_past_a_compaction() {
     // Other kinds move the resourceVersion on; the pod watch hears of it
     // only through a BOOKMARK, and the history before it is compacted.
     for n in 0..5 {
-        api.apply(&mk_service(&format!("svc-{n}")));
+        api.apply(&mk_service(NS, &format!("svc-{n}")));
     }
     api.bookmark();
     api.compact();
     api.drop_watches();
-    api.apply(&mk_pod("web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
 
     let owner = eventually("the pod added after the compaction", || {
         watched.resolve("192.0.2.11")
@@ -479,16 +385,16 @@ async fn bookmarks_let_a_quiet_watch_resume_past_a_compaction() {
 async fn server_going_away_and_back_loses_no_update() {
     let mut api = FakeApi::start().await;
     seed_web(&api);
-    api.apply(&mk_pod("web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
     let watched = Watched::start(api.client(), &KINDS);
     watched.synced(&KINDS).await;
 
     api.stop().await;
-    api.apply(&mk_pod("web-5f9d-c", "192.0.2.12", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-c", "192.0.2.12", Some("web-5f9d")));
     api.delete::<Pod>(NS, "web-5f9d-b");
-    api.apply(&mk_deployment("api"));
-    api.apply(&mk_rs("api-77c4", "api"));
-    api.apply(&mk_pod("api-77c4-x", "192.0.2.20", Some("api-77c4")));
+    api.apply(&mk_deployment(NS, "api"));
+    api.apply(&mk_replica_set(NS, "api-77c4", Some("api")));
+    api.apply(&mk_pod(NS, "api-77c4-x", "192.0.2.20", Some("api-77c4")));
     // Kept retrying against the closed port, without dying.
     tokio::task::yield_now().await;
     assert!(watched.all_running());
@@ -522,7 +428,7 @@ async fn after_an_outage_the_relist_follows_the_recovery_within_seconds() {
     watched.synced(&[Kind::Pod]).await;
 
     api.stop().await;
-    api.apply(&mk_pod("web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
     api.compact();
     tokio::time::sleep(OUTAGE).await;
     api.restart().await;
@@ -543,12 +449,12 @@ async fn after_an_outage_the_relist_follows_the_recovery_within_seconds() {
 async fn server_coming_back_compacted_is_relisted_losing_no_update() {
     let mut api = FakeApi::start().await;
     seed_web(&api);
-    api.apply(&mk_pod("web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
     let watched = Watched::start(api.client(), &KINDS);
     watched.synced(&KINDS).await;
 
     api.stop().await;
-    api.apply(&mk_pod("web-5f9d-c", "192.0.2.12", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-c", "192.0.2.12", Some("web-5f9d")));
     api.delete::<Pod>(NS, "web-5f9d-b");
     api.compact();
     api.restart().await;
@@ -568,9 +474,13 @@ async fn server_coming_back_compacted_is_relisted_losing_no_update() {
 #[tokio::test]
 async fn endpoint_slices_are_used_when_offered() {
     let api = FakeApi::start().await;
-    api.apply(&mk_service("web-svc"));
-    api.apply(&mk_endpoints("web-svc", "192.0.2.10"));
-    api.apply(&mk_slice("web-svc-abc", "web-svc", "192.0.2.10"));
+    api.apply(&mk_service(NS, "web-svc"));
+    api.apply(&mk_endpoints(
+        NS,
+        "web-svc",
+        vec![subset(&["192.0.2.10"], &[], &[])],
+    ));
+    api.apply(&mk_slice(NS, "web-svc-abc", "web-svc", &["192.0.2.10"]));
     let client = api.client();
     assert_eq!(
         watch::endpoints_source(&client)
@@ -590,7 +500,7 @@ async fn endpoint_slices_are_used_when_offered() {
     );
     assert!(snapshot.endpoints(NS, "web-svc").is_none());
 
-    api.apply(&mk_slice("web-svc-def", "web-svc", "192.0.2.11"));
+    api.apply(&mk_slice(NS, "web-svc-def", "web-svc", &["192.0.2.11"]));
     eventually("the second slice", || {
         let snapshot = watched.index.snapshot();
         (snapshot.endpoint_slices_of_service(NS, "web-svc").count() == 2).then_some(())
@@ -603,8 +513,12 @@ async fn endpoint_slices_are_used_when_offered() {
 async fn core_endpoints_are_used_when_slices_are_not_offered() {
     let api = FakeApi::start().await;
     api.offer_endpoint_slices(false);
-    api.apply(&mk_endpoints("web-svc", "192.0.2.10"));
-    api.apply(&mk_slice("web-svc-abc", "web-svc", "192.0.2.10"));
+    api.apply(&mk_endpoints(
+        NS,
+        "web-svc",
+        vec![subset(&["192.0.2.10"], &[], &[])],
+    ));
+    api.apply(&mk_slice(NS, "web-svc-abc", "web-svc", &["192.0.2.10"]));
     let client = api.client();
     assert_eq!(
         watch::endpoints_source(&client)

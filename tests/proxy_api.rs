@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,17 +13,14 @@ use std::time::Duration;
 use clap::Parser;
 use conduit::cli::{Cli, Command, Controller};
 use conduit::core::ShutdownHandle;
-use conduit::k8s::{Index, SERVICE_NAME_LABEL};
+use conduit::k8s::Index;
 use conduit::proto::common::Destination;
 use conduit::proto::proxy::destination::destination_client::DestinationClient;
 use conduit::proto::proxy::destination::update;
 use conduit::proto::proxy::telemetry::telemetry_server::{Telemetry, TelemetryServer};
 use conduit::proto::proxy::telemetry::{ReportRequest, ReportResponse};
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use parking_lot::Mutex;
-use support::{Exposition, http_get};
+use support::{Exposition, ServiceFixture, SliceFixture, http_get, mk_service, mk_slice};
 use tonic::transport::Channel;
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -129,55 +125,6 @@ async fn start_destination(index: Arc<Index>) -> Proc {
     };
     tokio::spawn(bound.serve(shutdown));
     proc
-}
-
-fn meta(name: &str) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: Some(NS.to_owned()),
-        ..Default::default()
-    }
-}
-
-fn mk_service(name: &str) -> Service {
-    Service {
-        metadata: meta(name),
-        spec: Some(ServiceSpec {
-            ports: Some(vec![ServicePort {
-                port: 80,
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn mk_slice(service: &str, ips: &[&str]) -> EndpointSlice {
-    EndpointSlice {
-        metadata: ObjectMeta {
-            labels: Some(BTreeMap::from([(
-                SERVICE_NAME_LABEL.to_owned(),
-                service.to_owned(),
-            )])),
-            ..meta(&format!("{service}-abc"))
-        },
-        address_type: "IPv4".to_owned(),
-        endpoints: Some(
-            ips.iter()
-                .map(|ip| Endpoint {
-                    addresses: vec![(*ip).to_owned()],
-                    ..Default::default()
-                })
-                .collect(),
-        ),
-        // The service's one unnamed port, as the endpoints controller
-        // writes it.
-        ports: Some(vec![EndpointPort {
-            port: Some(80),
-            ..Default::default()
-        }]),
-    }
 }
 
 async fn destination_client(addr: SocketAddr) -> DestinationClient<Channel> {
@@ -371,8 +318,10 @@ async fn upstream_statuses_and_deadlines_pass_through() {
 #[tokio::test]
 async fn get_is_forwarded_and_cancelled_with_its_caller() {
     let index = Arc::new(Index::new());
-    index.apply_service(mk_service("web"));
-    index.apply_endpoint_slice(mk_slice("web", &["192.0.2.10"]));
+    index.apply_service(mk_service(NS, "web").with_port("", 80, None));
+    index.apply_endpoint_slice(
+        mk_slice(NS, "web-abc", "web", &["192.0.2.10"]).with_ports(&[("", 80)]),
+    );
     let destination = start_destination(index.clone()).await;
     let proxy_api = start_proxy_api(destination.grpc, free_port().await).await;
     let mut client = destination_client(proxy_api.grpc).await;
@@ -393,7 +342,7 @@ async fn get_is_forwarded_and_cancelled_with_its_caller() {
     assert_eq!(set.addrs.len(), 1);
     assert_eq!(set.addrs[0].addr.as_ref().unwrap().port, 80);
 
-    index.apply_endpoint_slice(mk_slice("web", &[]));
+    index.apply_endpoint_slice(mk_slice(NS, "web-abc", "web", &[]).with_ports(&[("", 80)]));
     let second = tokio::time::timeout(DEADLINE, stream.message())
         .await
         .unwrap()

@@ -8,8 +8,9 @@
 //!
 //! This file depends only on `k8s_openapi` and std, so that one copy serves
 //! every target without putting test code in the library's API:
-//! - integration tests: `mod k8s;` in `tests/support/mod.rs`, re-exported
-//!   there (which also renders these objects as cluster-file YAML);
+//! - integration tests: `pub mod k8s;` in `tests/support/mod.rs`,
+//!   re-exported there, where `yaml_docs` renders them as a cluster file
+//!   (serialized, not a second text template);
 //! - the index's unit tests: `#[cfg(test)] #[path =
 //!   "../../../tests/support/k8s.rs"] mod fixtures;` in `src/k8s/index/mod.rs`;
 //! - benches and examples: `#[path = "../tests/support/k8s.rs"] mod fixtures;`.

@@ -1,6 +1,12 @@
 //! Test support: the telemetry component on loopback, a Report client, a
-//! scraper and an exposition parser, and Kubernetes YAML fixtures.
+//! scraper and an exposition parser, the Kubernetes fixtures ([`k8s`]) and
+//! the cluster files made of them.
 #![allow(dead_code)]
+
+pub mod k8s;
+// Not every test crate builds a Kubernetes object.
+#[allow(unused_imports)]
+pub use k8s::*;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -243,45 +249,45 @@ fn parse_labels(s: &str) -> BTreeMap<String, String> {
     out
 }
 
-// ---- Kubernetes YAML fixtures (documentation addresses only) ----
+// ---- Cluster files ----
 
-pub fn mk_deployment(ns: &str, name: &str) -> String {
-    format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\n  uid: dep-{ns}-{name}\nspec:\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      containers:\n      - name: app\n        image: example.com/app\n"
-    )
+/// One document of a cluster file: a Kubernetes object (rendered as YAML)
+/// or YAML text, taken as it is.
+pub trait ClusterDoc {
+    fn yaml(&self) -> String;
 }
 
-pub fn mk_replica_set(ns: &str, name: &str, deployment: &str) -> String {
-    format!(
-        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: {name}\n  namespace: {ns}\n  uid: rs-{ns}-{name}\n  ownerReferences:\n  - apiVersion: apps/v1\n    kind: Deployment\n    name: {deployment}\n    uid: dep-{ns}-{deployment}\n    controller: true\nspec:\n  selector:\n    matchLabels:\n      app: {deployment}\n"
-    )
+impl ClusterDoc for String {
+    fn yaml(&self) -> String {
+        self.clone()
+    }
 }
 
-pub fn mk_pod(ns: &str, name: &str, ip: &str, replica_set: Option<&str>) -> String {
-    mk_pod_in_phase(ns, name, ip, replica_set, "Running")
+macro_rules! object_docs {
+    ($($kind:ty),*) => {$(
+        impl ClusterDoc for $kind {
+            fn yaml(&self) -> String {
+                serde_yaml::to_string(self).expect("Kubernetes objects serialize")
+            }
+        }
+    )*};
 }
 
-pub fn mk_pod_in_phase(
-    ns: &str,
-    name: &str,
-    ip: &str,
-    replica_set: Option<&str>,
-    phase: &str,
-) -> String {
-    let owner = replica_set
-        .map(|rs| {
-            format!(
-                "  ownerReferences:\n  - apiVersion: apps/v1\n    kind: ReplicaSet\n    name: {rs}\n    uid: rs-{ns}-{rs}\n    controller: true\n"
-            )
-        })
-        .unwrap_or_default();
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  uid: pod-{ns}-{name}\n{owner}spec:\n  containers:\n  - name: app\n    image: example.com/app\nstatus:\n  phase: {phase}\n  podIP: \"{ip}\"\n  podIPs:\n  - ip: \"{ip}\"\n"
-    )
-}
+object_docs!(
+    k8s_openapi::api::core::v1::Pod,
+    k8s_openapi::api::apps::v1::ReplicaSet,
+    k8s_openapi::api::apps::v1::Deployment,
+    k8s_openapi::api::core::v1::Service,
+    k8s_openapi::api::core::v1::Endpoints,
+    k8s_openapi::api::discovery::v1::EndpointSlice
+);
 
-pub fn yaml_docs(docs: &[String]) -> String {
-    docs.join("---\n")
+/// A multi-document cluster file of `docs`, in order.
+pub fn yaml_docs(docs: &[&dyn ClusterDoc]) -> String {
+    docs.iter()
+        .map(|doc| doc.yaml())
+        .collect::<Vec<_>>()
+        .join("---\n")
 }
 
 // ---- Report builders ----
