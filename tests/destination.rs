@@ -26,7 +26,8 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use support::{
-    Exposition, ServiceFixture, SliceFixture, http_get, mk_endpoints, mk_service, mk_slice, subset,
+    Exposition, ServiceFixture, SliceFixture, equals, eventually, http_get, mk_endpoints,
+    mk_service, mk_slice, subset,
 };
 use tonic::Streaming;
 use tonic::transport::Channel;
@@ -107,13 +108,12 @@ async fn start(api: &FakeApi, flags: &[&str]) -> Running {
         shutdown: Some(handle),
         server: tokio::spawn(bound.serve(shutdown)),
     };
-    running
-        .eventually("the index synced", |r| {
-            r.index.is_synced(&[Kind::Service])
-                && (r.index.is_synced(&[Kind::EndpointSlice])
-                    || r.index.is_synced(&[Kind::Endpoints]))
-        })
-        .await;
+    eventually("the index synced", DEADLINE, || async {
+        running.index.is_synced(&[Kind::Service])
+            && (running.index.is_synced(&[Kind::EndpointSlice])
+                || running.index.is_synced(&[Kind::Endpoints]))
+    })
+    .await;
     running
 }
 
@@ -148,21 +148,17 @@ impl Running {
             port,
         };
         let want = addrs(want);
-        self.eventually(&format!("{target} indexed as {want:?}"), |r| {
-            conduit::destination::resolve(&r.index.snapshot(), &target) == want
-        })
+        eventually(
+            format!("{target} indexed as {want:?}"),
+            DEADLINE,
+            || async {
+                equals(
+                    conduit::destination::resolve(&self.index.snapshot(), &target),
+                    want.clone(),
+                )
+            },
+        )
         .await;
-    }
-
-    async fn eventually(&self, what: &str, check: impl Fn(&Self) -> bool) {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        while !check(self) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
     }
 
     async fn scrape(&self) -> Exposition {
@@ -494,8 +490,8 @@ async fn a_client_that_goes_away_leaves_no_stream_behind() {
 
     drop(first);
     drop(other);
-    support::eventually("two streams closed", DEADLINE, || async {
-        running.streams().await == 1.0
+    eventually("two streams closed", DEADLINE, || async {
+        equals(running.streams().await, 1.0)
     })
     .await;
     let scrape = running.scrape().await;
@@ -509,8 +505,8 @@ async fn a_client_that_goes_away_leaves_no_stream_behind() {
     );
 
     drop(second);
-    support::eventually("every stream closed", DEADLINE, || async {
-        running.streams().await == 0.0
+    eventually("every stream closed", DEADLINE, || async {
+        equals(running.streams().await, 0.0)
     })
     .await;
     assert!(

@@ -7,7 +7,6 @@ mod fake_api;
 mod support;
 
 use std::collections::BTreeMap;
-use std::fmt::Display;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +19,8 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Endpoints, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use support::{
-    PodFixture, mk_deployment, mk_endpoints, mk_pod, mk_replica_set, mk_service, mk_slice, subset,
+    PodFixture, equals, eventually, mk_deployment, mk_endpoints, mk_pod, mk_replica_set,
+    mk_service, mk_slice, subset,
 };
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -82,8 +82,8 @@ impl Watched {
     }
 
     async fn synced(&self, kinds: &[Kind]) {
-        eventually(format!("{kinds:?} synced"), || {
-            self.index.is_synced(kinds).then_some(())
+        eventually(format!("{kinds:?} synced"), DEADLINE, || async {
+            self.index.is_synced(kinds)
         })
         .await;
     }
@@ -127,18 +127,6 @@ fn resolved(pod: &str, deployment: &str) -> Option<(String, String)> {
     Some((format!("{NS}/{pod}"), deployment.to_owned()))
 }
 
-/// Polls `check` until it returns `Some`, failing the test after [`DEADLINE`].
-async fn eventually<T>(what: impl Display, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -166,8 +154,8 @@ async fn initial_lists_populate_the_index_and_then_mark_it_synced() {
     api.hold_lists(Hold::Lists);
 
     let watched = Watched::start(api.client(), &KINDS);
-    eventually("every list pending", || {
-        (api.pending_lists() == KINDS.len()).then_some(())
+    eventually("every list pending", DEADLINE, || async {
+        equals(api.pending_lists(), KINDS.len())
     })
     .await;
     // Lists not answered yet: not ready, nothing served.
@@ -202,7 +190,10 @@ async fn pod_created_after_start_resolves_once_watched() {
     assert_eq!(watched.resolve("192.0.2.11"), None);
 
     api.apply(&mk_pod(NS, "web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
-    let owner = eventually("the new pod", || watched.resolve("192.0.2.11")).await;
+    let owner = eventually("the new pod", DEADLINE, || async {
+        watched.resolve("192.0.2.11")
+    })
+    .await;
     assert_eq!(Some(owner), resolved("web-5f9d-b", "emojivoto/web"));
     // Delivered by the watch, not by a re-list.
     assert_eq!(api.list_count::<Pod>(), 1);
@@ -218,9 +209,11 @@ async fn deleted_pod_stops_resolving() {
     assert!(watched.resolve("192.0.2.11").is_some());
 
     assert!(api.delete::<Pod>(NS, "web-5f9d-b"));
-    eventually("the deleted pod's IP to stop resolving", || {
-        watched.resolve("192.0.2.11").is_none().then_some(())
-    })
+    eventually(
+        "the deleted pod's IP to stop resolving",
+        DEADLINE,
+        || async { watched.resolve("192.0.2.11").is_none() },
+    )
     .await;
     assert_eq!(
         watched.resolve("192.0.2.10"),
@@ -242,15 +235,15 @@ async fn reused_pod_ip_resolves_to_the_new_pod() {
     api.apply(&old.in_phase("Failed"));
     api.apply(&mk_pod(NS, "api-77c4-x", "192.0.2.10", Some("api-77c4")));
     let expected = resolved("api-77c4-x", "emojivoto/api");
-    eventually("the IP to move to the new pod", || {
-        (watched.resolve("192.0.2.10") == expected).then_some(())
+    eventually("the IP to move to the new pod", DEADLINE, || async {
+        equals(watched.resolve("192.0.2.10"), expected.clone())
     })
     .await;
 
     // The failed pod's deletion does not take the IP from the new one.
     api.delete::<Pod>(NS, "web-5f9d-a");
-    eventually("the failed pod to go", || {
-        (!watched.pods().contains_key("emojivoto/web-5f9d-a")).then_some(())
+    eventually("the failed pod to go", DEADLINE, || async {
+        !watched.pods().contains_key("emojivoto/web-5f9d-a")
     })
     .await;
     assert_eq!(watched.resolve("192.0.2.10"), expected);
@@ -267,8 +260,8 @@ async fn replica_set_arriving_after_its_pods_resolves_them() {
 
     api.apply(&mk_replica_set(NS, "web-5f9d", Some("web")));
     let expected = resolved("web-5f9d-a", "emojivoto/web");
-    eventually("the pod to resolve to its deployment", || {
-        (watched.resolve("192.0.2.10") == expected).then_some(())
+    eventually("the pod to resolve to its deployment", DEADLINE, || async {
+        equals(watched.resolve("192.0.2.10"), expected.clone())
     })
     .await;
 }
@@ -283,8 +276,8 @@ async fn expired_watch_relists_to_exactly_the_servers_state() {
     api.apply(&mk_pod(NS, "web-5f9d-c", "192.0.2.12", Some("web-5f9d")));
     let watched = Watched::start(api.client(), &KINDS);
     watched.synced(&KINDS).await;
-    eventually("the pod watch", || {
-        (api.open_watches::<Pod>() == 1).then_some(())
+    eventually("the pod watch", DEADLINE, || async {
+        equals(api.open_watches::<Pod>(), 1)
     })
     .await;
     let before = watched.pods();
@@ -300,8 +293,8 @@ async fn expired_watch_relists_to_exactly_the_servers_state() {
     api.delete::<ReplicaSet>(NS, "web-5f9d");
     // The re-list's first page (with the moved pod c) is in, the second held:
     // readers keep the last consistent state, not half a list.
-    eventually("the second page of the pod re-list", || {
-        (api.pending_lists() == 1 && api.list_count::<Pod>() == 3).then_some(())
+    eventually("the second page of the pod re-list", DEADLINE, || async {
+        api.pending_lists() == 1 && api.list_count::<Pod>() == 3
     })
     .await;
     assert_eq!(watched.pods(), before);
@@ -309,14 +302,14 @@ async fn expired_watch_relists_to_exactly_the_servers_state() {
     assert_eq!(watched.resolve("192.0.2.13"), None);
 
     api.hold_lists(Hold::Nothing);
-    eventually("the index to equal the server", || {
-        (watched.pods() == server_pods(&api)).then_some(())
+    eventually("the index to equal the server", DEADLINE, || async {
+        equals(watched.pods(), server_pods(&api))
     })
     .await;
     assert_eq!(watched.resolve("192.0.2.11"), None);
     assert_eq!(watched.resolve("192.0.2.12"), None);
-    eventually("the deleted ReplicaSet to be gone", || {
-        (!watched.index.snapshot().has_replica_set(NS, "web-5f9d")).then_some(())
+    eventually("the deleted ReplicaSet to be gone", DEADLINE, || async {
+        !watched.index.snapshot().has_replica_set(NS, "web-5f9d")
     })
     .await;
     assert_eq!(watched.resolve("192.0.2.13"), resolved("web-5f9d-c", ""));
@@ -331,16 +324,16 @@ async fn dropped_watch_is_resumed_without_a_relist() {
     seed_web(&api);
     let watched = Watched::start(api.client(), &KINDS);
     watched.synced(&KINDS).await;
-    eventually("the pod watch", || {
-        (api.open_watches::<Pod>() == 1).then_some(())
+    eventually("the pod watch", DEADLINE, || async {
+        equals(api.open_watches::<Pod>(), 1)
     })
     .await;
 
     api.drop_watches();
     api.apply(&mk_pod(NS, "web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
     api.delete::<Pod>(NS, "web-5f9d-a");
-    eventually("the changes made while reconnecting", || {
-        (watched.pods() == server_pods(&api)).then_some(())
+    eventually("the changes made while reconnecting", DEADLINE, || async {
+        equals(watched.pods(), server_pods(&api))
     })
     .await;
     assert_eq!(
@@ -358,8 +351,8 @@ async fn bookmarks_let_a_quiet_watch_resume_past_a_compaction() {
     seed_web(&api);
     let watched = Watched::start(api.client(), &KINDS);
     watched.synced(&KINDS).await;
-    eventually("the pod watch", || {
-        (api.open_watches::<Pod>() == 1).then_some(())
+    eventually("the pod watch", DEADLINE, || async {
+        equals(api.open_watches::<Pod>(), 1)
     })
     .await;
 
@@ -373,7 +366,7 @@ async fn bookmarks_let_a_quiet_watch_resume_past_a_compaction() {
     api.drop_watches();
     api.apply(&mk_pod(NS, "web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
 
-    let owner = eventually("the pod added after the compaction", || {
+    let owner = eventually("the pod added after the compaction", DEADLINE, || async {
         watched.resolve("192.0.2.11")
     })
     .await;
@@ -400,11 +393,14 @@ async fn server_going_away_and_back_loses_no_update() {
     assert!(watched.all_running());
     api.restart().await;
 
-    eventually("every update made while the server was away", || {
-        (watched.pods() == server_pods(&api)
-            && watched.resolve("192.0.2.20") == resolved("api-77c4-x", "emojivoto/api"))
-        .then_some(())
-    })
+    eventually(
+        "every update made while the server was away",
+        DEADLINE,
+        || async {
+            watched.pods() == server_pods(&api)
+                && watched.resolve("192.0.2.20") == resolved("api-77c4-x", "emojivoto/api")
+        },
+    )
     .await;
     assert_eq!(watched.resolve("192.0.2.11"), None);
     assert_eq!(
@@ -433,7 +429,7 @@ async fn after_an_outage_the_relist_follows_the_recovery_within_seconds() {
     tokio::time::sleep(OUTAGE).await;
     api.restart().await;
     let back = Instant::now();
-    eventually("the pod added during the outage", || {
+    eventually("the pod added during the outage", DEADLINE, || async {
         watched.resolve("192.0.2.11").map(|_| ())
     })
     .await;
@@ -459,8 +455,8 @@ async fn server_coming_back_compacted_is_relisted_losing_no_update() {
     api.compact();
     api.restart().await;
 
-    eventually("the re-listed state", || {
-        (watched.pods() == server_pods(&api)).then_some(())
+    eventually("the re-listed state", DEADLINE, || async {
+        equals(watched.pods(), server_pods(&api))
     })
     .await;
     assert_eq!(watched.resolve("192.0.2.11"), None);
@@ -501,9 +497,12 @@ async fn endpoint_slices_are_used_when_offered() {
     assert!(snapshot.endpoints(NS, "web-svc").is_none());
 
     api.apply(&mk_slice(NS, "web-svc-def", "web-svc", &["192.0.2.11"]));
-    eventually("the second slice", || {
+    eventually("the second slice", DEADLINE, || async {
         let snapshot = watched.index.snapshot();
-        (snapshot.endpoint_slices_of_service(NS, "web-svc").count() == 2).then_some(())
+        equals(
+            snapshot.endpoint_slices_of_service(NS, "web-svc").count(),
+            2,
+        )
     })
     .await;
     assert_eq!(api.list_count::<Endpoints>(), 0);
@@ -542,13 +541,8 @@ async fn core_endpoints_are_used_when_slices_are_not_offered() {
     );
 
     api.delete::<Endpoints>(NS, "web-svc");
-    eventually("the deleted Endpoints to go", || {
-        watched
-            .index
-            .snapshot()
-            .endpoints(NS, "web-svc")
-            .is_none()
-            .then_some(())
+    eventually("the deleted Endpoints to go", DEADLINE, || async {
+        watched.index.snapshot().endpoints(NS, "web-svc").is_none()
     })
     .await;
     assert_eq!(api.list_count::<EndpointSlice>(), 0);
@@ -606,8 +600,8 @@ async fn wrong_token_is_refused_with_a_clear_error() {
 
     // The watchers keep retrying, never sync and never die.
     let watched = Watched::start(client, &KINDS);
-    eventually("several refused attempts per kind", || {
-        (api.unauthorized_count() >= 3 * KINDS.len()).then_some(())
+    eventually("several refused attempts per kind", DEADLINE, || async {
+        api.unauthorized_count() >= 3 * KINDS.len()
     })
     .await;
     assert!(!watched.index.is_synced(&[Kind::Pod]));

@@ -20,7 +20,9 @@ use conduit::proto::proxy::destination::update;
 use conduit::proto::proxy::telemetry::telemetry_server::{Telemetry, TelemetryServer};
 use conduit::proto::proxy::telemetry::{ReportRequest, ReportResponse};
 use parking_lot::Mutex;
-use support::{Exposition, ServiceFixture, SliceFixture, http_get, mk_service, mk_slice};
+use support::{
+    Exposition, ServiceFixture, SliceFixture, equals, eventually, http_get, mk_service, mk_slice,
+};
 use tonic::transport::Channel;
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -56,6 +58,11 @@ impl Proc {
         let (status, body) = http_get(self.admin, "/metrics").await;
         assert_eq!(status, 200, "scrape failed: {body}");
         Exposition::parse(&body)
+    }
+
+    /// The value of unlabelled metric `name`.
+    async fn metric(&self, name: &str) -> Option<f64> {
+        self.scrape().await.get(name, &[])
     }
 }
 
@@ -140,13 +147,6 @@ fn k8s(path: &str) -> Destination {
     }
 }
 
-async fn eventually_metric(proc: &Proc, name: &str, want: f64) {
-    support::eventually(&format!("{name} == {want}"), DEADLINE, || async {
-        proc.scrape().await.get(name, &[]) == Some(want)
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn report_is_forwarded_to_telemetry() {
     let telemetry = start_telemetry_on(free_port().await).await;
@@ -188,22 +188,24 @@ async fn telemetry_down_is_unavailable_and_recovers_when_it_returns() {
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
 
     let telemetry = start_telemetry_on(telemetry_addr).await;
-    let mut ok = false;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while tokio::time::Instant::now() < deadline {
-        match client.report(support::report(NS, "web-1", vec![])).await {
-            Ok(_) => {
-                ok = true;
-                break;
-            }
-            Err(status) => {
+    eventually("a report through once telemetry is back", DEADLINE, || {
+        let mut client = client.clone();
+        async move {
+            let answer = client.report(support::report(NS, "web-1", vec![])).await;
+            if let Err(status) = &answer {
                 assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            answer
         }
-    }
-    assert!(ok, "the report got through once telemetry was back");
-    eventually_metric(&telemetry, "conduit_telemetry_reports_total", 1.0).await;
+    })
+    .await;
+    eventually("telemetry to count the report", DEADLINE, || async {
+        equals(
+            telemetry.metric("conduit_telemetry_reports_total").await,
+            Some(1.0),
+        )
+    })
+    .await;
 }
 
 /// A telemetry upstream that answers every Report with a fixed status and
@@ -241,7 +243,7 @@ async fn stalled_report_streams_are_refused_not_buffered() {
         let proxy_api = &proxy_api;
         async move {
             let what = format!("{at_least} reports refused as {reason}");
-            support::eventually(&what, Duration::from_secs(30), || async {
+            eventually(&what, Duration::from_secs(30), || async {
                 proxy_api
                     .scrape()
                     .await
@@ -262,7 +264,13 @@ async fn stalled_report_streams_are_refused_not_buffered() {
         .report(support::report(NS, "web-1", vec![]))
         .await
         .expect("forwarded once the stalled streams are gone");
-    eventually_metric(&telemetry, "conduit_telemetry_reports_total", 1.0).await;
+    eventually("telemetry to count the report", DEADLINE, || async {
+        equals(
+            telemetry.metric("conduit_telemetry_reports_total").await,
+            Some(1.0),
+        )
+    })
+    .await;
     for answer in answers {
         let status = answer.await.unwrap();
         assert!(matches!(status.as_deref(), Some("8" | "4")), "{status:?}");
@@ -353,9 +361,25 @@ async fn get_is_forwarded_and_cancelled_with_its_caller() {
         "{second:?}"
     );
 
-    eventually_metric(&destination, "conduit_destination_streams", 1.0).await;
+    eventually("the forwarded stream open", DEADLINE, || async {
+        equals(
+            destination.metric("conduit_destination_streams").await,
+            Some(1.0),
+        )
+    })
+    .await;
     drop(stream);
-    eventually_metric(&destination, "conduit_destination_streams", 0.0).await;
+    eventually(
+        "the forwarded stream closed with its caller",
+        DEADLINE,
+        || async {
+            equals(
+                destination.metric("conduit_destination_streams").await,
+                Some(0.0),
+            )
+        },
+    )
+    .await;
 
     let status = client
         .get(k8s("web.emojivoto:http"))

@@ -20,6 +20,9 @@ use conduit::proto::proxy::telemetry::telemetry_client::TelemetryClient;
 use conduit::proto::proxy::telemetry::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// How long a component just started may take to accept connections.
+const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+
 pub struct Running {
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
@@ -109,17 +112,9 @@ impl Running {
 }
 
 pub async fn connect(addr: SocketAddr) -> TelemetryClient<tonic::transport::Channel> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match TelemetryClient::connect(format!("http://{addr}")).await {
-            Ok(c) => return c.max_encoding_message_size(usize::MAX),
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("cannot connect to {addr}: {e}"),
-        }
-    }
+    let connect = || TelemetryClient::connect(format!("http://{addr}"));
+    let client = eventually(format!("a connection to {addr}"), CONNECT_WITHIN, connect).await;
+    client.max_encoding_message_size(usize::MAX)
 }
 
 /// A plain HTTP/1.0 GET over loopback: status and body.
@@ -137,16 +132,123 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
-/// Waits for `check` to hold, polling, failing after a deadline.
-pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+// ---- Waiting ----
+
+/// How [`eventually`] and [`eventually_blocking`] poll: the first check
+/// again after `first` (most conditions hold within milliseconds), each
+/// pause twice the last up to `max`, so that a slow check (a scrape, a
+/// PromQL query, a browser) is not run flat out.
+pub const POLL: Poll = Poll {
+    first: Duration::from_millis(5),
+    max: Duration::from_millis(50),
+};
+
+#[derive(Clone, Copy, Debug)]
+pub struct Poll {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+/// What a check of [`eventually`] gives: done, with a value, or not yet,
+/// with what it saw (for the message if it never holds).
+pub trait Check {
+    type Value;
+    fn done(self) -> Result<Self::Value, String>;
+}
+
+impl Check for bool {
+    type Value = ();
+    fn done(self) -> Result<(), String> {
+        if self { Ok(()) } else { Err("false".into()) }
+    }
+}
+
+impl<T> Check for Option<T> {
+    type Value = T;
+    fn done(self) -> Result<T, String> {
+        self.ok_or_else(|| "None".into())
+    }
+}
+
+impl<T, E: std::fmt::Debug> Check for Result<T, E> {
+    type Value = T;
+    fn done(self) -> Result<T, String> {
+        self.map_err(|seen| format!("{seen:?}"))
+    }
+}
+
+/// `Ok` once `seen` is `want`, else what was seen: a check that tells
+/// [`eventually`] what it saw.
+pub fn equals<T: PartialEq + std::fmt::Debug>(seen: T, want: T) -> Result<(), T> {
+    if seen == want { Ok(()) } else { Err(seen) }
+}
+
+/// Polls `check` (every [`POLL`]) until it holds and returns its value;
+/// after `timeout`, fails the test naming `what` it waited for and the
+/// last thing `check` saw.
+pub async fn eventually<C, Fut>(
+    what: impl std::fmt::Display,
+    timeout: Duration,
+    mut check: impl FnMut() -> Fut,
+) -> C::Value
 where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    C: Check,
+    Fut: std::future::Future<Output = C>,
 {
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut wait = Wait::new(timeout);
+    loop {
+        match check().await.done() {
+            Ok(value) => return value,
+            Err(seen) => tokio::time::sleep(wait.pause(&what, seen)).await,
+        }
+    }
+}
+
+/// [`eventually`] for a blocking `check` (a WebDriver session, a child
+/// process), with the same polling.
+pub fn eventually_blocking<C: Check>(
+    what: impl std::fmt::Display,
+    timeout: Duration,
+    mut check: impl FnMut() -> C,
+) -> C::Value {
+    let mut wait = Wait::new(timeout);
+    loop {
+        match check().done() {
+            Ok(value) => return value,
+            Err(seen) => std::thread::sleep(wait.pause(&what, seen)),
+        }
+    }
+}
+
+/// One wait of [`eventually`]: when it gives up, and the next pause.
+struct Wait {
+    started: Instant,
+    timeout: Duration,
+    next: Duration,
+}
+
+impl Wait {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            started: Instant::now(),
+            timeout,
+            next: POLL.first,
+        }
+    }
+
+    /// The pause before the next check (never past the deadline, so the
+    /// last check is made at it); fails the test once the deadline passed.
+    fn pause(&mut self, what: &impl std::fmt::Display, seen: String) -> Duration {
+        let elapsed = self.started.elapsed();
+        let Some(left) = self.timeout.checked_sub(elapsed).filter(|d| !d.is_zero()) else {
+            panic!(
+                "timed out after {:?} waiting for {what}; last observed: {seen}",
+                self.timeout
+            );
+        };
+        let pause = self.next.min(left);
+        self.next = (self.next * 2).min(POLL.max);
+        pause
     }
 }
 
