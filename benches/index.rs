@@ -18,10 +18,13 @@ use conduit::ingest::{Config, Health, Ingester};
 use conduit::k8s::Index;
 use conduit::simulate::{Shape, build_report, fleet};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use fixtures::{PodFixture, mk_pod, mk_replica_set};
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::api::core::v1::Pod;
 use prost::Message as _;
+
+#[path = "../tests/support/k8s.rs"]
+mod fixtures;
 
 /// Cluster sizes swept: a large namespace-scoped install, and the 100k-pod
 /// cluster the issue sets as the bar.
@@ -48,57 +51,30 @@ fn namespace(i: usize) -> String {
     format!("ns-{}", (i / PODS_PER_RS) % NAMESPACES)
 }
 
-fn owned_by(kind: &str, name: String) -> OwnerReference {
-    OwnerReference {
-        api_version: "apps/v1".to_owned(),
-        kind: kind.to_owned(),
-        uid: format!("uid-{name}"),
-        name,
-        controller: Some(true),
-        ..Default::default()
-    }
+/// Pod `i` of ReplicaSet `web-{i / PODS_PER_RS}`, revision `rev` (a label
+/// that changes on every update, as a MODIFIED event's status or labels do).
+fn nth_pod(i: usize, rev: u64) -> Pod {
+    let rs = format!("web-{}", i / PODS_PER_RS);
+    let name = format!("{rs}-{i}");
+    mk_pod(&namespace(i), &name, &pod_ip(i).to_string(), Some(&rs))
+        .with_label("rev", &rev.to_string())
 }
 
-/// Pod `i`, revision `rev` (a label that changes on every update, as a
-/// MODIFIED event's status or labels do).
-fn mk_pod(i: usize, rev: u64) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            namespace: Some(namespace(i)),
-            name: Some(format!("web-{}-{i}", i / PODS_PER_RS)),
-            labels: Some([("rev".to_owned(), rev.to_string())].into()),
-            owner_references: Some(vec![owned_by(
-                "ReplicaSet",
-                format!("web-{}", i / PODS_PER_RS),
-            )]),
-            ..Default::default()
-        },
-        spec: Some(PodSpec::default()),
-        status: Some(PodStatus {
-            phase: Some("Running".to_owned()),
-            pod_ip: Some(pod_ip(i).to_string()),
-            ..Default::default()
-        }),
-    }
-}
-
-fn mk_rs(r: usize) -> ReplicaSet {
-    ReplicaSet {
-        metadata: ObjectMeta {
-            namespace: Some(namespace(r * PODS_PER_RS)),
-            name: Some(format!("web-{r}")),
-            owner_references: Some(vec![owned_by("Deployment", format!("deploy-{r}"))]),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
+/// ReplicaSet `web-{r}`, owned by Deployment `deploy-{r}`.
+fn nth_replica_set(r: usize) -> ReplicaSet {
+    let deployment = format!("deploy-{r}");
+    mk_replica_set(
+        &namespace(r * PODS_PER_RS),
+        &format!("web-{r}"),
+        Some(&deployment),
+    )
 }
 
 fn mk_index(pods: usize) -> Arc<Index> {
     let index = Arc::new(Index::new());
     index.batch(|b| {
-        b.reset_replica_sets((0..pods.div_ceil(PODS_PER_RS)).map(mk_rs));
-        b.reset_pods((0..pods).map(|i| mk_pod(i, 0)));
+        b.reset_replica_sets((0..pods.div_ceil(PODS_PER_RS)).map(nth_replica_set));
+        b.reset_pods((0..pods).map(|i| nth_pod(i, 0)));
     });
     index
 }
@@ -120,7 +96,7 @@ fn update(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("modify", pods), &pods, |b, &pods| {
             b.iter(|| {
                 rev += 1;
-                index.apply_pod(mk_pod(rng.usize(0..pods), rev));
+                index.apply_pod(nth_pod(rng.usize(0..pods), rev));
             })
         });
         group.throughput(Throughput::Elements(BATCH as u64));
@@ -132,7 +108,7 @@ fn update(c: &mut Criterion) {
                     rev += 1;
                     index.batch(|batch| {
                         for _ in 0..BATCH {
-                            batch.apply_pod(mk_pod(rng.usize(0..pods), rev));
+                            batch.apply_pod(nth_pod(rng.usize(0..pods), rev));
                         }
                     })
                 })
@@ -144,7 +120,7 @@ fn update(c: &mut Criterion) {
             b.iter(|| {
                 rev += 1;
                 let i = rng.usize(0..pods);
-                let old = mk_pod(i, rev);
+                let old = nth_pod(i, rev);
                 index.delete_pod(&old);
                 index.apply_pod(old);
             })
@@ -326,11 +302,11 @@ impl Writer {
                 while !stop.load(Ordering::Relaxed) {
                     rev += 1;
                     if batch == 1 {
-                        index.apply_pod(mk_pod(rng.usize(0..pods), rev));
+                        index.apply_pod(nth_pod(rng.usize(0..pods), rev));
                     } else {
                         index.batch(|b| {
                             for _ in 0..batch {
-                                b.apply_pod(mk_pod(rng.usize(0..pods), rev));
+                                b.apply_pod(nth_pod(rng.usize(0..pods), rev));
                             }
                         });
                     }

@@ -8,22 +8,23 @@
 //! `cargo build --release --bin conduit --example destination_load &&
 //! target/release/examples/destination_load`
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
 use conduit::core::ShutdownHandle;
-use conduit::k8s::{Index, SERVICE_NAME_LABEL};
+use conduit::k8s::Index;
 use conduit::proto::common::Destination;
 use conduit::proto::proxy::destination::destination_client::DestinationClient;
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use fixtures::{ServiceFixture, mk_service, mk_slice};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint as GrpcEndpoint};
+
+#[path = "../tests/support/k8s.rs"]
+mod fixtures;
 
 /// The bar: 10,000 concurrent streams on one process.
 const STREAMS: usize = 10_000;
@@ -171,50 +172,17 @@ async fn memory_per_stream() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn mk_slice(ips: &[String]) -> EndpointSlice {
-    EndpointSlice {
-        metadata: ObjectMeta {
-            name: Some("web-abc".into()),
-            namespace: Some("emojivoto".into()),
-            labels: Some(BTreeMap::from([(
-                SERVICE_NAME_LABEL.to_owned(),
-                "web".to_owned(),
-            )])),
-            ..Default::default()
-        },
-        address_type: "IPv4".into(),
-        endpoints: Some(
-            ips.iter()
-                .map(|ip| Endpoint {
-                    addresses: vec![ip.clone()],
-                    ..Default::default()
-                })
-                .collect(),
-        ),
-        ports: None,
-    }
+/// The one slice of Service `emojivoto/web`, with endpoints `ips`.
+fn web_slice(ips: &[String]) -> EndpointSlice {
+    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+    mk_slice("emojivoto", "web-abc", "web", &ips)
 }
 
 async fn fan_out() {
     let index = Arc::new(Index::new());
-    index.apply_service(Service {
-        metadata: ObjectMeta {
-            name: Some("web".into()),
-            namespace: Some("emojivoto".into()),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            ports: Some(vec![ServicePort {
-                port: 80,
-                target_port: Some(IntOrString::Int(8080)),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    index.apply_service(mk_service("emojivoto", "web").with_port("", 80, IntOrString::Int(8080)));
     let mut ips = vec!["192.0.2.10".to_owned()];
-    index.apply_endpoint_slice(mk_slice(&ips));
+    index.apply_endpoint_slice(web_slice(&ips));
     let cli = conduit::cli::Cli::parse_from([
         "conduit",
         "controller",
@@ -241,7 +209,7 @@ async fn fan_out() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         ips.push(format!("192.0.2.{}", 20 + round));
         let start = Instant::now();
-        index.apply_endpoint_slice(mk_slice(&ips));
+        index.apply_endpoint_slice(web_slice(&ips));
         let last = wait_for(&mut arrivals, STREAMS).await;
         times.push(last.duration_since(start));
     }

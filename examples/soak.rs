@@ -31,8 +31,11 @@ use conduit::proto::common::{HttpMethod, TcpAddress, http_method};
 use conduit::proto::net::ip_to_proto;
 use conduit::proto::proxy::telemetry::telemetry_client::TelemetryClient;
 use conduit::proto::proxy::telemetry::*;
-use k8s_openapi::api::core::v1::Pod;
+use fixtures::mk_pod;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+#[path = "../tests/support/k8s.rs"]
+mod fixtures;
 
 const PODS: usize = 60;
 const CHURN_EVERY: Duration = Duration::from_secs(2);
@@ -41,14 +44,6 @@ const PATHS: usize = 20;
 const SCRAPE_EVERY: Duration = Duration::from_secs(5);
 const SAMPLE_EVERY: Duration = Duration::from_secs(60);
 const NS: &str = "soak";
-
-fn pod(name: &str, ip: Ipv4Addr) -> Pod {
-    serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name, "namespace": NS},
-        "status": {"phase": "Running", "podIP": ip.to_string(), "podIPs": [{"ip": ip.to_string()}]},
-    }))
-    .expect("a valid pod")
-}
 
 /// The live pods: (name, IP), oldest first.
 struct Fleet {
@@ -65,13 +60,13 @@ impl Fleet {
     fn add(&mut self, index: &Index) {
         let (name, ip) = (format!("pod-{}", self.next), Self::ip(self.next));
         self.next += 1;
-        index.apply_pod(pod(&name, ip));
+        index.apply_pod(mk_pod(NS, &name, &ip.to_string(), None));
         self.live.push_back((name, ip));
     }
 
     fn churn(&mut self, index: &Index) {
         if let Some((name, ip)) = self.live.pop_front() {
-            index.delete_pod(&pod(&name, ip));
+            index.delete_pod(&mk_pod(NS, &name, &ip.to_string(), None));
         }
         self.add(index);
     }

@@ -15,12 +15,12 @@ use support::*;
 
 fn cluster() -> String {
     yaml_docs(&[
-        mk_deployment("shop", "web"),
-        mk_replica_set("shop", "web-5d8f", "web"),
-        mk_pod("shop", "web-5d8f-abcde", "192.0.2.10", Some("web-5d8f")),
-        mk_deployment("shop", "books"),
-        mk_replica_set("shop", "books-77aa", "books"),
-        mk_pod("shop", "books-77aa-xyz12", "192.0.2.20", Some("books-77aa")),
+        &mk_deployment("shop", "web"),
+        &mk_replica_set("shop", "web-5d8f", Some("web")),
+        &mk_pod("shop", "web-5d8f-abcde", "192.0.2.10", Some("web-5d8f")),
+        &mk_deployment("shop", "books"),
+        &mk_replica_set("shop", "books-77aa", Some("books")),
+        &mk_pod("shop", "books-77aa-xyz12", "192.0.2.20", Some("books-77aa")),
     ])
 }
 
@@ -203,18 +203,18 @@ async fn stat_tables_like_kubectl() {
 async fn stat_of_a_missing_name_fails_and_says_where_the_name_lives() {
     // web is in shop and storefront; shelf only in storefront.
     let cluster = yaml_docs(&[
-        cluster(),
-        mk_deployment("storefront", "web"),
-        mk_replica_set("storefront", "web-11aa", "web"),
-        mk_pod(
+        &cluster(),
+        &mk_deployment("storefront", "web"),
+        &mk_replica_set("storefront", "web-11aa", Some("web")),
+        &mk_pod(
             "storefront",
             "web-11aa-k2j4h",
             "192.0.2.40",
             Some("web-11aa"),
         ),
-        mk_deployment("storefront", "shelf"),
-        mk_replica_set("storefront", "shelf-22bb", "shelf"),
-        mk_pod(
+        &mk_deployment("storefront", "shelf"),
+        &mk_replica_set("storefront", "shelf-22bb", Some("shelf")),
+        &mk_pod(
             "storefront",
             "shelf-22bb-m9n8b",
             "192.0.2.50",

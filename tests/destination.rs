@@ -8,7 +8,7 @@
 mod fake_api;
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,21 +16,19 @@ use std::time::Duration;
 use clap::Parser;
 use conduit::core::ShutdownHandle;
 use conduit::k8s::watch::{Retry, WatchConfig};
-use conduit::k8s::{Index, Kind, SERVICE_NAME_LABEL};
+use conduit::k8s::{Index, Kind};
 use conduit::proto::common::Destination;
 use conduit::proto::net::ip_from_proto;
 use conduit::proto::proxy::destination::destination_client::DestinationClient;
 use conduit::proto::proxy::destination::{Update, update};
 use fake_api::FakeApi;
-use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Service, ServicePort, ServiceSpec,
-};
-use k8s_openapi::api::discovery::v1::{
-    self as discovery, Endpoint, EndpointConditions, EndpointSlice,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use support::{Exposition, http_get};
+use support::{
+    Exposition, ServiceFixture, SliceFixture, equals, eventually, http_get, mk_endpoints,
+    mk_service, mk_slice, subset,
+};
 use tonic::Streaming;
 use tonic::transport::Channel;
 
@@ -46,93 +44,12 @@ const FAST_RETRY: Retry = Retry::Exponential {
 
 // ---- fixtures -------------------------------------------------------------
 
-fn meta(name: &str) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: Some(NS.to_owned()),
-        ..Default::default()
-    }
-}
-
-/// A service with one port, named `http` as the slices' port is: the
-/// endpoints controller names endpoint ports after the service port.
-fn mk_service(name: &str, port: i32, target: IntOrString) -> Service {
-    mk_service_ports(name, &[("http", port, target)])
-}
-
-fn mk_service_ports(name: &str, ports: &[(&str, i32, IntOrString)]) -> Service {
-    Service {
-        metadata: meta(name),
-        spec: Some(ServiceSpec {
-            ports: Some(
-                ports
-                    .iter()
-                    .map(|(name, port, target)| ServicePort {
-                        name: Some((*name).to_owned()),
-                        port: *port,
-                        target_port: Some(target.clone()),
-                        ..Default::default()
-                    })
-                    .collect(),
-            ),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// A slice of `service` with ready endpoints `ips` and port `http` = 8080.
-fn mk_slice(name: &str, service: &str, ips: &[&str]) -> EndpointSlice {
-    mk_slice_ports(name, service, ips, &[("http", 8080)])
-}
-
-/// A slice of `service` with ready endpoints `ips` and the given
-/// `(service port name, resolved number)` ports.
-fn mk_slice_ports(name: &str, service: &str, ips: &[&str], ports: &[(&str, i32)]) -> EndpointSlice {
-    EndpointSlice {
-        metadata: ObjectMeta {
-            labels: Some(BTreeMap::from([(
-                SERVICE_NAME_LABEL.to_owned(),
-                service.to_owned(),
-            )])),
-            ..meta(name)
-        },
-        address_type: "IPv4".to_owned(),
-        endpoints: Some(
-            ips.iter()
-                .map(|ip| Endpoint {
-                    addresses: vec![(*ip).to_owned()],
-                    conditions: Some(EndpointConditions {
-                        ready: Some(true),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })
-                .collect(),
-        ),
-        ports: Some(
-            ports
-                .iter()
-                .map(|(name, port)| discovery::EndpointPort {
-                    name: Some((*name).to_owned()),
-                    port: Some(*port),
-                    ..Default::default()
-                })
-                .collect(),
-        ),
-    }
-}
-
-fn not_ready(mut slice: EndpointSlice, ip: &str) -> EndpointSlice {
-    slice.endpoints.get_or_insert_with(Vec::new).push(Endpoint {
-        addresses: vec![ip.to_owned()],
-        conditions: Some(EndpointConditions {
-            ready: Some(false),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    slice
+/// A slice of `service` as the endpoint-slice controller writes it: ready
+/// endpoints `ips`, and the service port `http` resolved to 8080.
+fn ready_slice(name: &str, service: &str, ips: &[&str]) -> EndpointSlice {
+    mk_slice(NS, name, service, ips)
+        .with_ready(true)
+        .with_ports(&[("http", 8080)])
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -191,13 +108,12 @@ async fn start(api: &FakeApi, flags: &[&str]) -> Running {
         shutdown: Some(handle),
         server: tokio::spawn(bound.serve(shutdown)),
     };
-    running
-        .eventually("the index synced", |r| {
-            r.index.is_synced(&[Kind::Service])
-                && (r.index.is_synced(&[Kind::EndpointSlice])
-                    || r.index.is_synced(&[Kind::Endpoints]))
-        })
-        .await;
+    eventually("the index synced", DEADLINE, || async {
+        running.index.is_synced(&[Kind::Service])
+            && (running.index.is_synced(&[Kind::EndpointSlice])
+                || running.index.is_synced(&[Kind::Endpoints]))
+    })
+    .await;
     running
 }
 
@@ -232,21 +148,17 @@ impl Running {
             port,
         };
         let want = addrs(want);
-        self.eventually(&format!("{target} indexed as {want:?}"), |r| {
-            conduit::destination::resolve(&r.index.snapshot(), &target) == want
-        })
+        eventually(
+            format!("{target} indexed as {want:?}"),
+            DEADLINE,
+            || async {
+                equals(
+                    conduit::destination::resolve(&self.index.snapshot(), &target),
+                    want.clone(),
+                )
+            },
+        )
         .await;
-    }
-
-    async fn eventually(&self, what: &str, check: impl Fn(&Self) -> bool) {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        while !check(self) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
     }
 
     async fn scrape(&self) -> Exposition {
@@ -315,8 +227,8 @@ async fn quiet(stream: &mut Streaming<Update>) {
 #[tokio::test]
 async fn scaling_1_to_3_to_0_sends_exactly_the_adds_and_removes() {
     let api = FakeApi::start().await;
-    api.apply(&mk_service("web", 80, IntOrString::Int(8080)));
-    api.apply(&mk_slice("web-abc", "web", &["192.0.2.10"]));
+    api.apply(&mk_service(NS, "web").with_port("http", 80, IntOrString::Int(8080)));
+    api.apply(&ready_slice("web-abc", "web", &["192.0.2.10"]));
     let running = start(&api, &["-heartbeat=1h"]).await;
     running.indexed(NS, "web", 80, &["192.0.2.10:8080"]).await;
 
@@ -327,7 +239,7 @@ async fn scaling_1_to_3_to_0_sends_exactly_the_adds_and_removes() {
     );
     quiet(&mut stream).await;
 
-    api.apply(&mk_slice(
+    api.apply(&ready_slice(
         "web-abc",
         "web",
         &["192.0.2.10", "192.0.2.11", "192.0.2.12"],
@@ -338,7 +250,7 @@ async fn scaling_1_to_3_to_0_sends_exactly_the_adds_and_removes() {
     );
     quiet(&mut stream).await;
 
-    api.apply(&mk_slice("web-abc", "web", &[]));
+    api.apply(&ready_slice("web-abc", "web", &[]));
     assert_eq!(
         next_change(&mut stream).await,
         Change::Remove(addrs(&[
@@ -376,11 +288,8 @@ async fn scaling_1_to_3_to_0_sends_exactly_the_adds_and_removes() {
 #[tokio::test]
 async fn not_ready_endpoints_are_left_out_until_ready() {
     let api = FakeApi::start().await;
-    api.apply(&mk_service("web", 80, IntOrString::Int(8080)));
-    api.apply(&not_ready(
-        mk_slice("web-abc", "web", &["192.0.2.10"]),
-        "192.0.2.11",
-    ));
+    api.apply(&mk_service(NS, "web").with_port("http", 80, IntOrString::Int(8080)));
+    api.apply(&ready_slice("web-abc", "web", &["192.0.2.10"]).with_endpoint("192.0.2.11", false));
     let running = start(&api, &["-heartbeat=1h"]).await;
     running.indexed(NS, "web", 80, &["192.0.2.10:8080"]).await;
 
@@ -389,7 +298,11 @@ async fn not_ready_endpoints_are_left_out_until_ready() {
         next_change(&mut stream).await,
         Change::Add(addrs(&["192.0.2.10:8080"]))
     );
-    api.apply(&mk_slice("web-abc", "web", &["192.0.2.10", "192.0.2.11"]));
+    api.apply(&ready_slice(
+        "web-abc",
+        "web",
+        &["192.0.2.10", "192.0.2.11"],
+    ));
     assert_eq!(
         next_change(&mut stream).await,
         Change::Add(addrs(&["192.0.2.11:8080"]))
@@ -400,13 +313,9 @@ async fn not_ready_endpoints_are_left_out_until_ready() {
 /// the pods of two slices declare as 9991 and 9992: each slice names its
 /// port `admin` (the service port's name) with the number it resolved to.
 fn admin_service() -> Service {
-    mk_service_ports(
-        "web",
-        &[
-            ("admin", 9990, IntOrString::String("admin-http".into())),
-            ("http", 80, IntOrString::Int(8080)),
-        ],
-    )
+    mk_service(NS, "web")
+        .with_port("admin", 9990, IntOrString::String("admin-http".into()))
+        .with_port("http", 80, IntOrString::Int(8080))
 }
 
 #[tokio::test]
@@ -415,8 +324,16 @@ async fn a_named_target_port_resolves_per_pod_through_the_slices() {
     api.apply(&admin_service());
     let ports_a = [("admin", 9991), ("http", 8080)];
     let ports_b = [("admin", 9992), ("http", 8080)];
-    api.apply(&mk_slice_ports("web-a", "web", &["192.0.2.10"], &ports_a));
-    api.apply(&mk_slice_ports("web-b", "web", &["192.0.2.11"], &ports_b));
+    api.apply(
+        &mk_slice(NS, "web-a", "web", &["192.0.2.10"])
+            .with_ready(true)
+            .with_ports(&ports_a),
+    );
+    api.apply(
+        &mk_slice(NS, "web-b", "web", &["192.0.2.11"])
+            .with_ready(true)
+            .with_ports(&ports_b),
+    );
     let running = start(&api, &[]).await;
     let both = ["192.0.2.10:9991", "192.0.2.11:9992"];
     running.indexed(NS, "web", 9990, &both).await;
@@ -430,50 +347,28 @@ async fn a_named_target_port_resolves_per_pod_through_the_slices() {
     );
 }
 
-fn subset(ip: &str, not_ready: &str, ports: &[(&str, i32)]) -> EndpointSubset {
-    EndpointSubset {
-        addresses: Some(vec![EndpointAddress {
-            ip: ip.to_owned(),
-            ..Default::default()
-        }]),
-        not_ready_addresses: Some(vec![EndpointAddress {
-            ip: not_ready.to_owned(),
-            ..Default::default()
-        }]),
-        ports: Some(
-            ports
-                .iter()
-                .map(|(name, port)| EndpointPort {
-                    name: Some((*name).to_owned()),
-                    port: *port,
-                    ..Default::default()
-                })
-                .collect(),
-        ),
-    }
-}
-
 #[tokio::test]
 async fn core_endpoints_are_used_without_slices_named_port_and_ready_only() {
     let api = FakeApi::start().await;
     api.offer_endpoint_slices(false);
     api.apply(&admin_service());
     // The endpoints controller writes one subset per distinct port set.
-    api.apply(&Endpoints {
-        metadata: meta("web"),
-        subsets: Some(vec![
+    api.apply(&mk_endpoints(
+        NS,
+        "web",
+        vec![
             subset(
-                "192.0.2.20",
-                "192.0.2.21",
+                &["192.0.2.20"],
+                &["192.0.2.21"],
                 &[("admin", 9991), ("http", 8080)],
             ),
             subset(
-                "192.0.2.22",
-                "192.0.2.23",
+                &["192.0.2.22"],
+                &["192.0.2.23"],
                 &[("admin", 9992), ("http", 8080)],
             ),
-        ]),
-    });
+        ],
+    ));
     let running = start(&api, &[]).await;
     let ready = ["192.0.2.20:9991", "192.0.2.22:9992"];
     running.indexed(NS, "web", 9990, &ready).await;
@@ -489,9 +384,13 @@ async fn a_service_that_appears_later_starts_the_stream_and_its_deletion_removes
     let mut stream = running.get("web.emojivoto:80").await;
     quiet(&mut stream).await;
 
-    api.apply(&mk_slice("web-abc", "web", &["192.0.2.10", "2001:db8::1"]));
+    api.apply(&ready_slice(
+        "web-abc",
+        "web",
+        &["192.0.2.10", "2001:db8::1"],
+    ));
     quiet(&mut stream).await;
-    api.apply(&mk_service("web", 80, IntOrString::Int(8080)));
+    api.apply(&mk_service(NS, "web").with_port("http", 80, IntOrString::Int(8080)));
     assert_eq!(
         next_change(&mut stream).await,
         Change::Add(addrs(&["192.0.2.10:8080", "[2001:db8::1]:8080"]))
@@ -507,13 +406,13 @@ async fn a_service_that_appears_later_starts_the_stream_and_its_deletion_removes
 #[tokio::test]
 async fn an_unknown_service_port_stays_open_and_quiet() {
     let api = FakeApi::start().await;
-    api.apply(&mk_service("web", 80, IntOrString::Int(8080)));
-    api.apply(&mk_slice("web-abc", "web", &["192.0.2.10"]));
+    api.apply(&mk_service(NS, "web").with_port("http", 80, IntOrString::Int(8080)));
+    api.apply(&ready_slice("web-abc", "web", &["192.0.2.10"]));
     let running = start(&api, &["-heartbeat=1h"]).await;
     running.indexed(NS, "web", 80, &["192.0.2.10:8080"]).await;
     let mut stream = running.get("web.emojivoto:9999").await;
     quiet(&mut stream).await;
-    api.apply(&mk_service("web", 9999, IntOrString::Int(8080)));
+    api.apply(&mk_service(NS, "web").with_port("http", 9999, IntOrString::Int(8080)));
     assert_eq!(
         next_change(&mut stream).await,
         Change::Add(addrs(&["192.0.2.10:8080"]))
@@ -591,8 +490,8 @@ async fn a_client_that_goes_away_leaves_no_stream_behind() {
 
     drop(first);
     drop(other);
-    support::eventually("two streams closed", DEADLINE, || async {
-        running.streams().await == 1.0
+    eventually("two streams closed", DEADLINE, || async {
+        equals(running.streams().await, 1.0)
     })
     .await;
     let scrape = running.scrape().await;
@@ -606,8 +505,8 @@ async fn a_client_that_goes_away_leaves_no_stream_behind() {
     );
 
     drop(second);
-    support::eventually("every stream closed", DEADLINE, || async {
-        running.streams().await == 0.0
+    eventually("every stream closed", DEADLINE, || async {
+        equals(running.streams().await, 0.0)
     })
     .await;
     assert!(

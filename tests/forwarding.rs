@@ -42,12 +42,12 @@ type Client = TelemetryClient<Channel>;
 /// `web` calls `books`, both deployments in `shop`.
 fn cluster() -> String {
     support::yaml_docs(&[
-        support::mk_deployment(NS, "web"),
-        support::mk_replica_set(NS, "web-5d8f", "web"),
-        support::mk_pod(NS, WEB_POD, "192.0.2.10", Some("web-5d8f")),
-        support::mk_deployment(NS, "books"),
-        support::mk_replica_set(NS, "books-77aa", "books"),
-        support::mk_pod(NS, "books-77aa-xyz12", "192.0.2.20", Some("books-77aa")),
+        &support::mk_deployment(NS, "web"),
+        &support::mk_replica_set(NS, "web-5d8f", Some("web")),
+        &support::mk_pod(NS, WEB_POD, "192.0.2.10", Some("web-5d8f")),
+        &support::mk_deployment(NS, "books"),
+        &support::mk_replica_set(NS, "books-77aa", Some("books")),
+        &support::mk_pod(NS, "books-77aa-xyz12", "192.0.2.20", Some("books-77aa")),
     ])
 }
 

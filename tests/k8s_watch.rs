@@ -4,23 +4,24 @@
 
 #[path = "support/fake_api.rs"]
 mod fake_api;
+mod support;
 
 use std::collections::BTreeMap;
-use std::fmt::Display;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use conduit::core::ShutdownHandle;
 use conduit::k8s::watch::{self, Retry, WatchConfig};
-use conduit::k8s::{Index, Kind, PodInfo, SERVICE_NAME_LABEL};
+use conduit::k8s::{Index, Kind, PodInfo};
 use fake_api::{FakeApi, Hold};
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointSubset, Endpoints, Pod, PodSpec, PodStatus, Service,
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Endpoints, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use support::{
+    PodFixture, equals, eventually, mk_deployment, mk_endpoints, mk_pod, mk_replica_set,
+    mk_service, mk_slice, subset,
 };
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -43,106 +44,11 @@ const NS: &str = "emojivoto";
 
 // ---- fixtures -------------------------------------------------------------
 
-fn meta(name: &str) -> ObjectMeta {
-    ObjectMeta {
-        namespace: Some(NS.to_owned()),
-        name: Some(name.to_owned()),
-        ..Default::default()
-    }
-}
-
-fn owned_by(kind: &str, name: &str) -> OwnerReference {
-    OwnerReference {
-        api_version: "apps/v1".to_owned(),
-        kind: kind.to_owned(),
-        name: name.to_owned(),
-        uid: format!("uid-{name}"),
-        controller: Some(true),
-        ..Default::default()
-    }
-}
-
-/// A running pod with IP `ip`, owned by ReplicaSet `rs` if given.
-fn mk_pod(name: &str, ip: &str, rs: Option<&str>) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            owner_references: rs.map(|rs| vec![owned_by("ReplicaSet", rs)]),
-            ..meta(name)
-        },
-        spec: Some(PodSpec::default()),
-        status: Some(PodStatus {
-            phase: Some("Running".to_owned()),
-            pod_ip: Some(ip.to_owned()),
-            ..Default::default()
-        }),
-    }
-}
-
-fn with_phase(mut pod: Pod, phase: &str) -> Pod {
-    pod.status.get_or_insert_default().phase = Some(phase.to_owned());
-    pod
-}
-
-fn mk_rs(name: &str, deployment: &str) -> ReplicaSet {
-    ReplicaSet {
-        metadata: ObjectMeta {
-            owner_references: Some(vec![owned_by("Deployment", deployment)]),
-            ..meta(name)
-        },
-        ..Default::default()
-    }
-}
-
-fn mk_deployment(name: &str) -> Deployment {
-    Deployment {
-        metadata: meta(name),
-        ..Default::default()
-    }
-}
-
-fn mk_service(name: &str) -> Service {
-    Service {
-        metadata: meta(name),
-        ..Default::default()
-    }
-}
-
-fn mk_endpoints(service: &str, ip: &str) -> Endpoints {
-    Endpoints {
-        metadata: meta(service),
-        subsets: Some(vec![EndpointSubset {
-            addresses: Some(vec![EndpointAddress {
-                ip: ip.to_owned(),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }]),
-    }
-}
-
-fn mk_slice(name: &str, service: &str, ip: &str) -> EndpointSlice {
-    EndpointSlice {
-        metadata: ObjectMeta {
-            labels: Some(BTreeMap::from([(
-                SERVICE_NAME_LABEL.to_owned(),
-                service.to_owned(),
-            )])),
-            ..meta(name)
-        },
-        address_type: "IPv4".to_owned(),
-        endpoints: Some(vec![Endpoint {
-            addresses: vec![ip.to_owned()],
-            ..Default::default()
-        }]),
-        ports: None,
-    }
-}
-
 /// The web deployment of the scenarios: Deployment, ReplicaSet, one pod.
 fn seed_web(api: &FakeApi) {
-    api.apply(&mk_deployment("web"));
-    api.apply(&mk_rs("web-5f9d", "web"));
-    api.apply(&mk_pod("web-5f9d-a", "192.0.2.10", Some("web-5f9d")));
+    api.apply(&mk_deployment(NS, "web"));
+    api.apply(&mk_replica_set(NS, "web-5f9d", Some("web")));
+    api.apply(&mk_pod(NS, "web-5f9d-a", "192.0.2.10", Some("web-5f9d")));
 }
 
 // ---- harness ----------------------------------------------------------------
@@ -176,8 +82,8 @@ impl Watched {
     }
 
     async fn synced(&self, kinds: &[Kind]) {
-        eventually(format!("{kinds:?} synced"), || {
-            self.index.is_synced(kinds).then_some(())
+        eventually(format!("{kinds:?} synced"), DEADLINE, || async {
+            self.index.is_synced(kinds)
         })
         .await;
     }
@@ -221,18 +127,6 @@ fn resolved(pod: &str, deployment: &str) -> Option<(String, String)> {
     Some((format!("{NS}/{pod}"), deployment.to_owned()))
 }
 
-/// Polls `check` until it returns `Some`, failing the test after [`DEADLINE`].
-async fn eventually<T>(what: impl Display, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -255,13 +149,13 @@ fn scratch_dir(test: &str) -> std::path::PathBuf {
 async fn initial_lists_populate_the_index_and_then_mark_it_synced() {
     let api = FakeApi::start().await;
     seed_web(&api);
-    api.apply(&mk_service("web-svc"));
-    api.apply(&mk_slice("web-svc-abc", "web-svc", "192.0.2.10"));
+    api.apply(&mk_service(NS, "web-svc"));
+    api.apply(&mk_slice(NS, "web-svc-abc", "web-svc", &["192.0.2.10"]));
     api.hold_lists(Hold::Lists);
 
     let watched = Watched::start(api.client(), &KINDS);
-    eventually("every list pending", || {
-        (api.pending_lists() == KINDS.len()).then_some(())
+    eventually("every list pending", DEADLINE, || async {
+        equals(api.pending_lists(), KINDS.len())
     })
     .await;
     // Lists not answered yet: not ready, nothing served.
@@ -295,8 +189,11 @@ async fn pod_created_after_start_resolves_once_watched() {
     watched.synced(&KINDS).await;
     assert_eq!(watched.resolve("192.0.2.11"), None);
 
-    api.apply(&mk_pod("web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
-    let owner = eventually("the new pod", || watched.resolve("192.0.2.11")).await;
+    api.apply(&mk_pod(NS, "web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
+    let owner = eventually("the new pod", DEADLINE, || async {
+        watched.resolve("192.0.2.11")
+    })
+    .await;
     assert_eq!(Some(owner), resolved("web-5f9d-b", "emojivoto/web"));
     // Delivered by the watch, not by a re-list.
     assert_eq!(api.list_count::<Pod>(), 1);
@@ -306,15 +203,17 @@ async fn pod_created_after_start_resolves_once_watched() {
 async fn deleted_pod_stops_resolving() {
     let api = FakeApi::start().await;
     seed_web(&api);
-    api.apply(&mk_pod("web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
     let watched = Watched::start(api.client(), &KINDS);
     watched.synced(&KINDS).await;
     assert!(watched.resolve("192.0.2.11").is_some());
 
     assert!(api.delete::<Pod>(NS, "web-5f9d-b"));
-    eventually("the deleted pod's IP to stop resolving", || {
-        watched.resolve("192.0.2.11").is_none().then_some(())
-    })
+    eventually(
+        "the deleted pod's IP to stop resolving",
+        DEADLINE,
+        || async { watched.resolve("192.0.2.11").is_none() },
+    )
     .await;
     assert_eq!(
         watched.resolve("192.0.2.10"),
@@ -326,25 +225,25 @@ async fn deleted_pod_stops_resolving() {
 async fn reused_pod_ip_resolves_to_the_new_pod() {
     let api = FakeApi::start().await;
     seed_web(&api);
-    api.apply(&mk_deployment("api"));
-    api.apply(&mk_rs("api-77c4", "api"));
+    api.apply(&mk_deployment(NS, "api"));
+    api.apply(&mk_replica_set(NS, "api-77c4", Some("api")));
     let watched = Watched::start(api.client(), &KINDS);
     watched.synced(&KINDS).await;
 
     // The old pod fails; the kubelet hands its IP to a pod of another deployment.
-    let old = mk_pod("web-5f9d-a", "192.0.2.10", Some("web-5f9d"));
-    api.apply(&with_phase(old, "Failed"));
-    api.apply(&mk_pod("api-77c4-x", "192.0.2.10", Some("api-77c4")));
+    let old = mk_pod(NS, "web-5f9d-a", "192.0.2.10", Some("web-5f9d"));
+    api.apply(&old.in_phase("Failed"));
+    api.apply(&mk_pod(NS, "api-77c4-x", "192.0.2.10", Some("api-77c4")));
     let expected = resolved("api-77c4-x", "emojivoto/api");
-    eventually("the IP to move to the new pod", || {
-        (watched.resolve("192.0.2.10") == expected).then_some(())
+    eventually("the IP to move to the new pod", DEADLINE, || async {
+        equals(watched.resolve("192.0.2.10"), expected.clone())
     })
     .await;
 
     // The failed pod's deletion does not take the IP from the new one.
     api.delete::<Pod>(NS, "web-5f9d-a");
-    eventually("the failed pod to go", || {
-        (!watched.pods().contains_key("emojivoto/web-5f9d-a")).then_some(())
+    eventually("the failed pod to go", DEADLINE, || async {
+        !watched.pods().contains_key("emojivoto/web-5f9d-a")
     })
     .await;
     assert_eq!(watched.resolve("192.0.2.10"), expected);
@@ -353,16 +252,16 @@ async fn reused_pod_ip_resolves_to_the_new_pod() {
 #[tokio::test]
 async fn replica_set_arriving_after_its_pods_resolves_them() {
     let api = FakeApi::start().await;
-    api.apply(&mk_deployment("web"));
-    api.apply(&mk_pod("web-5f9d-a", "192.0.2.10", Some("web-5f9d")));
+    api.apply(&mk_deployment(NS, "web"));
+    api.apply(&mk_pod(NS, "web-5f9d-a", "192.0.2.10", Some("web-5f9d")));
     let watched = Watched::start(api.client(), &KINDS);
     watched.synced(&KINDS).await;
     assert_eq!(watched.resolve("192.0.2.10"), resolved("web-5f9d-a", ""));
 
-    api.apply(&mk_rs("web-5f9d", "web"));
+    api.apply(&mk_replica_set(NS, "web-5f9d", Some("web")));
     let expected = resolved("web-5f9d-a", "emojivoto/web");
-    eventually("the pod to resolve to its deployment", || {
-        (watched.resolve("192.0.2.10") == expected).then_some(())
+    eventually("the pod to resolve to its deployment", DEADLINE, || async {
+        equals(watched.resolve("192.0.2.10"), expected.clone())
     })
     .await;
 }
@@ -373,12 +272,12 @@ async fn expired_watch_relists_to_exactly_the_servers_state() {
     // Lists come in pages of two, so a re-list of three pods takes two requests.
     api.set_page_limit(Some(2));
     seed_web(&api);
-    api.apply(&mk_pod("web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
-    api.apply(&mk_pod("web-5f9d-c", "192.0.2.12", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-c", "192.0.2.12", Some("web-5f9d")));
     let watched = Watched::start(api.client(), &KINDS);
     watched.synced(&KINDS).await;
-    eventually("the pod watch", || {
-        (api.open_watches::<Pod>() == 1).then_some(())
+    eventually("the pod watch", DEADLINE, || async {
+        equals(api.open_watches::<Pod>(), 1)
     })
     .await;
     let before = watched.pods();
@@ -389,13 +288,13 @@ async fn expired_watch_relists_to_exactly_the_servers_state() {
     api.hold_lists(Hold::LaterPages);
     api.expire_watches();
     api.delete::<Pod>(NS, "web-5f9d-b");
-    api.apply(&mk_pod("web-5f9d-c", "192.0.2.13", Some("web-5f9d")));
-    api.apply(&mk_pod("web-5f9d-d", "192.0.2.14", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-c", "192.0.2.13", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-d", "192.0.2.14", Some("web-5f9d")));
     api.delete::<ReplicaSet>(NS, "web-5f9d");
     // The re-list's first page (with the moved pod c) is in, the second held:
     // readers keep the last consistent state, not half a list.
-    eventually("the second page of the pod re-list", || {
-        (api.pending_lists() == 1 && api.list_count::<Pod>() == 3).then_some(())
+    eventually("the second page of the pod re-list", DEADLINE, || async {
+        api.pending_lists() == 1 && api.list_count::<Pod>() == 3
     })
     .await;
     assert_eq!(watched.pods(), before);
@@ -403,14 +302,14 @@ async fn expired_watch_relists_to_exactly_the_servers_state() {
     assert_eq!(watched.resolve("192.0.2.13"), None);
 
     api.hold_lists(Hold::Nothing);
-    eventually("the index to equal the server", || {
-        (watched.pods() == server_pods(&api)).then_some(())
+    eventually("the index to equal the server", DEADLINE, || async {
+        equals(watched.pods(), server_pods(&api))
     })
     .await;
     assert_eq!(watched.resolve("192.0.2.11"), None);
     assert_eq!(watched.resolve("192.0.2.12"), None);
-    eventually("the deleted ReplicaSet to be gone", || {
-        (!watched.index.snapshot().has_replica_set(NS, "web-5f9d")).then_some(())
+    eventually("the deleted ReplicaSet to be gone", DEADLINE, || async {
+        !watched.index.snapshot().has_replica_set(NS, "web-5f9d")
     })
     .await;
     assert_eq!(watched.resolve("192.0.2.13"), resolved("web-5f9d-c", ""));
@@ -425,16 +324,16 @@ async fn dropped_watch_is_resumed_without_a_relist() {
     seed_web(&api);
     let watched = Watched::start(api.client(), &KINDS);
     watched.synced(&KINDS).await;
-    eventually("the pod watch", || {
-        (api.open_watches::<Pod>() == 1).then_some(())
+    eventually("the pod watch", DEADLINE, || async {
+        equals(api.open_watches::<Pod>(), 1)
     })
     .await;
 
     api.drop_watches();
-    api.apply(&mk_pod("web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
     api.delete::<Pod>(NS, "web-5f9d-a");
-    eventually("the changes made while reconnecting", || {
-        (watched.pods() == server_pods(&api)).then_some(())
+    eventually("the changes made while reconnecting", DEADLINE, || async {
+        equals(watched.pods(), server_pods(&api))
     })
     .await;
     assert_eq!(
@@ -452,22 +351,22 @@ async fn bookmarks_let_a_quiet_watch_resume_past_a_compaction() {
     seed_web(&api);
     let watched = Watched::start(api.client(), &KINDS);
     watched.synced(&KINDS).await;
-    eventually("the pod watch", || {
-        (api.open_watches::<Pod>() == 1).then_some(())
+    eventually("the pod watch", DEADLINE, || async {
+        equals(api.open_watches::<Pod>(), 1)
     })
     .await;
 
     // Other kinds move the resourceVersion on; the pod watch hears of it
     // only through a BOOKMARK, and the history before it is compacted.
     for n in 0..5 {
-        api.apply(&mk_service(&format!("svc-{n}")));
+        api.apply(&mk_service(NS, &format!("svc-{n}")));
     }
     api.bookmark();
     api.compact();
     api.drop_watches();
-    api.apply(&mk_pod("web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
 
-    let owner = eventually("the pod added after the compaction", || {
+    let owner = eventually("the pod added after the compaction", DEADLINE, || async {
         watched.resolve("192.0.2.11")
     })
     .await;
@@ -479,26 +378,29 @@ async fn bookmarks_let_a_quiet_watch_resume_past_a_compaction() {
 async fn server_going_away_and_back_loses_no_update() {
     let mut api = FakeApi::start().await;
     seed_web(&api);
-    api.apply(&mk_pod("web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
     let watched = Watched::start(api.client(), &KINDS);
     watched.synced(&KINDS).await;
 
     api.stop().await;
-    api.apply(&mk_pod("web-5f9d-c", "192.0.2.12", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-c", "192.0.2.12", Some("web-5f9d")));
     api.delete::<Pod>(NS, "web-5f9d-b");
-    api.apply(&mk_deployment("api"));
-    api.apply(&mk_rs("api-77c4", "api"));
-    api.apply(&mk_pod("api-77c4-x", "192.0.2.20", Some("api-77c4")));
+    api.apply(&mk_deployment(NS, "api"));
+    api.apply(&mk_replica_set(NS, "api-77c4", Some("api")));
+    api.apply(&mk_pod(NS, "api-77c4-x", "192.0.2.20", Some("api-77c4")));
     // Kept retrying against the closed port, without dying.
     tokio::task::yield_now().await;
     assert!(watched.all_running());
     api.restart().await;
 
-    eventually("every update made while the server was away", || {
-        (watched.pods() == server_pods(&api)
-            && watched.resolve("192.0.2.20") == resolved("api-77c4-x", "emojivoto/api"))
-        .then_some(())
-    })
+    eventually(
+        "every update made while the server was away",
+        DEADLINE,
+        || async {
+            watched.pods() == server_pods(&api)
+                && watched.resolve("192.0.2.20") == resolved("api-77c4-x", "emojivoto/api")
+        },
+    )
     .await;
     assert_eq!(watched.resolve("192.0.2.11"), None);
     assert_eq!(
@@ -522,12 +424,12 @@ async fn after_an_outage_the_relist_follows_the_recovery_within_seconds() {
     watched.synced(&[Kind::Pod]).await;
 
     api.stop().await;
-    api.apply(&mk_pod("web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
     api.compact();
     tokio::time::sleep(OUTAGE).await;
     api.restart().await;
     let back = Instant::now();
-    eventually("the pod added during the outage", || {
+    eventually("the pod added during the outage", DEADLINE, || async {
         watched.resolve("192.0.2.11").map(|_| ())
     })
     .await;
@@ -543,18 +445,18 @@ async fn after_an_outage_the_relist_follows_the_recovery_within_seconds() {
 async fn server_coming_back_compacted_is_relisted_losing_no_update() {
     let mut api = FakeApi::start().await;
     seed_web(&api);
-    api.apply(&mk_pod("web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-b", "192.0.2.11", Some("web-5f9d")));
     let watched = Watched::start(api.client(), &KINDS);
     watched.synced(&KINDS).await;
 
     api.stop().await;
-    api.apply(&mk_pod("web-5f9d-c", "192.0.2.12", Some("web-5f9d")));
+    api.apply(&mk_pod(NS, "web-5f9d-c", "192.0.2.12", Some("web-5f9d")));
     api.delete::<Pod>(NS, "web-5f9d-b");
     api.compact();
     api.restart().await;
 
-    eventually("the re-listed state", || {
-        (watched.pods() == server_pods(&api)).then_some(())
+    eventually("the re-listed state", DEADLINE, || async {
+        equals(watched.pods(), server_pods(&api))
     })
     .await;
     assert_eq!(watched.resolve("192.0.2.11"), None);
@@ -568,9 +470,13 @@ async fn server_coming_back_compacted_is_relisted_losing_no_update() {
 #[tokio::test]
 async fn endpoint_slices_are_used_when_offered() {
     let api = FakeApi::start().await;
-    api.apply(&mk_service("web-svc"));
-    api.apply(&mk_endpoints("web-svc", "192.0.2.10"));
-    api.apply(&mk_slice("web-svc-abc", "web-svc", "192.0.2.10"));
+    api.apply(&mk_service(NS, "web-svc"));
+    api.apply(&mk_endpoints(
+        NS,
+        "web-svc",
+        vec![subset(&["192.0.2.10"], &[], &[])],
+    ));
+    api.apply(&mk_slice(NS, "web-svc-abc", "web-svc", &["192.0.2.10"]));
     let client = api.client();
     assert_eq!(
         watch::endpoints_source(&client)
@@ -590,10 +496,13 @@ async fn endpoint_slices_are_used_when_offered() {
     );
     assert!(snapshot.endpoints(NS, "web-svc").is_none());
 
-    api.apply(&mk_slice("web-svc-def", "web-svc", "192.0.2.11"));
-    eventually("the second slice", || {
+    api.apply(&mk_slice(NS, "web-svc-def", "web-svc", &["192.0.2.11"]));
+    eventually("the second slice", DEADLINE, || async {
         let snapshot = watched.index.snapshot();
-        (snapshot.endpoint_slices_of_service(NS, "web-svc").count() == 2).then_some(())
+        equals(
+            snapshot.endpoint_slices_of_service(NS, "web-svc").count(),
+            2,
+        )
     })
     .await;
     assert_eq!(api.list_count::<Endpoints>(), 0);
@@ -603,8 +512,12 @@ async fn endpoint_slices_are_used_when_offered() {
 async fn core_endpoints_are_used_when_slices_are_not_offered() {
     let api = FakeApi::start().await;
     api.offer_endpoint_slices(false);
-    api.apply(&mk_endpoints("web-svc", "192.0.2.10"));
-    api.apply(&mk_slice("web-svc-abc", "web-svc", "192.0.2.10"));
+    api.apply(&mk_endpoints(
+        NS,
+        "web-svc",
+        vec![subset(&["192.0.2.10"], &[], &[])],
+    ));
+    api.apply(&mk_slice(NS, "web-svc-abc", "web-svc", &["192.0.2.10"]));
     let client = api.client();
     assert_eq!(
         watch::endpoints_source(&client)
@@ -628,13 +541,8 @@ async fn core_endpoints_are_used_when_slices_are_not_offered() {
     );
 
     api.delete::<Endpoints>(NS, "web-svc");
-    eventually("the deleted Endpoints to go", || {
-        watched
-            .index
-            .snapshot()
-            .endpoints(NS, "web-svc")
-            .is_none()
-            .then_some(())
+    eventually("the deleted Endpoints to go", DEADLINE, || async {
+        watched.index.snapshot().endpoints(NS, "web-svc").is_none()
     })
     .await;
     assert_eq!(api.list_count::<EndpointSlice>(), 0);
@@ -692,8 +600,8 @@ async fn wrong_token_is_refused_with_a_clear_error() {
 
     // The watchers keep retrying, never sync and never die.
     let watched = Watched::start(client, &KINDS);
-    eventually("several refused attempts per kind", || {
-        (api.unauthorized_count() >= 3 * KINDS.len()).then_some(())
+    eventually("several refused attempts per kind", DEADLINE, || async {
+        api.unauthorized_count() >= 3 * KINDS.len()
     })
     .await;
     assert!(!watched.index.is_synced(&[Kind::Pod]));

@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,17 +13,16 @@ use std::time::Duration;
 use clap::Parser;
 use conduit::cli::{Cli, Command, Controller};
 use conduit::core::ShutdownHandle;
-use conduit::k8s::{Index, SERVICE_NAME_LABEL};
+use conduit::k8s::Index;
 use conduit::proto::common::Destination;
 use conduit::proto::proxy::destination::destination_client::DestinationClient;
 use conduit::proto::proxy::destination::update;
 use conduit::proto::proxy::telemetry::telemetry_server::{Telemetry, TelemetryServer};
 use conduit::proto::proxy::telemetry::{ReportRequest, ReportResponse};
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use parking_lot::Mutex;
-use support::{Exposition, http_get};
+use support::{
+    Exposition, ServiceFixture, SliceFixture, equals, eventually, http_get, mk_service, mk_slice,
+};
 use tonic::transport::Channel;
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -60,6 +58,11 @@ impl Proc {
         let (status, body) = http_get(self.admin, "/metrics").await;
         assert_eq!(status, 200, "scrape failed: {body}");
         Exposition::parse(&body)
+    }
+
+    /// The value of unlabelled metric `name`.
+    async fn metric(&self, name: &str) -> Option<f64> {
+        self.scrape().await.get(name, &[])
     }
 }
 
@@ -131,55 +134,6 @@ async fn start_destination(index: Arc<Index>) -> Proc {
     proc
 }
 
-fn meta(name: &str) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: Some(NS.to_owned()),
-        ..Default::default()
-    }
-}
-
-fn mk_service(name: &str) -> Service {
-    Service {
-        metadata: meta(name),
-        spec: Some(ServiceSpec {
-            ports: Some(vec![ServicePort {
-                port: 80,
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn mk_slice(service: &str, ips: &[&str]) -> EndpointSlice {
-    EndpointSlice {
-        metadata: ObjectMeta {
-            labels: Some(BTreeMap::from([(
-                SERVICE_NAME_LABEL.to_owned(),
-                service.to_owned(),
-            )])),
-            ..meta(&format!("{service}-abc"))
-        },
-        address_type: "IPv4".to_owned(),
-        endpoints: Some(
-            ips.iter()
-                .map(|ip| Endpoint {
-                    addresses: vec![(*ip).to_owned()],
-                    ..Default::default()
-                })
-                .collect(),
-        ),
-        // The service's one unnamed port, as the endpoints controller
-        // writes it.
-        ports: Some(vec![EndpointPort {
-            port: Some(80),
-            ..Default::default()
-        }]),
-    }
-}
-
 async fn destination_client(addr: SocketAddr) -> DestinationClient<Channel> {
     DestinationClient::connect(format!("http://{addr}"))
         .await
@@ -191,13 +145,6 @@ fn k8s(path: &str) -> Destination {
         scheme: "k8s".into(),
         path: path.into(),
     }
-}
-
-async fn eventually_metric(proc: &Proc, name: &str, want: f64) {
-    support::eventually(&format!("{name} == {want}"), DEADLINE, || async {
-        proc.scrape().await.get(name, &[]) == Some(want)
-    })
-    .await;
 }
 
 #[tokio::test]
@@ -241,22 +188,24 @@ async fn telemetry_down_is_unavailable_and_recovers_when_it_returns() {
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
 
     let telemetry = start_telemetry_on(telemetry_addr).await;
-    let mut ok = false;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while tokio::time::Instant::now() < deadline {
-        match client.report(support::report(NS, "web-1", vec![])).await {
-            Ok(_) => {
-                ok = true;
-                break;
-            }
-            Err(status) => {
+    eventually("a report through once telemetry is back", DEADLINE, || {
+        let mut client = client.clone();
+        async move {
+            let answer = client.report(support::report(NS, "web-1", vec![])).await;
+            if let Err(status) = &answer {
                 assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            answer
         }
-    }
-    assert!(ok, "the report got through once telemetry was back");
-    eventually_metric(&telemetry, "conduit_telemetry_reports_total", 1.0).await;
+    })
+    .await;
+    eventually("telemetry to count the report", DEADLINE, || async {
+        equals(
+            telemetry.metric("conduit_telemetry_reports_total").await,
+            Some(1.0),
+        )
+    })
+    .await;
 }
 
 /// A telemetry upstream that answers every Report with a fixed status and
@@ -294,7 +243,7 @@ async fn stalled_report_streams_are_refused_not_buffered() {
         let proxy_api = &proxy_api;
         async move {
             let what = format!("{at_least} reports refused as {reason}");
-            support::eventually(&what, Duration::from_secs(30), || async {
+            eventually(&what, Duration::from_secs(30), || async {
                 proxy_api
                     .scrape()
                     .await
@@ -315,7 +264,13 @@ async fn stalled_report_streams_are_refused_not_buffered() {
         .report(support::report(NS, "web-1", vec![]))
         .await
         .expect("forwarded once the stalled streams are gone");
-    eventually_metric(&telemetry, "conduit_telemetry_reports_total", 1.0).await;
+    eventually("telemetry to count the report", DEADLINE, || async {
+        equals(
+            telemetry.metric("conduit_telemetry_reports_total").await,
+            Some(1.0),
+        )
+    })
+    .await;
     for answer in answers {
         let status = answer.await.unwrap();
         assert!(matches!(status.as_deref(), Some("8" | "4")), "{status:?}");
@@ -371,8 +326,10 @@ async fn upstream_statuses_and_deadlines_pass_through() {
 #[tokio::test]
 async fn get_is_forwarded_and_cancelled_with_its_caller() {
     let index = Arc::new(Index::new());
-    index.apply_service(mk_service("web"));
-    index.apply_endpoint_slice(mk_slice("web", &["192.0.2.10"]));
+    index.apply_service(mk_service(NS, "web").with_port("", 80, None));
+    index.apply_endpoint_slice(
+        mk_slice(NS, "web-abc", "web", &["192.0.2.10"]).with_ports(&[("", 80)]),
+    );
     let destination = start_destination(index.clone()).await;
     let proxy_api = start_proxy_api(destination.grpc, free_port().await).await;
     let mut client = destination_client(proxy_api.grpc).await;
@@ -393,7 +350,7 @@ async fn get_is_forwarded_and_cancelled_with_its_caller() {
     assert_eq!(set.addrs.len(), 1);
     assert_eq!(set.addrs[0].addr.as_ref().unwrap().port, 80);
 
-    index.apply_endpoint_slice(mk_slice("web", &[]));
+    index.apply_endpoint_slice(mk_slice(NS, "web-abc", "web", &[]).with_ports(&[("", 80)]));
     let second = tokio::time::timeout(DEADLINE, stream.message())
         .await
         .unwrap()
@@ -404,9 +361,25 @@ async fn get_is_forwarded_and_cancelled_with_its_caller() {
         "{second:?}"
     );
 
-    eventually_metric(&destination, "conduit_destination_streams", 1.0).await;
+    eventually("the forwarded stream open", DEADLINE, || async {
+        equals(
+            destination.metric("conduit_destination_streams").await,
+            Some(1.0),
+        )
+    })
+    .await;
     drop(stream);
-    eventually_metric(&destination, "conduit_destination_streams", 0.0).await;
+    eventually(
+        "the forwarded stream closed with its caller",
+        DEADLINE,
+        || async {
+            equals(
+                destination.metric("conduit_destination_streams").await,
+                Some(0.0),
+            )
+        },
+    )
+    .await;
 
     let status = client
         .get(k8s("web.emojivoto:http"))

@@ -34,12 +34,12 @@ const BOOKS_POD: &str = "shop/books-77aa-xyz12";
 
 fn cluster() -> String {
     yaml_docs(&[
-        mk_deployment("shop", "web"),
-        mk_replica_set("shop", "web-5d8f", "web"),
-        mk_pod("shop", "web-5d8f-abcde", WEB, Some("web-5d8f")),
-        mk_deployment("shop", "books"),
-        mk_replica_set("shop", "books-77aa", "books"),
-        mk_pod("shop", "books-77aa-xyz12", BOOKS, Some("books-77aa")),
+        &mk_deployment("shop", "web"),
+        &mk_replica_set("shop", "web-5d8f", Some("web")),
+        &mk_pod("shop", "web-5d8f-abcde", WEB, Some("web-5d8f")),
+        &mk_deployment("shop", "books"),
+        &mk_replica_set("shop", "books-77aa", Some("books")),
+        &mk_pod("shop", "books-77aa-xyz12", BOOKS, Some("books-77aa")),
     ])
 }
 

@@ -17,9 +17,9 @@ const MAX_GROWTH_KIB: u64 = 100 * 1024;
 
 fn cluster() -> String {
     yaml_docs(&[
-        mk_deployment("shop", "web"),
-        mk_replica_set("shop", "web-5d8f", "web"),
-        mk_pod("shop", "web-5d8f-abcde", "192.0.2.10", Some("web-5d8f")),
+        &mk_deployment("shop", "web"),
+        &mk_replica_set("shop", "web-5d8f", Some("web")),
+        &mk_pod("shop", "web-5d8f-abcde", "192.0.2.10", Some("web-5d8f")),
     ])
 }
 

@@ -20,12 +20,12 @@ const MAX_GROWTH_KIB: u64 = 50 * 1024;
 
 fn cluster() -> String {
     yaml_docs(&[
-        mk_deployment("shop", "web"),
-        mk_replica_set("shop", "web-5d8f", "web"),
-        mk_pod("shop", "web-5d8f-abcde", "192.0.2.10", Some("web-5d8f")),
-        mk_deployment("shop", "books"),
-        mk_replica_set("shop", "books-77aa", "books"),
-        mk_pod("shop", "books-77aa-xyz12", "192.0.2.20", Some("books-77aa")),
+        &mk_deployment("shop", "web"),
+        &mk_replica_set("shop", "web-5d8f", Some("web")),
+        &mk_pod("shop", "web-5d8f-abcde", "192.0.2.10", Some("web-5d8f")),
+        &mk_deployment("shop", "books"),
+        &mk_replica_set("shop", "books-77aa", Some("books")),
+        &mk_pod("shop", "books-77aa-xyz12", "192.0.2.20", Some("books-77aa")),
     ])
 }
 

@@ -29,7 +29,7 @@ use conduit::proto::public::tap_request::Target;
 use conduit::simulate::tap::{Counters, loopback_pod_ip, on_loopback};
 use conduit::simulate::{Fleet, cluster_yaml, fleet, traffic};
 use support::{
-    Exposition, eventually, http_get, mk_deployment, mk_pod, mk_pod_in_phase, mk_replica_set,
+    Exposition, PodFixture, eventually, http_get, mk_deployment, mk_pod, mk_replica_set, yaml_docs,
 };
 
 const NS: &str = "shop";
@@ -71,26 +71,25 @@ fn silent_pod_ip() -> IpAddr {
 async fn start_mesh(seed: u64) -> Mesh {
     let fleet = on_loopback(fleet(9, 3, NS, seed));
     let api_rs = fleet.deployments[1].replica_set_name();
-    let yaml = [
-        cluster_yaml(&fleet),
-        mk_pod(
+    let yaml = yaml_docs(&[
+        &cluster_yaml(&fleet),
+        &mk_pod(
             NS,
             "api-silent",
             &silent_pod_ip().to_string(),
             Some(&api_rs),
         ),
-        mk_pod_in_phase(NS, "api-pending", "192.0.2.99", Some(&api_rs), "Pending"),
+        &mk_pod(NS, "api-pending", "192.0.2.99", Some(&api_rs)).in_phase("Pending"),
         // A deployment whose only proxy never answers.
-        mk_deployment(NS, "ghost"),
-        mk_replica_set(NS, "ghost-5d8f", "ghost"),
-        mk_pod(
+        &mk_deployment(NS, "ghost"),
+        &mk_replica_set(NS, "ghost-5d8f", Some("ghost")),
+        &mk_pod(
             NS,
             "ghost-5d8f-1",
             &IpAddr::V4(loopback_pod_ip(60_001)).to_string(),
             Some("ghost-5d8f"),
         ),
-    ]
-    .join("---\n");
+    ]);
     let index = Arc::new(Index::new());
     cluster_file::apply(cluster_file::parse(&yaml).unwrap(), &index);
 

@@ -16,20 +16,20 @@ use support::*;
 /// pod in the ignored namespace `kube-system`.
 fn cluster() -> String {
     yaml_docs(&[
-        mk_deployment("shop", "web"),
-        mk_replica_set("shop", "web-5d8f", "web"),
-        mk_pod("shop", "web-5d8f-abcde", "192.0.2.10", Some("web-5d8f")),
-        mk_deployment("shop", "books"),
-        mk_replica_set("shop", "books-77aa", "books"),
-        mk_pod("shop", "books-77aa-xyz12", "192.0.2.20", Some("books-77aa")),
-        mk_pod("shop", "lonely", "192.0.2.30", None),
-        mk_pod(
+        &mk_deployment("shop", "web"),
+        &mk_replica_set("shop", "web-5d8f", Some("web")),
+        &mk_pod("shop", "web-5d8f-abcde", "192.0.2.10", Some("web-5d8f")),
+        &mk_deployment("shop", "books"),
+        &mk_replica_set("shop", "books-77aa", Some("books")),
+        &mk_pod("shop", "books-77aa-xyz12", "192.0.2.20", Some("books-77aa")),
+        &mk_pod("shop", "lonely", "192.0.2.30", None),
+        &mk_pod(
             "shop",
             "books-77aa-v6v6v",
             "2001:db8::20",
             Some("books-77aa"),
         ),
-        mk_pod("kube-system", "dns", "192.0.2.53", None),
+        &mk_pod("kube-system", "dns", "192.0.2.53", None),
     ])
 }
 

@@ -9,58 +9,11 @@ mod support;
 use std::time::Duration;
 
 use conduit::proto::proxy::telemetry::RequestScope;
-use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::api::core::v1::Pod;
 use support::*;
 
 const TOKEN: &str = "s3cret-token";
 const DEADLINE: Duration = Duration::from_secs(10);
-
-fn meta(name: &str) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.into()),
-        namespace: Some("shop".into()),
-        uid: Some(format!("uid-{name}")),
-        ..Default::default()
-    }
-}
-
-fn owned_by(kind: &str, name: &str) -> OwnerReference {
-    OwnerReference {
-        api_version: "apps/v1".into(),
-        kind: kind.into(),
-        name: name.into(),
-        uid: format!("uid-{name}"),
-        controller: Some(true),
-        ..Default::default()
-    }
-}
-
-fn mk_pod(name: &str, ip: &str, rs: &str) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            owner_references: Some(vec![owned_by("ReplicaSet", rs)]),
-            ..meta(name)
-        },
-        spec: Some(PodSpec::default()),
-        status: Some(PodStatus {
-            phase: Some("Running".into()),
-            pod_ip: Some(ip.into()),
-            ..Default::default()
-        }),
-    }
-}
-
-fn mk_rs(name: &str, deployment: &str) -> ReplicaSet {
-    ReplicaSet {
-        metadata: ObjectMeta {
-            owner_references: Some(vec![owned_by("Deployment", deployment)]),
-            ..meta(name)
-        },
-        ..Default::default()
-    }
-}
 
 fn call(path: &str) -> RequestScope {
     RequestScope {
@@ -104,9 +57,9 @@ async fn reports_until(t: &Running, what: &str, prefix: &str, want: (String, Str
 #[tokio::test]
 async fn reports_follow_pods_as_the_api_server_reports_them() {
     let fake = fake_api::FakeApi::start_tls(TOKEN).await;
-    fake.apply(&mk_rs("web-1", "web"));
-    fake.apply(&mk_rs("books-1", "books"));
-    fake.apply(&mk_pod("web-1-a", "192.0.2.10", "web-1"));
+    fake.apply(&mk_replica_set("shop", "web-1", Some("web")));
+    fake.apply(&mk_replica_set("shop", "books-1", Some("books")));
+    fake.apply(&mk_pod("shop", "web-1-a", "192.0.2.10", Some("web-1")));
     let dir = TempDir::new();
     let kubeconfig = fake.write_kubeconfig(&dir.0, TOKEN);
     let t = start_telemetry_with(dir, &[format!("--kubeconfig={}", kubeconfig.display())]).await;
@@ -130,7 +83,7 @@ async fn reports_follow_pods_as_the_api_server_reports_them() {
 
     // A pod created after start: the next report naming its IP is enriched
     // once the watch has delivered it.
-    fake.apply(&mk_pod("books-1-b", "192.0.2.20", "books-1"));
+    fake.apply(&mk_pod("shop", "books-1-b", "192.0.2.20", Some("books-1")));
     let books = ("shop/books-1-b".to_string(), "shop/books".to_string());
     reports_until(&t, "the new pod enriches reports", "/after", books).await;
 

@@ -27,6 +27,7 @@ use conduit::core::ShutdownHandle;
 use conduit::simulate::fleet::{DEMO_CALLS, DEMO_LAYOUT};
 use demo::Demo;
 use serde_json::Value;
+use support::eventually_blocking;
 use webdriver::{Browser, http};
 
 /// How long a page may take to show what it should: the demo's first
@@ -85,21 +86,6 @@ impl Demo {
         deployments.sort();
         deployments.dedup();
         (deployments, pods)
-    }
-}
-
-/// Polls `check` until it gives a value, failing after `timeout` with the
-/// last reason it gave.
-fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check() {
-            Ok(value) => return value,
-            Err(why) if Instant::now() >= deadline => {
-                panic!("timed out after {timeout:?} waiting for {what}; last: {why}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(250)),
-        }
     }
 }
 
@@ -164,7 +150,7 @@ fn pages_assets_and_the_api_pass_through_against_the_demo() {
 
     // A Stat through the dashboard, as the overview asks it.
     let stat = br#"{"metrics":["REQUEST_RATE"],"window":"ONE_MIN","groupBy":"TARGET_DEPLOY","summarize":true}"#;
-    eventually("live Stat through the dashboard", PAGE_DEADLINE, || {
+    eventually_blocking("live Stat through the dashboard", PAGE_DEADLINE, || {
         let rsp = http(&demo.web, "POST", "/api/v1/Stat", &[JSON], stat);
         if rsp.status != 200 {
             return Err(format!("{}: {}", rsp.status, rsp.text()));
@@ -391,7 +377,7 @@ fn page_shows(browser: &Browser, name: &str, check: &str) {
 fn the_dashboard_in_headless_chromium_against_the_demo() {
     let demo = Demo::start();
     let browser = Browser::start();
-    let pods = eventually("the demo's pods", PAGE_DEADLINE, || {
+    let pods = eventually_blocking("the demo's pods", PAGE_DEADLINE, || {
         let (deployments, pods) = demo.mesh();
         if deployments == demo_deployments() && pods.len() == demo_pods() {
             Ok(pods)
@@ -498,7 +484,7 @@ fn the_dashboard_in_headless_chromium_against_the_demo() {
         "#,
     );
     browser.execute("document.getElementById('tap-stop').click(); return null;");
-    eventually("the tap to stop", PAGE_DEADLINE, || {
+    eventually_blocking("the tap to stop", PAGE_DEADLINE, || {
         let status = browser.execute("return document.getElementById('tap-status').textContent;");
         if status == "Stopped." {
             Ok(())

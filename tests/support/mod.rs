@@ -1,12 +1,18 @@
 //! Test support: the telemetry component on loopback, a Report client, a
-//! scraper and an exposition parser, and Kubernetes YAML fixtures.
+//! scraper and an exposition parser, the Kubernetes fixtures ([`k8s`]) and
+//! the cluster files made of them.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+pub mod k8s;
+// Not every test crate builds a Kubernetes object.
+#[allow(unused_imports)]
+pub use k8s::*;
 
 mod exposition;
 pub use exposition::Exposition;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use conduit::core::{Shutdown, ShutdownHandle};
@@ -15,6 +21,9 @@ use conduit::proto::net::ip_to_proto;
 use conduit::proto::proxy::telemetry::telemetry_client::TelemetryClient;
 use conduit::proto::proxy::telemetry::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How long a component just started may take to accept connections.
+const CONNECT_WITHIN: Duration = Duration::from_secs(10);
 
 pub struct Running {
     pub grpc: SocketAddr,
@@ -105,17 +114,9 @@ impl Running {
 }
 
 pub async fn connect(addr: SocketAddr) -> TelemetryClient<tonic::transport::Channel> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match TelemetryClient::connect(format!("http://{addr}")).await {
-            Ok(c) => return c.max_encoding_message_size(usize::MAX),
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("cannot connect to {addr}: {e}"),
-        }
-    }
+    let connect = || TelemetryClient::connect(format!("http://{addr}"));
+    let client = eventually(format!("a connection to {addr}"), CONNECT_WITHIN, connect).await;
+    client.max_encoding_message_size(usize::MAX)
 }
 
 /// A plain HTTP/1.0 GET over loopback: status and body.
@@ -133,58 +134,165 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
-/// Waits for `check` to hold, polling, failing after a deadline.
-pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+// ---- Waiting ----
+
+/// How [`eventually`] and [`eventually_blocking`] poll: the first check
+/// again after `first` (most conditions hold within milliseconds), each
+/// pause twice the last up to `max`, so that a slow check (a scrape, a
+/// PromQL query, a browser) is not run flat out.
+pub const POLL: Poll = Poll {
+    first: Duration::from_millis(5),
+    max: Duration::from_millis(50),
+};
+
+#[derive(Clone, Copy, Debug)]
+pub struct Poll {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+/// What a check of [`eventually`] gives: done, with a value, or not yet,
+/// with what it saw (for the message if it never holds).
+pub trait Check {
+    type Value;
+    fn done(self) -> Result<Self::Value, String>;
+}
+
+impl Check for bool {
+    type Value = ();
+    fn done(self) -> Result<(), String> {
+        if self { Ok(()) } else { Err("false".into()) }
     }
 }
 
-// ---- Kubernetes YAML fixtures (documentation addresses only) ----
-
-pub fn mk_deployment(ns: &str, name: &str) -> String {
-    format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\n  uid: dep-{ns}-{name}\nspec:\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      containers:\n      - name: app\n        image: example.com/app\n"
-    )
+impl<T> Check for Option<T> {
+    type Value = T;
+    fn done(self) -> Result<T, String> {
+        self.ok_or_else(|| "None".into())
+    }
 }
 
-pub fn mk_replica_set(ns: &str, name: &str, deployment: &str) -> String {
-    format!(
-        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: {name}\n  namespace: {ns}\n  uid: rs-{ns}-{name}\n  ownerReferences:\n  - apiVersion: apps/v1\n    kind: Deployment\n    name: {deployment}\n    uid: dep-{ns}-{deployment}\n    controller: true\nspec:\n  selector:\n    matchLabels:\n      app: {deployment}\n"
-    )
+impl<T, E: std::fmt::Debug> Check for Result<T, E> {
+    type Value = T;
+    fn done(self) -> Result<T, String> {
+        self.map_err(|seen| format!("{seen:?}"))
+    }
 }
 
-pub fn mk_pod(ns: &str, name: &str, ip: &str, replica_set: Option<&str>) -> String {
-    mk_pod_in_phase(ns, name, ip, replica_set, "Running")
+/// `Ok` once `seen` is `want`, else what was seen: a check that tells
+/// [`eventually`] what it saw.
+pub fn equals<T: PartialEq + std::fmt::Debug>(seen: T, want: T) -> Result<(), T> {
+    if seen == want { Ok(()) } else { Err(seen) }
 }
 
-pub fn mk_pod_in_phase(
-    ns: &str,
-    name: &str,
-    ip: &str,
-    replica_set: Option<&str>,
-    phase: &str,
-) -> String {
-    let owner = replica_set
-        .map(|rs| {
-            format!(
-                "  ownerReferences:\n  - apiVersion: apps/v1\n    kind: ReplicaSet\n    name: {rs}\n    uid: rs-{ns}-{rs}\n    controller: true\n"
-            )
-        })
-        .unwrap_or_default();
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  uid: pod-{ns}-{name}\n{owner}spec:\n  containers:\n  - name: app\n    image: example.com/app\nstatus:\n  phase: {phase}\n  podIP: \"{ip}\"\n  podIPs:\n  - ip: \"{ip}\"\n"
-    )
+/// Polls `check` (every [`POLL`]) until it holds and returns its value;
+/// after `timeout`, fails the test naming `what` it waited for and the
+/// last thing `check` saw.
+pub async fn eventually<C, Fut>(
+    what: impl std::fmt::Display,
+    timeout: Duration,
+    mut check: impl FnMut() -> Fut,
+) -> C::Value
+where
+    C: Check,
+    Fut: std::future::Future<Output = C>,
+{
+    let mut wait = Wait::new(timeout);
+    loop {
+        match check().await.done() {
+            Ok(value) => return value,
+            Err(seen) => tokio::time::sleep(wait.pause(&what, seen)).await,
+        }
+    }
 }
 
-pub fn yaml_docs(docs: &[String]) -> String {
-    docs.join("---\n")
+/// [`eventually`] for a blocking `check` (a WebDriver session, a child
+/// process), with the same polling.
+pub fn eventually_blocking<C: Check>(
+    what: impl std::fmt::Display,
+    timeout: Duration,
+    mut check: impl FnMut() -> C,
+) -> C::Value {
+    let mut wait = Wait::new(timeout);
+    loop {
+        match check().done() {
+            Ok(value) => return value,
+            Err(seen) => std::thread::sleep(wait.pause(&what, seen)),
+        }
+    }
+}
+
+/// One wait of [`eventually`]: when it gives up, and the next pause.
+struct Wait {
+    started: Instant,
+    timeout: Duration,
+    next: Duration,
+}
+
+impl Wait {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            started: Instant::now(),
+            timeout,
+            next: POLL.first,
+        }
+    }
+
+    /// The pause before the next check (never past the deadline, so the
+    /// last check is made at it); fails the test once the deadline passed.
+    fn pause(&mut self, what: &impl std::fmt::Display, seen: String) -> Duration {
+        let elapsed = self.started.elapsed();
+        let Some(left) = self.timeout.checked_sub(elapsed).filter(|d| !d.is_zero()) else {
+            panic!(
+                "timed out after {:?} waiting for {what}; last observed: {seen}",
+                self.timeout
+            );
+        };
+        let pause = self.next.min(left);
+        self.next = (self.next * 2).min(POLL.max);
+        pause
+    }
+}
+
+// ---- Cluster files ----
+
+/// One document of a cluster file: a Kubernetes object (rendered as YAML)
+/// or YAML text, taken as it is.
+pub trait ClusterDoc {
+    fn yaml(&self) -> String;
+}
+
+impl ClusterDoc for String {
+    fn yaml(&self) -> String {
+        self.clone()
+    }
+}
+
+macro_rules! object_docs {
+    ($($kind:ty),*) => {$(
+        impl ClusterDoc for $kind {
+            fn yaml(&self) -> String {
+                serde_yaml::to_string(self).expect("Kubernetes objects serialize")
+            }
+        }
+    )*};
+}
+
+object_docs!(
+    k8s_openapi::api::core::v1::Pod,
+    k8s_openapi::api::apps::v1::ReplicaSet,
+    k8s_openapi::api::apps::v1::Deployment,
+    k8s_openapi::api::core::v1::Service,
+    k8s_openapi::api::core::v1::Endpoints,
+    k8s_openapi::api::discovery::v1::EndpointSlice
+);
+
+/// A multi-document cluster file of `docs`, in order.
+pub fn yaml_docs(docs: &[&dyn ClusterDoc]) -> String {
+    docs.iter()
+        .map(|doc| doc.yaml())
+        .collect::<Vec<_>>()
+        .join("---\n")
 }
 
 // ---- Report builders ----
