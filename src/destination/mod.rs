@@ -58,6 +58,13 @@ pub struct Args {
     pub heartbeat: Duration,
 }
 
+/// Every flag at its default (`conduit run` sets the rest as values).
+impl Default for Args {
+    fn default() -> Self {
+        crate::core::flag_defaults()
+    }
+}
+
 /// The component's state once its sockets are bound: what it needs to
 /// build its service when it serves.
 pub struct Destination {

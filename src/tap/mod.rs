@@ -49,6 +49,13 @@ pub struct Args {
     pub tap_port: u16,
 }
 
+/// Every flag at its default (`conduit run` sets the rest as values).
+impl Default for Args {
+    fn default() -> Self {
+        crate::core::flag_defaults()
+    }
+}
+
 /// The component's state once its sockets are bound.
 pub struct Tap {
     index: Arc<Index>,

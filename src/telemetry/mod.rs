@@ -94,6 +94,13 @@ pub struct Args {
     pub remote_write_header: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
+/// Every flag at its default (`conduit run` sets the rest as values).
+impl Default for Args {
+    fn default() -> Self {
+        crate::core::flag_defaults()
+    }
+}
+
 /// The component's state once its sockets are bound.
 pub struct Telemetry {
     ingester: Arc<Ingester>,

@@ -57,6 +57,13 @@ pub struct Args {
     pub namespace: String,
 }
 
+/// Every flag at its default (`conduit run` sets the rest as values).
+impl Default for Args {
+    fn default() -> Self {
+        crate::core::flag_defaults()
+    }
+}
+
 /// The component's state once its sockets are bound.
 pub struct Web {
     site: Arc<Site>,
