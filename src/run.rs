@@ -130,9 +130,7 @@ impl Args {
         let mut tasks: Vec<(&str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
         let source = if self.demo {
             let fleet = simulate::tap::on_loopback(demo_fleet());
-            let objects =
-                cluster_file::parse(&simulate::cluster_yaml(&fleet)).context("the demo cluster")?;
-            cluster_file::apply(objects, &index);
+            cluster_file::apply(simulate::cluster_objects(&fleet), &index);
             None
         } else {
             Some(
