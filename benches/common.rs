@@ -9,7 +9,7 @@ use conduit::k8s::{Index, cluster_file};
 use conduit::proto::common::{HttpMethod, TcpAddress, http_method};
 use conduit::proto::net::ip_to_proto;
 use conduit::proto::proxy::telemetry::*;
-use conduit::simulate::{Fleet, Shape, build_report, cluster_yaml, fleet};
+use conduit::simulate::{Fleet, Shape, build_report, cluster_objects, fleet};
 use prost::Message;
 
 pub const PODS: usize = 100;
@@ -26,8 +26,7 @@ pub struct Setup {
 pub fn setup() -> Setup {
     let fleet = fleet(PODS, DEPLOYMENTS, "sim", 1);
     let index = Arc::new(Index::new());
-    let objects = cluster_file::parse(&cluster_yaml(&fleet)).expect("the simulated cluster parses");
-    cluster_file::apply(objects, &index);
+    cluster_file::apply(cluster_objects(&fleet), &index);
     Setup { fleet, index }
 }
 

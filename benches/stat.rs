@@ -15,7 +15,7 @@ use conduit::proto::common::{HttpMethod, TcpAddress, http_method};
 use conduit::proto::net::ip_to_proto;
 use conduit::proto::proxy::telemetry::*;
 use conduit::proto::public::{AggregationType, MetricMetadata, MetricName, TimeWindow};
-use conduit::simulate::{cluster_yaml, fleet};
+use conduit::simulate::{cluster_objects, fleet};
 use conduit::stat::{Query, embedded};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use prost::Message as _;
@@ -30,8 +30,7 @@ const SCOPES_PER_REPORT: usize = 100;
 fn populated() -> Ingester {
     let fleet = fleet(PODS, DEPLOYMENTS, "bench", 5);
     let index = Arc::new(Index::new());
-    let objects = cluster_file::parse(&cluster_yaml(&fleet)).expect("the simulated cluster parses");
-    cluster_file::apply(objects, &index);
+    cluster_file::apply(cluster_objects(&fleet), &index);
     let snapshot = index.snapshot();
     let ingester = Ingester::new(
         Config {

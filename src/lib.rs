@@ -3,7 +3,7 @@
 //!
 //! Module layout follows dependency direction. Floors: `proto` (the wire
 //! types and every contract two sides share), `core`, `k8s`, `ingest`,
-//! `stat`, `remote_write`, `admin`, `grpc`. Rooms: the six components
+//! `stat`, `remote_write`, `admin`, `grpc`, `component`. Rooms: the six components
 //! (`telemetry`, `public_api`, `destination`, `proxy_api`, `tap`, `web`),
 //! `client`, `simulate` and `install`, which name only floors, never one
 //! another. `core` and `ingest` import neither tonic nor kube; `k8s` never
@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod cli;
 pub mod client;
+pub mod component;
 pub mod core;
 pub mod destination;
 pub mod grpc;

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Parser as _;
 use tokio::task::JoinHandle;
 
 use crate::core::{ListenAddr, Shutdown};
@@ -107,29 +106,6 @@ fn say(line: std::fmt::Arguments<'_>) {
     let _ = out.flush();
 }
 
-/// Parses one component's flags from argv, so `run` shares each
-/// component's definition of its defaults.
-#[derive(clap::Parser)]
-struct Component<T: clap::Args> {
-    #[command(flatten)]
-    args: T,
-}
-
-fn component<T: clap::Args>(what: &str, argv: Vec<String>) -> anyhow::Result<T> {
-    let argv = std::iter::once("conduit".to_string()).chain(argv);
-    Ok(Component::<T>::try_parse_from(argv)
-        .with_context(|| format!("{what} flags"))?
-        .args)
-}
-
-/// A component's two addresses as its own flags.
-fn addrs(addr: &ListenAddr, metrics: &ListenAddr) -> Vec<String> {
-    vec![
-        format!("--addr={addr}"),
-        format!("--metrics-addr={metrics}"),
-    ]
-}
-
 /// `127.0.0.1:<port of addr>`: how one component dials another here.
 fn local(addr: SocketAddr) -> String {
     format!("127.0.0.1:{}", addr.port())
@@ -154,9 +130,7 @@ impl Args {
         let mut tasks: Vec<(&str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
         let source = if self.demo {
             let fleet = simulate::tap::on_loopback(demo_fleet());
-            let objects =
-                cluster_file::parse(&simulate::cluster_yaml(&fleet)).context("the demo cluster")?;
-            cluster_file::apply(objects, &index);
+            cluster_file::apply(simulate::cluster_objects(&fleet), &index);
             None
         } else {
             Some(
@@ -167,45 +141,56 @@ impl Args {
             )
         };
 
-        let mut argv = addrs(&self.telemetry_addr, &self.metrics_addr);
-        if let Some(url) = &self.prometheus_url {
-            argv.push(format!("--prometheus-url={url}"));
-        }
-        let telemetry: crate::telemetry::Args = component("telemetry", argv)?;
+        // Each component's flags as values: these set, the rest at the
+        // defaults its own command line has.
+        let telemetry = crate::telemetry::Args {
+            addr: self.telemetry_addr,
+            metrics_addr: self.metrics_addr,
+            prometheus_url: self.prometheus_url.clone(),
+            ..Default::default()
+        };
         let telemetry = telemetry.bind_with_index(index.clone()).await?;
-        let mut argv = addrs(&self.tap_addr, &self.tap_metrics_addr);
-        argv.push(format!("--tap-port={tap_port}"));
-        let tap: crate::tap::Args = component("tap", argv)?;
+        let tap = crate::tap::Args {
+            addr: self.tap_addr,
+            metrics_addr: self.tap_metrics_addr,
+            tap_port,
+            ..Default::default()
+        };
         let tap = tap.bind_with_index(index.clone()).await?;
-        let destination: crate::destination::Args = component(
-            "destination",
-            addrs(&self.destination_addr, &self.destination_metrics_addr),
-        )?;
+        let destination = crate::destination::Args {
+            addr: self.destination_addr,
+            metrics_addr: self.destination_metrics_addr,
+            ..Default::default()
+        };
         let destination = destination.bind_with_index(index.clone()).await?;
-        let mut argv = addrs(&self.proxy_api_addr, &self.proxy_api_metrics_addr);
-        argv.push(format!(
-            "--destination-addr={}",
-            local(destination.grpc_addr())
-        ));
-        argv.push(format!("--telemetry-addr={}", local(telemetry.grpc_addr())));
-        let proxy_api: crate::proxy_api::Args = component("proxy-api", argv)?;
+        let proxy_api = crate::proxy_api::Args {
+            addr: self.proxy_api_addr,
+            metrics_addr: self.proxy_api_metrics_addr,
+            destination_addr: local(destination.grpc_addr()),
+            telemetry_addr: local(telemetry.grpc_addr()),
+        };
         // One process: the proxies' reports go straight to the ingester.
         let proxy_api = proxy_api
             .bind()
             .await?
             .with_local_reports(telemetry.report_handler());
-        let mut argv = addrs(&self.api_addr, &self.api_metrics_addr);
-        argv.push(format!("--telemetry-addr={}", local(telemetry.grpc_addr())));
-        argv.push(format!("--tap-addr={}", local(tap.grpc_addr())));
-        let api: crate::public_api::Args = component("public-api", argv)?;
+        let api = crate::public_api::Args {
+            addr: self.api_addr,
+            metrics_addr: self.api_metrics_addr,
+            telemetry_addr: local(telemetry.grpc_addr()),
+            tap_addr: local(tap.grpc_addr()),
+        };
         // One process: public-api calls telemetry and tap in memory.
         let api = api.bind().await?.with_upstreams(
             crate::public_api::local_upstream(telemetry.local_routes()),
             crate::public_api::local_upstream(tap.local_routes(shutdown.clone())),
         );
-        let mut argv = addrs(&self.web_addr, &self.web_metrics_addr);
-        argv.push(format!("--api-addr={}", local(api.http_addr())));
-        let web: crate::web::Args = component("web", argv)?;
+        let web = crate::web::Args {
+            addr: self.web_addr,
+            metrics_addr: self.web_metrics_addr,
+            api_addr: local(api.http_addr()),
+            ..Default::default()
+        };
         let web = web.bind().await?;
 
         let reports_to = proxy_api.grpc_addr();
@@ -318,6 +303,13 @@ mod tests {
     use clap::Parser as _;
 
     use super::*;
+
+    /// `conduit run`'s flags alone, parsed from argv.
+    #[derive(clap::Parser)]
+    struct Component<T: clap::Args> {
+        #[command(flatten)]
+        args: T,
+    }
 
     #[test]
     fn every_listener_binds_loopback_unless_told_otherwise() {

@@ -5,7 +5,7 @@
 //! - Rooms (the six components, `client`, `simulate`, `install`) name only
 //!   the floors, never another room, `cli` or `run`.
 //! - Floors (`proto`, `core`, `k8s`, `ingest`, `stat`, `remote_write`,
-//!   `admin`, `grpc`) name no room, `cli` or `run`; their tests may use
+//!   `admin`, `grpc`, `component`) name no room, `cli` or `run`; their tests may use
 //!   `simulate`'s traffic model as test data.
 //! - `core` and `ingest` use neither tonic nor kube; `k8s` never tonic.
 //! - Only `cli.rs`, `run.rs`, `main.rs` and `lib.rs` wire rooms together.
@@ -32,6 +32,7 @@ const FLOORS: &[&str] = &[
     "remote_write",
     "admin",
     "grpc",
+    "component",
 ];
 const WIRING: &[&str] = &["cli", "run", "main", "lib"];
 

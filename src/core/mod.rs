@@ -14,6 +14,19 @@ pub use shutdown::{DRAIN_GRACE, Shutdown, ShutdownHandle};
 /// equal.
 pub const RELEASE_VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
 
+/// A component's flags, every one at its default, as its command line
+/// would give them with none set: one definition of each default (the clap
+/// attributes) for the standalone components and for `conduit run`, which
+/// sets the rest as typed values. Panics if a flag has no default; every
+/// component's flags have one.
+pub fn flag_defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("conduit"));
+    let matches = command
+        .try_get_matches_from(["conduit"])
+        .expect("every flag of a component has a default");
+    T::from_arg_matches(&matches).expect("the defaults parse as the flags' types")
+}
+
 /// An error and its sources, `: `-separated (tonic's transport error alone
 /// says only "transport error").
 pub fn error_chain(error: &dyn std::error::Error) -> String {
@@ -25,4 +38,35 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = e.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, clap::Args)]
+    struct Flags {
+        #[arg(long, default_value = ":8087")]
+        addr: ListenAddr,
+        #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
+        every: std::time::Duration,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        names: Vec<String>,
+    }
+
+    #[test]
+    fn flag_defaults_are_the_command_lines_defaults() {
+        let flags: Flags = flag_defaults();
+        assert_eq!(
+            flags,
+            Flags {
+                addr: ":8087".parse().unwrap(),
+                every: std::time::Duration::from_secs(10),
+                url: None,
+                names: Vec::new(),
+            }
+        );
+    }
 }

@@ -13,14 +13,14 @@ mod service;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use tracing::Instrument as _;
+use tonic::service::Routes;
 
 use crate::admin::{Admin, Ports};
+use crate::component::{self, Beside, Bound, Component, Grpc, Server};
 use crate::core::units::parse_duration;
 use crate::core::{ListenAddr, Shutdown};
 use crate::grpc::GrpcMetrics;
-use crate::k8s::source::{MetadataArgs, Source};
+use crate::k8s::source::MetadataArgs;
 use crate::k8s::{Index, Kind};
 use crate::proto::proxy::destination::destination_server::DestinationServer;
 
@@ -58,16 +58,21 @@ pub struct Args {
     pub heartbeat: Duration,
 }
 
-/// The component with its sockets bound, ready to serve.
+/// Every flag at its default (`conduit run` sets the rest as values).
+impl Default for Args {
+    fn default() -> Self {
+        crate::core::flag_defaults()
+    }
+}
+
+/// The component's state once its sockets are bound: what it needs to
+/// build its service when it serves.
 pub struct Destination {
     index: Arc<Index>,
-    admin: Admin,
     grpc: GrpcMetrics,
     metrics: Metrics,
-    ports: Ports,
     cluster_domain: String,
     heartbeat: Duration,
-    source: Source,
 }
 
 impl Args {
@@ -76,19 +81,13 @@ impl Args {
     }
 
     /// Opens the cluster metadata and binds both ports.
-    pub async fn bind(self) -> anyhow::Result<Destination> {
-        let (index, source) = self
-            .metadata
-            .open_index(KINDS)
-            .await
-            .context("cluster metadata")?;
-        let mut bound = self.bind_with_index(index).await?;
-        bound.source = source;
-        Ok(bound)
+    pub async fn bind(self) -> anyhow::Result<Bound<Destination>> {
+        let (index, watchers) = component::open_index(&self.metadata, KINDS).await?;
+        Ok(self.bind_with_index(index).await?.watching(watchers))
     }
 
     /// Binds both ports around an index fed by the caller.
-    pub async fn bind_with_index(self, index: Arc<Index>) -> anyhow::Result<Destination> {
+    pub async fn bind_with_index(self, index: Arc<Index>) -> anyhow::Result<Bound<Destination>> {
         anyhow::ensure!(!self.heartbeat.is_zero(), "-heartbeat must be above zero");
         let registry = Admin::registry();
         let grpc = GrpcMetrics::register(&registry, &[GET_PATH], Vec::new())?;
@@ -104,59 +103,43 @@ impl Args {
                         || ready_index.is_synced(&[Kind::EndpointSlice]))
             }),
         };
-        Ok(Destination {
+        let destination = Destination {
             index,
-            admin,
             grpc,
             metrics,
-            ports,
             cluster_domain: self.cluster_domain,
             heartbeat: self.heartbeat,
-            source: Source::Static,
-        })
+        };
+        Ok(Bound::new(ports, admin, destination))
     }
 }
 
-impl Destination {
+impl Bound<Destination> {
     pub fn grpc_addr(&self) -> std::net::SocketAddr {
-        self.ports.serve_addr()
-    }
-
-    pub fn admin_addr(&self) -> std::net::SocketAddr {
-        self.ports.admin_addr()
+        self.serve_addr()
     }
 
     pub fn index(&self) -> &Arc<Index> {
-        &self.index
+        &self.component().index
+    }
+}
+
+impl Component for Destination {
+    fn span(&self, ports: &Ports) -> tracing::Span {
+        tracing::info_span!("destination", grpc = %ports.serve_addr(), admin = %ports.admin_addr())
     }
 
-    /// Serves gRPC and admin HTTP until shutdown; every stream ends then.
-    pub async fn serve(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let span = tracing::info_span!("destination", grpc = %self.grpc_addr(), admin = %self.admin_addr());
-        self.serve_inner(shutdown).instrument(span).await
-    }
-
-    async fn serve_inner(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        tracing::info!("serving");
-        let _watchers = self
-            .source
-            .start(self.index.clone(), KINDS, shutdown.clone());
+    /// Every stream ends when the signal fires.
+    fn start(self, shutdown: &Shutdown) -> (Server, Beside) {
         let service = DestinationService::new(
-            self.index.clone(),
+            self.index,
             &self.cluster_domain,
             self.heartbeat,
             self.metrics,
             shutdown.clone(),
         );
-        let grpc = crate::grpc::server(Some(MAX_CONCURRENT_STREAMS))
-            .layer(self.grpc)
-            .add_service(DestinationServer::new(service))
-            .serve_with_incoming_shutdown(
-                crate::grpc::incoming(self.ports.serve),
-                shutdown.clone().signaled(),
-            );
-        self.admin
-            .serve_beside(self.ports.admin, "gRPC server", grpc, shutdown)
-            .await
+        let routes = Routes::new(DestinationServer::new(service));
+        let grpc = Grpc::new(Some(MAX_CONCURRENT_STREAMS), self.grpc, routes);
+        (grpc.into(), Beside::nothing())
     }
 }

@@ -14,11 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tonic::service::Routes;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
-use tracing::Instrument as _;
 
 use crate::admin::{Admin, Ports};
+use crate::component::{Beside, Bound, Component, Grpc, Server};
 use crate::core::addr::client_uri;
 use crate::core::{ListenAddr, Shutdown};
 use crate::grpc::{GrpcMetrics, ReportHandler, ReportServer};
@@ -63,12 +64,10 @@ pub struct Args {
     pub telemetry_addr: String,
 }
 
-/// The component with its sockets bound, ready to serve.
+/// The component's state once its sockets are bound.
 pub struct ProxyApi {
-    admin: Admin,
     grpc: GrpcMetrics,
     budget: crate::grpc::ReportBudget,
-    ports: Ports,
     /// Where reports go: telemetry, forwarded; or this process's ingester.
     reports: Arc<dyn ReportHandler>,
     destination: Channel,
@@ -87,7 +86,7 @@ impl Args {
         self.bind().await?.serve(shutdown).await
     }
 
-    pub async fn bind(self) -> anyhow::Result<ProxyApi> {
+    pub async fn bind(self) -> anyhow::Result<Bound<ProxyApi>> {
         let telemetry = lazy_channel("-telemetry-addr", &self.telemetry_addr)?;
         let destination = lazy_channel("-destination-addr", &self.destination_addr)?;
         let registry = Admin::registry();
@@ -125,59 +124,46 @@ impl Args {
             ingester: None,
             ready: Arc::new(|| true),
         };
-        Ok(ProxyApi {
-            admin,
+        let proxy_api = ProxyApi {
             grpc,
             budget,
-            ports,
             reports: Arc::new(reports),
             destination,
-        })
+        };
+        Ok(Bound::new(ports, admin, proxy_api))
     }
 }
 
-impl ProxyApi {
+impl Bound<ProxyApi> {
     pub fn grpc_addr(&self) -> std::net::SocketAddr {
-        self.ports.serve_addr()
-    }
-
-    pub fn admin_addr(&self) -> std::net::SocketAddr {
-        self.ports.admin_addr()
+        self.serve_addr()
     }
 
     /// Hands the proxies' reports to `handler` in this process instead of
     /// forwarding them (`conduit run`: the ingester is here).
+    #[must_use]
     pub fn with_local_reports(mut self, handler: Arc<dyn ReportHandler>) -> Self {
-        self.reports = handler;
+        self.component_mut().reports = handler;
         self
     }
+}
 
-    pub async fn serve(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let span =
-            tracing::info_span!("proxy_api", grpc = %self.grpc_addr(), admin = %self.admin_addr());
-        self.serve_inner(shutdown).instrument(span).await
+impl Component for ProxyApi {
+    fn span(&self, ports: &Ports) -> tracing::Span {
+        tracing::info_span!("proxy_api", grpc = %ports.serve_addr(), admin = %ports.admin_addr())
     }
 
-    async fn serve_inner(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        tracing::info!("serving");
+    /// Forwarded `Get` streams end when the signal fires.
+    fn start(self, shutdown: &Shutdown) -> (Server, Beside) {
         let forward = Forward {
             destination: DestinationClient::new(self.destination),
             shutdown: shutdown.clone(),
         };
         let report = ReportServer::new(self.reports, MAX_FORWARD_BYTES);
-        let get = DestinationServer::new(forward);
-        let grpc = crate::grpc::server(Some(MAX_CONCURRENT_STREAMS))
-            .layer(self.grpc)
-            .layer(self.budget)
-            .add_service(report)
-            .add_service(get)
-            .serve_with_incoming_shutdown(
-                crate::grpc::incoming(self.ports.serve),
-                shutdown.clone().signaled(),
-            );
-        self.admin
-            .serve_beside(self.ports.admin, "gRPC server", grpc, shutdown)
-            .await
+        let routes = Routes::new(report).add_service(DestinationServer::new(forward));
+        let grpc =
+            Grpc::new(Some(MAX_CONCURRENT_STREAMS), self.grpc, routes).with_budget(self.budget);
+        (grpc.into(), Beside::nothing())
     }
 }
 

@@ -19,11 +19,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument as _;
 
 use crate::admin::{Admin, Ports};
+use crate::component::{Beside, Bound, Component, Http, Server};
 use crate::core::addr::client_uri;
 use crate::core::{ListenAddr, Shutdown};
 use crate::proto::public::VersionInfo;
@@ -59,10 +59,8 @@ pub struct Args {
     pub tap_addr: String,
 }
 
-/// The component with its sockets bound, ready to serve.
+/// The component's state once its sockets are bound.
 pub struct PublicApi {
-    ports: Ports,
-    admin: Admin,
     metrics: handler::Metrics,
     telemetry: Upstream,
     tap: Upstream,
@@ -145,7 +143,7 @@ impl Args {
     }
 
     /// Binds both ports and prepares the (lazy) upstream channels.
-    pub async fn bind(self) -> anyhow::Result<PublicApi> {
+    pub async fn bind(self) -> anyhow::Result<Bound<PublicApi>> {
         let registry = Admin::registry();
         let metrics = handler::Metrics::register(&registry)?;
         let telemetry = channel_upstream(lazy_channel(&self.telemetry_addr, "-telemetry-addr")?);
@@ -160,52 +158,48 @@ impl Args {
             // served); the rest is the telemetry address answering.
             ready: Arc::new(move || ready.load(Ordering::Relaxed)),
         };
-        Ok(PublicApi {
-            ports,
-            admin,
+        let api = PublicApi {
             metrics,
             telemetry,
             tap,
             tap_addr: self.tap_addr,
             telemetry_reachable,
             telemetry_addr: self.telemetry_addr,
-        })
+        };
+        Ok(Bound::new(ports, admin, api))
     }
 }
 
-impl PublicApi {
+impl Bound<PublicApi> {
     /// Calls telemetry and tap in this process instead of over their
     /// addresses (which still name them in logs and errors, and which the
     /// readiness probe still checks).
     #[must_use]
     pub fn with_upstreams(mut self, telemetry: Upstream, tap: Upstream) -> Self {
-        self.telemetry = telemetry;
-        self.tap = tap;
+        let api = self.component_mut();
+        api.telemetry = telemetry;
+        api.tap = tap;
         self
     }
 
     pub fn http_addr(&self) -> SocketAddr {
-        self.ports.serve_addr()
+        self.serve_addr()
     }
+}
 
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.ports.admin_addr()
-    }
-
-    /// Serves the API and the admin port until shutdown; open Tap streams
-    /// end when it fires.
-    pub async fn serve(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let span = tracing::info_span!(
+impl Component for PublicApi {
+    fn span(&self, ports: &Ports) -> tracing::Span {
+        tracing::info_span!(
             "public_api",
-            http = %self.http_addr(),
-            admin = %self.admin_addr(),
+            http = %ports.serve_addr(),
+            admin = %ports.admin_addr(),
             telemetry = %self.telemetry_addr,
-        );
-        self.serve_inner(shutdown).instrument(span).await
+        )
     }
 
-    async fn serve_inner(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        tracing::info!("serving");
+    /// Probes the telemetry address beside the server; open Tap streams
+    /// end when the signal fires.
+    fn start(self, shutdown: &Shutdown) -> (Server, Beside) {
         let probe = tokio::spawn(
             probe_telemetry(
                 self.telemetry_addr.clone(),
@@ -214,10 +208,6 @@ impl PublicApi {
             )
             .in_current_span(),
         );
-        let listener = self.ports.serve.tap_io(|tcp| {
-            // Small framed responses and Tap events go out at once.
-            let _ = tcp.set_nodelay(true);
-        });
         let api = handler::Api {
             telemetry: self.telemetry,
             tap: self.tap,
@@ -226,14 +216,9 @@ impl PublicApi {
             metrics: self.metrics,
             shutdown: shutdown.clone(),
         };
-        let http = axum::serve(listener, handler::router(Arc::new(api)))
-            .with_graceful_shutdown(shutdown.clone().signaled());
-        let result = self
-            .admin
-            .serve_beside(self.ports.admin, "API server", http.into_future(), shutdown)
-            .await;
-        probe.abort();
-        result
+        // Small framed responses and Tap events go out at once.
+        let http = Http::new("API server", handler::router(Arc::new(api))).nodelay();
+        (http.into(), Beside::nothing().task(probe))
     }
 }
 

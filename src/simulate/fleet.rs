@@ -1,13 +1,21 @@
-//! The simulated fleet: pods owned by ReplicaSets owned by Deployments, all in
-//! one namespace, and the cluster file (Kubernetes YAML) that describes them.
+//! The simulated fleet: pods owned by ReplicaSets owned by Deployments, and
+//! the Kubernetes objects that describe them ([`cluster_objects`], which
+//! `conduit run --demo` applies to its index as they are), or the same as a
+//! cluster file of YAML ([`cluster_yaml`]).
 //!
 //! Names and uids come from a seeded generator, IPs from the pod's index
 //! alone, so a fleet and its cluster file are the same on every run with the
 //! same flags. The IPs (10.0.0.0/8) only ever appear inside report bodies and
 //! the cluster file; nothing connects to them.
 
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet, ReplicaSetSpec};
+use k8s_openapi::api::core::v1::{Container, Pod, PodIP, PodSpec, PodStatus, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+
+use crate::k8s::cluster_file::{self, Object};
 
 /// Every simulated pod listens here; it is the port in `target_addr` and in
 /// the authority of the requests the fleet reports.
@@ -195,121 +203,170 @@ fn uid(rng: &mut fastrand::Rng) -> String {
     )
 }
 
-/// The cluster file for `fleet`: multi-document YAML with, per deployment, an
-/// `apps/v1` Deployment and its ReplicaSet, then one `v1` Pod per pod, each
-/// owned (controller: true) by the object above it.
-pub fn cluster_yaml(fleet: &Fleet) -> String {
-    let mut out = String::new();
+/// The objects of `fleet`'s cluster: per deployment, an `apps/v1`
+/// Deployment and its ReplicaSet, then one `v1` Pod per pod, each owned
+/// (controller: true) by the object above it. What `conduit run --demo`
+/// feeds its index, and what [`cluster_yaml`] writes out.
+pub fn cluster_objects(fleet: &Fleet) -> Vec<Object> {
+    let mut out = Vec::with_capacity(2 * fleet.deployments.len() + fleet.pods.len());
     for d in &fleet.deployments {
-        let ns = &d.namespace;
-        let replicas = d.pods.len();
-        // `write!` into a String cannot fail.
-        let _ = write!(
-            out,
-            "---
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-  namespace: {ns}
-  uid: {uid}
-  labels:
-    app: {name}
-spec:
-  replicas: {replicas}
-  selector:
-    matchLabels:
-      app: {name}
-  template:
-    metadata:
-      labels:
-        app: {name}
-    spec:
-      containers:
-      - name: app
-        image: sim
----
-apiVersion: apps/v1
-kind: ReplicaSet
-metadata:
-  name: {rs}
-  namespace: {ns}
-  uid: {rs_uid}
-  labels:
-    app: {name}
-    pod-template-hash: {hash}
-  ownerReferences:
-  - apiVersion: apps/v1
-    kind: Deployment
-    name: {name}
-    uid: {uid}
-    controller: true
-spec:
-  replicas: {replicas}
-  selector:
-    matchLabels:
-      app: {name}
-      pod-template-hash: {hash}
-",
-            name = d.name,
-            uid = d.uid,
-            rs = d.replica_set_name(),
-            rs_uid = d.replica_set_uid,
-            hash = d.template_hash,
-        );
+        out.push(deployment(d).into());
+        out.push(replica_set(d).into());
     }
-    for pod in &fleet.pods {
-        let d = fleet.deployment_of(pod);
-        let ns = &pod.namespace;
-        let _ = write!(
-            out,
-            "---
-apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  namespace: {ns}
-  uid: {uid}
-  labels:
-    app: {deploy}
-    pod-template-hash: {hash}
-  ownerReferences:
-  - apiVersion: apps/v1
-    kind: ReplicaSet
-    name: {rs}
-    uid: {rs_uid}
-    controller: true
-spec:
-  nodeName: {node}
-  containers:
-  - name: app
-    image: sim
-status:
-  phase: Running
-  podIP: \"{ip}\"
-  podIPs:
-  - ip: \"{ip}\"
-",
-            name = pod.name,
-            uid = pod.uid,
-            deploy = d.name,
-            hash = d.template_hash,
-            rs = d.replica_set_name(),
-            rs_uid = d.replica_set_uid,
-            node = pod.node,
-            ip = pod.ip,
-        );
-    }
+    out.extend(fleet.pods.iter().map(|pod| self::pod(fleet, pod).into()));
     out
+}
+
+/// The cluster file for `fleet`: [`cluster_objects`] as multi-document
+/// YAML (`simulate-proxy --cluster-out`).
+pub fn cluster_yaml(fleet: &Fleet) -> String {
+    cluster_file::render(&cluster_objects(fleet))
+}
+
+fn labels<const N: usize>(pairs: [(&str, &str); N]) -> BTreeMap<String, String> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn meta(
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    labels: BTreeMap<String, String>,
+    owner: Option<OwnerReference>,
+) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(namespace.to_string()),
+        uid: Some(uid.to_string()),
+        labels: Some(labels),
+        owner_references: owner.map(|owner| vec![owner]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The `controller: true` reference to an `apps/v1` owner.
+fn owned_by(kind: &str, name: &str, uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: "apps/v1".to_string(),
+        kind: kind.to_string(),
+        name: name.to_string(),
+        uid: uid.to_string(),
+        controller: Some(true),
+        ..OwnerReference::default()
+    }
+}
+
+/// Every simulated pod's one container.
+fn containers() -> Vec<Container> {
+    vec![Container {
+        name: "app".to_string(),
+        image: Some("sim".to_string()),
+        ..Container::default()
+    }]
+}
+
+fn replicas(d: &SimDeployment) -> Option<i32> {
+    Some(i32::try_from(d.pods.len()).unwrap_or(i32::MAX))
+}
+
+fn deployment(d: &SimDeployment) -> Deployment {
+    let app = labels([("app", &d.name)]);
+    Deployment {
+        metadata: meta(&d.namespace, &d.name, &d.uid, app.clone(), None),
+        spec: DeploymentSpec {
+            replicas: replicas(d),
+            selector: LabelSelector {
+                match_labels: Some(app.clone()),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(app),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: containers(),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        },
+        ..Deployment::default()
+    }
+}
+
+fn replica_set(d: &SimDeployment) -> ReplicaSet {
+    let labels = labels([("app", &d.name), ("pod-template-hash", &d.template_hash)]);
+    ReplicaSet {
+        metadata: meta(
+            &d.namespace,
+            &d.replica_set_name(),
+            &d.replica_set_uid,
+            labels.clone(),
+            Some(owned_by("Deployment", &d.name, &d.uid)),
+        ),
+        spec: ReplicaSetSpec {
+            replicas: replicas(d),
+            selector: LabelSelector {
+                match_labels: Some(labels),
+                ..LabelSelector::default()
+            },
+            ..ReplicaSetSpec::default()
+        },
+        ..ReplicaSet::default()
+    }
+}
+
+fn pod(fleet: &Fleet, pod: &SimPod) -> Pod {
+    let d = fleet.deployment_of(pod);
+    let labels = labels([("app", &d.name), ("pod-template-hash", &d.template_hash)]);
+    let ip = pod.ip.to_string();
+    Pod {
+        metadata: meta(
+            &pod.namespace,
+            &pod.name,
+            &pod.uid,
+            labels,
+            Some(owned_by(
+                "ReplicaSet",
+                &d.replica_set_name(),
+                &d.replica_set_uid,
+            )),
+        ),
+        spec: Some(PodSpec {
+            node_name: Some(pod.node.clone()),
+            containers: containers(),
+            ..PodSpec::default()
+        }),
+        status: Some(PodStatus {
+            phase: Some("Running".to_string()),
+            pod_ip: Some(ip.clone()),
+            pod_ips: Some(vec![PodIP { ip }]),
+            ..PodStatus::default()
+        }),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-    use k8s_openapi::api::core::v1::Pod;
     use serde::Deserialize;
     use std::collections::{HashMap, HashSet};
+
+    #[test]
+    fn the_cluster_file_holds_the_clusters_objects() {
+        for f in [
+            fleet(40, 6, "sim", 3),
+            crate::simulate::tap::on_loopback(demo_fleet(42)),
+        ] {
+            let objects = cluster_objects(&f);
+            assert_eq!(objects.len(), 2 * f.deployments.len() + f.pods.len());
+            assert_eq!(cluster_file::parse(&cluster_yaml(&f)).unwrap(), objects);
+        }
+    }
 
     #[test]
     fn pods_are_spread_over_deployments_with_unique_names_and_ips() {

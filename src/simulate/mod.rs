@@ -35,7 +35,7 @@ use crate::core::{Shutdown, ShutdownHandle};
 use crate::proto::proxy::telemetry::report_request;
 
 pub use client::{EncodedReport, ReportClient};
-pub use fleet::{Fleet, SimDeployment, SimPod, cluster_yaml, fleet};
+pub use fleet::{Fleet, SimDeployment, SimPod, cluster_objects, cluster_yaml, fleet};
 pub use report::{Shape, build_body, build_report, header};
 pub use stats::{Stats, Summary};
 

@@ -11,13 +11,13 @@ pub mod service;
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
-use tracing::Instrument as _;
+use tonic::service::Routes;
 
 use crate::admin::{Admin, Ports};
+use crate::component::{self, Beside, Bound, Component, Grpc, Server};
 use crate::core::{ListenAddr, Shutdown};
 use crate::grpc::GrpcMetrics;
-use crate::k8s::source::{MetadataArgs, Source};
+use crate::k8s::source::MetadataArgs;
 use crate::k8s::{Index, Kind};
 use crate::proto::controller::tap::tap_server::TapServer;
 
@@ -49,15 +49,19 @@ pub struct Args {
     pub tap_port: u16,
 }
 
-/// The component with its sockets bound, ready to serve.
+/// Every flag at its default (`conduit run` sets the rest as values).
+impl Default for Args {
+    fn default() -> Self {
+        crate::core::flag_defaults()
+    }
+}
+
+/// The component's state once its sockets are bound.
 pub struct Tap {
     index: Arc<Index>,
-    admin: Admin,
     grpc: GrpcMetrics,
     metrics: Metrics,
-    ports: Ports,
     tap_port: u16,
-    source: Source,
 }
 
 impl Args {
@@ -66,19 +70,13 @@ impl Args {
     }
 
     /// Opens the cluster metadata and binds both ports.
-    pub async fn bind(self) -> anyhow::Result<Tap> {
-        let (index, source) = self
-            .metadata
-            .open_index(KINDS)
-            .await
-            .context("cluster metadata")?;
-        let mut bound = self.bind_with_index(index).await?;
-        bound.source = source;
-        Ok(bound)
+    pub async fn bind(self) -> anyhow::Result<Bound<Tap>> {
+        let (index, watchers) = component::open_index(&self.metadata, KINDS).await?;
+        Ok(self.bind_with_index(index).await?.watching(watchers))
     }
 
     /// Binds both ports around an index fed by the caller.
-    pub async fn bind_with_index(self, index: Arc<Index>) -> anyhow::Result<Tap> {
+    pub async fn bind_with_index(self, index: Arc<Index>) -> anyhow::Result<Bound<Tap>> {
         anyhow::ensure!(self.tap_port != 0, "-tap-port must be a port, 1-65535");
         let registry = Admin::registry();
         let grpc = GrpcMetrics::register(&registry, &[TAP_PATH], Vec::new())?;
@@ -90,33 +88,29 @@ impl Args {
             ingester: None,
             ready: Arc::new(move || ready_index.is_synced(KINDS)),
         };
-        Ok(Tap {
+        let tap = Tap {
             index,
-            admin,
             grpc,
             metrics,
-            ports,
             tap_port: self.tap_port,
-            source: Source::Static,
-        })
+        };
+        Ok(Bound::new(ports, admin, tap))
     }
 }
 
-impl Tap {
+impl Bound<Tap> {
     pub fn grpc_addr(&self) -> std::net::SocketAddr {
-        self.ports.serve_addr()
-    }
-
-    pub fn admin_addr(&self) -> std::net::SocketAddr {
-        self.ports.admin_addr()
+        self.serve_addr()
     }
 
     /// The Tap service, routed as the gRPC server routes it, to be called
     /// in this process (`conduit run`); its streams end at `shutdown`.
-    pub fn local_routes(&self, shutdown: Shutdown) -> tonic::service::Routes {
-        tonic::service::Routes::new(TapServer::new(self.service(shutdown)))
+    pub fn local_routes(&self, shutdown: Shutdown) -> Routes {
+        Routes::new(TapServer::new(self.component().service(shutdown)))
     }
+}
 
+impl Tap {
     fn service(&self, shutdown: Shutdown) -> TapService {
         TapService::new(
             self.index.clone(),
@@ -125,28 +119,20 @@ impl Tap {
             shutdown,
         )
     }
+}
 
-    /// Serves gRPC and admin HTTP until shutdown; every stream ends then.
-    pub async fn serve(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let span = tracing::info_span!("tap", grpc = %self.grpc_addr(), admin = %self.admin_addr());
-        self.serve_inner(shutdown).instrument(span).await
+impl Component for Tap {
+    fn span(&self, ports: &Ports) -> tracing::Span {
+        tracing::info_span!("tap", grpc = %ports.serve_addr(), admin = %ports.admin_addr())
     }
 
-    async fn serve_inner(self, shutdown: Shutdown) -> anyhow::Result<()> {
+    fn announce(&self) {
         tracing::info!(tap_port = self.tap_port, "serving");
-        let service = self.service(shutdown.clone());
-        let _watchers = self
-            .source
-            .start(self.index.clone(), KINDS, shutdown.clone());
-        let grpc = crate::grpc::server(None)
-            .layer(self.grpc)
-            .add_service(TapServer::new(service))
-            .serve_with_incoming_shutdown(
-                crate::grpc::incoming(self.ports.serve),
-                shutdown.clone().signaled(),
-            );
-        self.admin
-            .serve_beside(self.ports.admin, "gRPC server", grpc, shutdown)
-            .await
+    }
+
+    /// Every stream ends when the signal fires.
+    fn start(self, shutdown: &Shutdown) -> (Server, Beside) {
+        let routes = Routes::new(TapServer::new(self.service(shutdown.clone())));
+        (Grpc::new(None, self.grpc, routes).into(), Beside::nothing())
     }
 }

@@ -9,15 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tracing::Instrument as _;
+use tonic::service::Routes;
 
 use crate::admin::{Admin, Ports};
+use crate::component::{self, Beside, Bound, Component, Grpc, Server};
 use crate::core::units::{parse_bytes, parse_duration};
 use crate::core::{ListenAddr, Shutdown};
 use crate::grpc::{GrpcMetrics, Guarded};
 use crate::grpc::{ReportHandler, ReportServer};
 use crate::ingest::{self, DroppedLabels, Health, Ingester};
-use crate::k8s::source::{MetadataArgs, Source};
+use crate::k8s::source::MetadataArgs;
 use crate::k8s::{Index, Kind};
 use crate::proto::codec::{FORWARD_PATH, REPORT_PATH};
 use crate::proto::controller::ingest::ingest_server::IngestServer;
@@ -93,21 +94,24 @@ pub struct Args {
     pub remote_write_header: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
-/// The component with its sockets bound, ready to serve.
+/// Every flag at its default (`conduit run` sets the rest as values).
+impl Default for Args {
+    fn default() -> Self {
+        crate::core::flag_defaults()
+    }
+}
+
+/// The component's state once its sockets are bound.
 pub struct Telemetry {
     ingester: Arc<Ingester>,
     /// Applies each report, whichever way it arrives.
     report: Arc<ReportService>,
     index: Arc<Index>,
-    admin: Admin,
     grpc: GrpcMetrics,
-    ports: Ports,
     max_report_bytes: usize,
     ignore_namespaces: Arc<[String]>,
     remote_write: Option<RemoteWrite>,
     prometheus: Option<Prometheus>,
-    /// Cluster metadata watchers to start when serving.
-    source: Source,
 }
 
 impl Args {
@@ -116,19 +120,13 @@ impl Args {
     }
 
     /// Loads cluster metadata and binds both ports.
-    pub async fn bind(self) -> anyhow::Result<Telemetry> {
-        let (index, source) = self
-            .metadata
-            .open_index(KINDS)
-            .await
-            .context("cluster metadata")?;
-        let mut bound = self.bind_with_index(index).await?;
-        bound.source = source;
-        Ok(bound)
+    pub async fn bind(self) -> anyhow::Result<Bound<Telemetry>> {
+        let (index, watchers) = component::open_index(&self.metadata, KINDS).await?;
+        Ok(self.bind_with_index(index).await?.watching(watchers))
     }
 
     /// Binds both ports around an index fed by the caller.
-    pub async fn bind_with_index(self, index: Arc<Index>) -> anyhow::Result<Telemetry> {
+    pub async fn bind_with_index(self, index: Arc<Index>) -> anyhow::Result<Bound<Telemetry>> {
         let registry = Admin::registry();
         let health = Health::register(&registry)?;
         let grpc = GrpcMetrics::register(
@@ -183,52 +181,48 @@ impl Args {
             index.clone(),
             self.max_report_bytes,
         ));
-        Ok(Telemetry {
+        let telemetry = Telemetry {
             report,
             ingester,
             index,
-            admin,
             grpc,
-            ports,
             max_report_bytes: self.max_report_bytes,
             ignore_namespaces: self.ignore_namespaces.into(),
             prometheus,
-            source: Source::Static,
             remote_write,
-        })
+        };
+        Ok(Bound::new(ports, admin, telemetry))
     }
 }
 
-impl Telemetry {
+impl Bound<Telemetry> {
     pub fn grpc_addr(&self) -> std::net::SocketAddr {
-        self.ports.serve_addr()
-    }
-
-    pub fn admin_addr(&self) -> std::net::SocketAddr {
-        self.ports.admin_addr()
+        self.serve_addr()
     }
 
     pub fn ingester(&self) -> &Arc<Ingester> {
-        &self.ingester
+        &self.component().ingester
     }
 
     pub fn index(&self) -> &Arc<Index> {
-        &self.index
+        &self.component().index
     }
 
     /// Applies reports in this process as the proxies' `Report` does
     /// (`conduit run`'s proxy-api hands them over here, no socket between).
     pub fn report_handler(&self) -> Arc<dyn ReportHandler> {
-        self.report.clone()
+        self.component().report.clone()
     }
 
-    /// Serves gRPC and admin HTTP until shutdown, expiring idle series.
-    pub async fn serve(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let span =
-            tracing::info_span!("telemetry", grpc = %self.grpc_addr(), admin = %self.admin_addr());
-        self.serve_inner(shutdown).instrument(span).await
+    /// The services public-api calls, routed as the gRPC server routes
+    /// them, to be called in this process (`conduit run`).
+    pub fn local_routes(&self) -> Routes {
+        let (controller, stat) = self.component().controller_services();
+        Routes::new(controller).add_service(stat)
     }
+}
 
+impl Telemetry {
     /// The services public-api calls: ListPods and Query, and Stat.
     fn controller_services(
         &self,
@@ -245,21 +239,20 @@ impl Telemetry {
         ));
         (controller, stat)
     }
+}
 
-    /// The services public-api calls, routed as the gRPC server routes
-    /// them, to be called in this process (`conduit run`).
-    pub fn local_routes(&self) -> tonic::service::Routes {
-        let (controller, stat) = self.controller_services();
-        tonic::service::Routes::new(controller).add_service(stat)
+impl Component for Telemetry {
+    fn span(&self, ports: &Ports) -> tracing::Span {
+        tracing::info_span!("telemetry", grpc = %ports.serve_addr(), admin = %ports.admin_addr())
     }
 
-    async fn serve_inner(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        tracing::info!("serving");
+    /// Expires idle series beside the servers; after they drained (or the
+    /// grace cut them), the last push includes every report that was
+    /// answered OK, bounded by remote_write::FLUSH_TIMEOUT, which
+    /// core::DRAIN_GRACE leaves room for.
+    fn start(self, shutdown: &Shutdown) -> (Server, Beside) {
         let (controller, stat) = self.controller_services();
         let sweeper = tokio::spawn(sweep(self.ingester.clone(), shutdown.clone()));
-        let _watchers = self
-            .source
-            .start(self.index.clone(), KINDS, shutdown.clone());
         let pusher = self.remote_write.map(|rw| rw.start(self.ingester.clone()));
 
         let health = self.ingester.health();
@@ -275,29 +268,17 @@ impl Telemetry {
             shutdown.clone(),
         ))
         .max_decoding_message_size(self.max_report_bytes + FORWARD_FRAME_OVERHEAD);
-        let grpc = crate::grpc::server(Some(MAX_REPORT_STREAMS_PER_CONNECTION))
-            .layer(self.grpc)
-            .layer(budget)
-            .add_service(report)
+        let routes = Routes::new(report)
             .add_service(forwarded)
             .add_service(controller)
-            .add_service(stat)
-            .serve_with_incoming_shutdown(
-                crate::grpc::incoming(self.ports.serve),
-                shutdown.clone().signaled(),
-            );
-        let result = self
-            .admin
-            .serve_beside(self.ports.admin, "gRPC server", grpc, shutdown)
-            .await;
-        sweeper.abort();
-        // After the servers drained (or the grace cut them): the last push
-        // includes every report that was answered OK; bounded by
-        // remote_write::FLUSH_TIMEOUT, which core::DRAIN_GRACE leaves room for.
+            .add_service(stat);
+        let grpc = Grpc::new(Some(MAX_REPORT_STREAMS_PER_CONNECTION), self.grpc, routes)
+            .with_budget(budget);
+        let mut beside = Beside::nothing().task(sweeper);
         if let Some(pusher) = pusher {
-            pusher.shutdown().await;
+            beside = beside.then(pusher.shutdown());
         }
-        result
+        (grpc.into(), beside)
     }
 }
 

@@ -27,9 +27,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prometheus::{IntCounterVec, Opts};
-use tracing::Instrument as _;
 
 use crate::admin::{Admin, Ports};
+use crate::component::{Beside, Bound, Component, Http, Server};
 use crate::core::{ListenAddr, Shutdown};
 
 #[derive(Debug, clap::Args)]
@@ -57,10 +57,15 @@ pub struct Args {
     pub namespace: String,
 }
 
-/// The component with its sockets bound, ready to serve.
+/// Every flag at its default (`conduit run` sets the rest as values).
+impl Default for Args {
+    fn default() -> Self {
+        crate::core::flag_defaults()
+    }
+}
+
+/// The component's state once its sockets are bound.
 pub struct Web {
-    ports: Ports,
-    admin: Admin,
     site: Arc<Site>,
 }
 
@@ -78,7 +83,7 @@ impl Args {
 
     /// Binds both ports and renders the page; public-api is not contacted
     /// until the first call, so the dashboard starts whether or not it is up.
-    pub async fn bind(self) -> anyhow::Result<Web> {
+    pub async fn bind(self) -> anyhow::Result<Bound<Web>> {
         for (flag, dir) in [
             ("-static-dir", &self.static_dir),
             ("-template-dir", &self.template_dir),
@@ -113,48 +118,36 @@ impl Args {
             api,
             requests,
         };
-        Ok(Web {
-            ports,
-            admin,
+        let web = Web {
             site: Arc::new(site),
-        })
+        };
+        Ok(Bound::new(ports, admin, web))
     }
 }
 
-impl Web {
+impl Bound<Web> {
     pub fn http_addr(&self) -> SocketAddr {
-        self.ports.serve_addr()
+        self.serve_addr()
     }
+}
 
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.ports.admin_addr()
-    }
-
-    /// Serves the dashboard and the admin port until shutdown; open Tap
-    /// streams end when it fires.
-    pub async fn serve(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let span = tracing::info_span!(
+impl Component for Web {
+    fn span(&self, ports: &Ports) -> tracing::Span {
+        tracing::info_span!(
             "web",
-            http = %self.http_addr(),
-            admin = %self.admin_addr(),
+            http = %ports.serve_addr(),
+            admin = %ports.admin_addr(),
             api = %self.site.api.addr(),
-        );
-        async move {
-            tracing::info!("serving");
-            let router = router(self.site, shutdown.clone());
-            let http = axum::serve(self.ports.serve, router)
-                .with_graceful_shutdown(shutdown.clone().signaled());
-            self.admin
-                .serve_beside(
-                    self.ports.admin,
-                    "dashboard server",
-                    http.into_future(),
-                    shutdown,
-                )
-                .await
-        }
-        .instrument(span)
-        .await
+        )
+    }
+
+    /// Open Tap streams end when the signal fires.
+    fn start(self, shutdown: &Shutdown) -> (Server, Beside) {
+        let router = router(self.site, shutdown.clone());
+        (
+            Http::new("dashboard server", router).into(),
+            Beside::nothing(),
+        )
     }
 }
 
