@@ -13,6 +13,7 @@
 //! series).
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use bytes::Bytes;
 use prost::encoding::{encode_varint, encoded_len_varint};
@@ -66,6 +67,55 @@ pub struct Encoder<F> {
     compressed: Vec<u8>,
     snappy: snap::raw::Encoder,
     sink: F,
+    series: SeriesLabels,
+}
+
+/// The current series' labels (empty values left out), sorted by name and
+/// each already encoded as a `TimeSeries.labels` field: a series' samples
+/// (a histogram has 28) share them, so each is sorted and encoded once and
+/// then copied.
+#[derive(Debug, Default)]
+struct SeriesLabels {
+    bytes: Vec<u8>,
+    /// Per label: where its field and, inside it, its name are in `bytes`.
+    fields: SmallVec<[(Range<usize>, Range<usize>); 8]>,
+}
+
+impl SeriesLabels {
+    fn set<'a>(&mut self, labels: impl Iterator<Item = (&'a str, Cow<'a, str>)>) {
+        let mut sorted: SmallVec<[(&str, Cow<'_, str>); 8]> =
+            labels.filter(|(_, v)| !v.is_empty()).collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        self.bytes.clear();
+        self.fields.clear();
+        for (n, v) in &sorted {
+            let start = self.bytes.len();
+            let name = encode_label(n, v, &mut self.bytes);
+            self.fields.push((start..self.bytes.len(), name));
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Appends one `TimeSeries.labels` field; returns where the name is.
+fn encode_label(n: &str, v: &str, out: &mut Vec<u8>) -> Range<usize> {
+    out.push(KEY_1_LEN);
+    encode_varint((field_len(n.len()) + field_len(v.len())) as u64, out);
+    out.push(KEY_1_LEN);
+    encode_varint(n.len() as u64, out);
+    let name = out.len()..out.len() + n.len();
+    out.extend_from_slice(n.as_bytes());
+    out.push(KEY_2_LEN);
+    encode_varint(v.len() as u64, out);
+    out.extend_from_slice(v.as_bytes());
+    name
+}
+
+fn label_field_len(n: &str, v: &str) -> usize {
+    field_len(field_len(n.len()) + field_len(v.len()))
 }
 
 impl<F: FnMut(Batch)> Encoder<F> {
@@ -79,6 +129,7 @@ impl<F: FnMut(Batch)> Encoder<F> {
             compressed: Vec::new(),
             snappy: snap::raw::Encoder::new(),
             sink,
+            series: SeriesLabels::default(),
         }
     }
 
@@ -90,21 +141,18 @@ impl<F: FnMut(Batch)> Encoder<F> {
         extra: &[(&str, &str)],
         value: f64,
     ) {
-        self.push_labels(name, Labels::Pairs(labels), extra, value);
+        self.series.set(Labels::Pairs(labels).iter());
+        self.push_sample(name, extra, value);
     }
 
-    fn push_labels(&mut self, name: &str, labels: Labels<'_>, extra: &[(&str, &str)], value: f64) {
-        let mut sorted: SmallVec<[(&str, Cow<'_, str>); 12]> = SmallVec::new();
-        sorted.push((NAME_LABEL, Cow::Borrowed(name)));
-        sorted.extend(
-            labels
-                .iter()
-                .chain(extra.iter().map(|&(n, v)| (n, Cow::Borrowed(v))))
-                .filter(|(_, v)| !v.is_empty()),
-        );
-        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    /// A sample of the current series: its labels are merged, in name
+    /// order, with `__name__` and the sample's own.
+    fn push_sample(&mut self, name: &str, extra: &[(&str, &str)], value: f64) {
+        let mut own: SmallVec<[(&str, &str); 4]> = SmallVec::new();
+        own.push((NAME_LABEL, name));
+        own.extend(extra.iter().copied().filter(|(_, v)| !v.is_empty()));
+        own.sort_unstable_by(|a, b| a.0.cmp(b.0));
 
-        let label_len = |(n, v): (&str, &str)| field_len(n.len()) + field_len(v.len());
         // prost leaves out fields holding their default value.
         let sample_len = if value != 0.0 { 9 } else { 0 }
             + if self.timestamp_ms != 0 {
@@ -112,26 +160,29 @@ impl<F: FnMut(Batch)> Encoder<F> {
             } else {
                 0
             };
-        let series_len = sorted
+        let series_len = own
             .iter()
-            .map(|(n, v)| field_len(label_len((n, v))))
+            .map(|&(n, v)| label_field_len(n, v))
             .sum::<usize>()
+            + self.series.len()
             + field_len(sample_len);
 
         let out = &mut self.raw;
         out.reserve(field_len(series_len));
         out.push(KEY_1_LEN);
         encode_varint(series_len as u64, out);
-        for (n, v) in &sorted {
-            let (n, v) = (*n, &**v);
-            out.push(KEY_1_LEN);
-            encode_varint(label_len((n, v)) as u64, out);
-            out.push(KEY_1_LEN);
-            encode_varint(n.len() as u64, out);
-            out.extend_from_slice(n.as_bytes());
-            out.push(KEY_2_LEN);
-            encode_varint(v.len() as u64, out);
-            out.extend_from_slice(v.as_bytes());
+        let series = &self.series;
+        let mut stored = series.fields.iter().peekable();
+        for &(n, v) in &own {
+            while let Some((field, _)) =
+                stored.next_if(|(_, name)| &series.bytes[name.clone()] < n.as_bytes())
+            {
+                out.extend_from_slice(&series.bytes[field.clone()]);
+            }
+            encode_label(n, v, out);
+        }
+        for (field, _) in stored {
+            out.extend_from_slice(&series.bytes[field.clone()]);
         }
         out.push(KEY_2_LEN);
         encode_varint(sample_len as u64, out);
@@ -177,9 +228,14 @@ impl<F: FnMut(Batch)> Encoder<F> {
 }
 
 impl<F: FnMut(Batch)> Visit for Encoder<F> {
-    fn sample(&mut self, name: &str, labels: Labels<'_>, extra: Extra<'_>, value: Value) {
+    fn series(&mut self, labels: Labels<'_>) {
+        self.series.set(labels.iter());
+    }
+
+    /// A sample of the series [`Visit::series`] announced.
+    fn sample(&mut self, name: &str, _: Labels<'_>, extra: Extra<'_>, value: Value) {
         let mut digits = itoa::Buffer::new();
-        self.push_labels(name, labels, &extra.pairs(&mut digits), value.as_f64());
+        self.push_sample(name, &extra.pairs(&mut digits), value.as_f64());
     }
 }
 
