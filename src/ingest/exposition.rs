@@ -13,7 +13,7 @@
 
 use super::Ingester;
 use super::labels;
-use super::walk::{Extra, Labels, Part, Value, Visit, classification};
+use super::walk::{Extra, Histogram, Labels, Part, Value, Visit, classification};
 
 pub use super::walk::Family;
 
@@ -110,21 +110,54 @@ impl Visit for Text<'_> {
                 buf.extend_from_slice(b"} ");
             }
         }
-        match value {
-            Value::Count(v) => buf.extend_from_slice(self.itoa.format(v).as_bytes()),
-            Value::Tenths(v) => {
-                buf.extend_from_slice(self.itoa.format(v / 10).as_bytes());
-                buf.push(b'.');
-                buf.push(b'0' + (v % 10) as u8);
-            }
-            Value::Float(v) => buf.extend_from_slice(v.to_string().as_bytes()),
+        value_line_end(buf, &mut self.itoa, value);
+    }
+
+    /// The bucket lines in one tight loop: the bulk of every scrape.
+    fn histogram(&mut self, labels: Labels<'_>, h: Histogram<'_>) {
+        let buf = &mut *self.buf;
+        let rendered = match labels {
+            Labels::Set(set) => set.rendered().as_bytes(),
+            Labels::Pairs(_) => &self.labels,
+        };
+        let skip = usize::from(rendered.is_empty());
+        let start = |buf: &mut Vec<u8>, name: &str| {
+            buf.extend_from_slice(name.as_bytes());
+            buf.push(b'{');
+            buf.extend_from_slice(rendered);
+        };
+        let mut cumulative = 0;
+        for (count, bound) in h.buckets.iter().zip(h.bounds) {
+            cumulative += count;
+            start(buf, h.names.bucket);
+            buf.extend_from_slice(&bound.text.as_bytes()[skip..]);
+            value_line_end(buf, &mut self.itoa, Value::Count(cumulative));
         }
-        buf.push(b'\n');
+        start(buf, h.names.sum);
+        buf.extend_from_slice(b"} ");
+        value_line_end(buf, &mut self.itoa, h.sum);
+        start(buf, h.names.count);
+        buf.extend_from_slice(b"} ");
+        value_line_end(buf, &mut self.itoa, Value::Count(cumulative));
     }
 
     fn full(&self) -> bool {
         self.buf.len() >= self.limit
     }
+}
+
+/// A sample's value and the line's end.
+fn value_line_end(buf: &mut Vec<u8>, itoa: &mut itoa::Buffer, value: Value) {
+    match value {
+        Value::Count(v) => buf.extend_from_slice(itoa.format(v).as_bytes()),
+        Value::Tenths(v) => {
+            buf.extend_from_slice(itoa.format(v / 10).as_bytes());
+            buf.push(b'.');
+            buf.push(b'0' + (v % 10) as u8);
+        }
+        Value::Float(v) => buf.extend_from_slice(v.to_string().as_bytes()),
+    }
+    buf.push(b'\n');
 }
 
 impl Ingester {

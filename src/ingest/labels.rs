@@ -1,14 +1,17 @@
 //! Series keys: typed label sets, and the label names defined once.
 //!
 //! A table's series all carry the same labels in the same order (its
-//! [`Schema`]), and a key is read by position: [`LabelRef::get`] is a slice,
-//! never a parse. The values are stored in the form the text exposition
-//! prints (`name="value",…`, escaped), because printing is the hot path: a
-//! sample line copies a series' labels verbatim, and a scrape prints
-//! hundreds of thousands of series tens of times each. The end of every
-//! value is kept beside the text, so remote write and the embedded Stat
-//! store read values without parsing; only a value that needed escaping (a
-//! path with a quote, rare) is unescaped when read.
+//! [`Schema`]), and a key is read by position: [`LabelRef::get`] and
+//! [`LabelRef::values`] walk the set's own text from value to value, with no
+//! name matching and no copy. The values are stored in the form the text
+//! exposition prints (`name="value",…`, escaped), because printing is the
+//! hot path: a sample line copies a series' labels verbatim, and a scrape
+//! prints hundreds of thousands of series tens of times each. Nothing else
+//! is stored: the ends of the values beside the text would cost 12–16 bytes
+//! per series (measured: 30 bytes per request label set in
+//! `benches/memory.rs`, past its bar), while finding them is a scan for
+//! closing quotes that only remote write and Stat do. Only a value that
+//! needed escaping (a path with a quote, rare) is unescaped when read.
 //!
 //! A schema's first labels form a complete set of their own (each value is
 //! closed before the next begins), which is how a workload pair (the first
@@ -91,30 +94,34 @@ pub const OVERFLOW: &str = "__overflow__";
 // offset, names and punctuation included.
 const _: () = assert!(MAX_LABELS * (2 * MAX_LABEL_VALUE_BYTES + 64) <= u16::MAX as usize);
 
-/// A borrowed label set: `text` as the exposition prints it, `ends[i]` where
-/// value `i` ends in it (before its closing quote).
+/// A borrowed label set: its schema, and its text as the exposition prints
+/// it.
 #[derive(Clone, Copy, Debug)]
 pub struct LabelRef<'a> {
     schema: &'static Schema,
     text: &'a str,
-    ends: &'a [u16],
-    /// No value holds a character the exposition escapes (false when
-    /// unsure: a prefix keeps its set's answer).
-    plain: bool,
 }
 
 impl<'a> LabelRef<'a> {
+    pub fn new(schema: &'static Schema, text: &'a str) -> Self {
+        Self { schema, text }
+    }
+
     pub fn schema(self) -> &'static Schema {
         self.schema
     }
 
     /// Number of values.
     pub fn len(self) -> usize {
-        self.ends.len()
+        if self.text.is_empty() {
+            0
+        } else {
+            self.schema.len()
+        }
     }
 
     pub fn is_empty(self) -> bool {
-        self.ends.is_empty()
+        self.len() == 0
     }
 
     /// The labels as the exposition prints them between the braces.
@@ -124,52 +131,28 @@ impl<'a> LabelRef<'a> {
 
     /// Value `i`, unescaped (empty past the last).
     pub fn get(self, i: usize) -> Cow<'a, str> {
-        let Some(&end) = self.ends.get(i) else {
-            return Cow::Borrowed("");
-        };
-        // The previous value's closing quote, then this label's `,name="`.
-        let start = match i {
-            0 => 0,
-            _ => usize::from(self.ends[i - 1]) + 1,
-        } + self.schema.text[i].len();
-        let value = &self.text[start..usize::from(end)];
-        if self.plain || !value.contains('\\') {
-            Cow::Borrowed(value)
-        } else {
-            Cow::Owned(unescape(value))
-        }
+        self.values().nth(i).unwrap_or(Cow::Borrowed(""))
     }
 
+    /// The values in schema order, unescaped.
     pub fn values(self) -> impl Iterator<Item = Cow<'a, str>> {
-        (0..self.len()).map(move |i| self.get(i))
+        let mut at = 0;
+        (0..self.len()).map(move |i| {
+            let start = (at + self.schema.text[i].len()).min(self.text.len());
+            let end = closing_quote(self.text, start);
+            at = end + 1;
+            let value = &self.text[start..end];
+            if value.contains('\\') {
+                Cow::Owned(unescape(value))
+            } else {
+                Cow::Borrowed(value)
+            }
+        })
     }
 
     /// The values paired with their names.
     pub fn pairs(self) -> impl Iterator<Item = (&'static str, Cow<'a, str>)> {
         self.schema.names.iter().copied().zip(self.values())
-    }
-
-    /// The set of this one's first labels, named by `schema`.
-    ///
-    /// # Panics
-    /// When `schema`'s names are not the first of this set's.
-    pub fn prefix(self, schema: &'static Schema) -> LabelRef<'a> {
-        let n = schema.len();
-        assert!(
-            self.schema.names.starts_with(schema.names),
-            "{:?} does not begin with {:?}",
-            self.schema.names,
-            schema.names
-        );
-        let end = n
-            .checked_sub(1)
-            .map_or(0, |last| usize::from(self.ends[last]) + 1);
-        LabelRef {
-            schema,
-            text: &self.text[..end],
-            ends: &self.ends[..n],
-            plain: self.plain,
-        }
     }
 
     /// Bytes of label text (memory accounting).
@@ -180,6 +163,27 @@ impl<'a> LabelRef<'a> {
     pub(super) fn hash_with(self, hasher: &impl BuildHasher) -> u64 {
         hasher.hash_one(self)
     }
+}
+
+/// Where the value starting at `from` ends: its first quote not escaped by
+/// a backslash (the text's end if there is none, which the sets this module
+/// builds never lack).
+fn closing_quote(text: &str, from: usize) -> usize {
+    let bytes = text.as_bytes();
+    let mut at = from;
+    while let Some(k) = text[at..].find('"') {
+        let quote = at + k;
+        let backslashes = bytes[from..quote]
+            .iter()
+            .rev()
+            .take_while(|&&b| b == b'\\')
+            .count();
+        if backslashes % 2 == 0 {
+            return quote;
+        }
+        at = quote + 1;
+    }
+    text.len()
 }
 
 /// Identity is the text: within one schema, names and quoting make it
@@ -198,41 +202,25 @@ impl Hash for LabelRef<'_> {
     }
 }
 
-/// An owned label set, as a table keeps it: one allocation for the text.
-#[derive(Clone, Debug)]
+/// An owned label set, as a table keeps it: its text alone (the table knows
+/// the schema).
+#[derive(Clone, Debug, Default)]
 pub struct LabelSet {
-    schema: &'static Schema,
     text: Box<str>,
-    ends: [u16; MAX_LABELS],
-    plain: bool,
 }
 
 impl LabelSet {
-    /// The set of no labels: a free slot of a table.
-    pub fn empty() -> Self {
-        static NONE: Schema = Schema {
-            names: &[],
-            text: &[],
-        };
-        Self {
-            schema: &NONE,
-            text: Box::default(),
-            ends: [0; MAX_LABELS],
-            plain: true,
-        }
+    pub fn view(&self, schema: &'static Schema) -> LabelRef<'_> {
+        LabelRef::new(schema, &self.text)
     }
 
-    pub fn view(&self) -> LabelRef<'_> {
-        LabelRef {
-            schema: self.schema,
-            text: &self.text,
-            ends: &self.ends[..self.schema.len()],
-            plain: self.plain,
-        }
-    }
-
+    /// No labels: a free slot of a table.
     pub fn is_empty(&self) -> bool {
-        self.schema.is_empty()
+        self.text.is_empty()
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// A set whose every value is [`OVERFLOW`].
@@ -246,14 +234,22 @@ impl LabelSet {
     }
 }
 
+impl From<LabelRef<'_>> for LabelSet {
+    fn from(r: LabelRef<'_>) -> Self {
+        Self {
+            text: r.text.into(),
+        }
+    }
+}
+
 /// Builds label sets value by value; reused across reports.
 #[derive(Debug)]
 pub struct LabelBuf {
     schema: &'static Schema,
     text: String,
+    /// Where each pushed value's closing quote is, for [`Self::prefix`].
     ends: [u16; MAX_LABELS],
     len: usize,
-    escapes: bool,
 }
 
 impl Default for LabelBuf {
@@ -263,7 +259,6 @@ impl Default for LabelBuf {
             text: String::new(),
             ends: [0; MAX_LABELS],
             len: 0,
-            escapes: false,
         }
     }
 }
@@ -274,7 +269,6 @@ impl LabelBuf {
         self.schema = schema;
         self.text.clear();
         self.len = 0;
-        self.escapes = false;
     }
 
     /// Appends the next label's value, cut at [`MAX_LABEL_VALUE_BYTES`] on a
@@ -284,10 +278,8 @@ impl LabelBuf {
     /// Past the schema's last label.
     pub fn push(&mut self, value: &str) -> bool {
         let (value, cut) = truncate(value);
-        let text = self.schema.text[self.len];
-        self.text.push_str(text);
+        self.text.push_str(self.schema.text[self.len]);
         if needs_escape(value) {
-            self.escapes = true;
             let mut bytes = std::mem::take(&mut self.text).into_bytes();
             escape(value, &mut bytes);
             self.text = String::from_utf8(bytes).expect("escaping keeps UTF-8");
@@ -301,32 +293,33 @@ impl LabelBuf {
         cut
     }
 
-    /// The set so far (complete once every label is pushed).
+    /// The set (once every label is pushed).
     pub fn view(&self) -> LabelRef<'_> {
         debug_assert_eq!(self.len, self.schema.len(), "every label pushed");
-        LabelRef {
-            schema: self.schema,
-            text: &self.text,
-            ends: &self.ends[..self.len],
-            plain: !self.escapes,
-        }
+        LabelRef::new(self.schema, &self.text)
+    }
+
+    /// The set of the first labels, named by `schema`.
+    ///
+    /// # Panics
+    /// When `schema`'s names are not the first of this set's, or not all of
+    /// them are pushed yet.
+    pub fn prefix(&self, schema: &'static Schema) -> LabelRef<'_> {
+        assert!(
+            self.schema.names.starts_with(schema.names) && schema.len() <= self.len,
+            "{:?} does not begin with {:?}",
+            self.schema.names,
+            schema.names
+        );
+        let end = schema
+            .len()
+            .checked_sub(1)
+            .map_or(0, |last| usize::from(self.ends[last]) + 1);
+        LabelRef::new(schema, &self.text[..end])
     }
 
     pub fn to_set(&self) -> LabelSet {
         LabelSet::from(self.view())
-    }
-}
-
-impl From<LabelRef<'_>> for LabelSet {
-    fn from(r: LabelRef<'_>) -> Self {
-        let mut ends = [0; MAX_LABELS];
-        ends[..r.ends.len()].copy_from_slice(r.ends);
-        Self {
-            schema: r.schema,
-            text: r.text.into(),
-            ends,
-            plain: r.plain,
-        }
     }
 }
 
@@ -403,7 +396,7 @@ mod tests {
         let values = ["shop/web-1", "", "shop/web", "é\\", "GET", "/a\"b\nc"];
         let b = set(&values);
         let owned = b.to_set();
-        let r = owned.view();
+        let r = owned.view(&MESH);
         assert_eq!(r, b.view());
         assert_eq!(r.values().collect::<Vec<_>>(), values);
         assert_eq!(r.get(9), "");
@@ -411,7 +404,7 @@ mod tests {
             r.rendered(),
             r#"source="shop/web-1",target="",source_deployment="shop/web",target_deployment="é\\",method="GET",path="/a\"b\nc""#
         );
-        let pair = r.prefix(&PAIR);
+        let pair = b.prefix(&PAIR);
         assert_eq!(pair.len(), 4);
         assert_eq!(pair.get(3), "é\\");
         let mut short = LabelBuf::default();
@@ -420,6 +413,11 @@ mod tests {
             short.push(v);
         }
         assert_eq!(pair, short.view(), "a prefix is the set of its values");
+        assert_eq!(
+            LabelRef::new(&MESH, "").values().count(),
+            0,
+            "a free slot has no values"
+        );
         assert_eq!(
             pair.pairs()
                 .map(|(n, v)| format!("{n}={v}"))

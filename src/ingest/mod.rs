@@ -155,12 +155,12 @@ impl Ingester {
         Self {
             clock: Clock::new(),
             budget: Budget::new(config.max_series),
-            windows: Table::new(),
+            windows: Table::new(&labels::PAIR),
             window_budget: Budget::new(config.max_series),
             config,
-            mesh: Table::new(),
+            mesh: Table::new(&labels::MESH),
             mesh_overflow: Mutex::new(None),
-            tcp: Table::new(),
+            tcp: Table::new(&labels::TCP),
             tcp_overflow: Mutex::new(None),
             instances: Instances::default(),
             health,
@@ -301,7 +301,7 @@ impl Ingester {
             add_scope(data, report, scope, None, &mut folded);
         }
         // The workload pair is the first labels of the request series.
-        let pair = w.view().prefix(&labels::PAIR);
+        let pair = w.prefix(&labels::PAIR);
         if self.config.embedded_stat
             && self.windows.update(pair, &self.window_budget, |data| {
                 data.add_scope(report, scope, now.ms, now.secs)

@@ -1,5 +1,5 @@
 //! A sharded table of series keyed by their typed label sets
-//! ([`LabelSet`]: the values in one allocation).
+//! ([`LabelSet`]: one allocation; the table knows their [`Schema`]).
 //!
 //! Why not a `HashMap<LabelSet, Series>`: series live in a chunked arena that
 //! never moves them and the hash table holds only `u32` slot numbers, so a
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use hashbrown::HashTable;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
-use super::labels::{LabelRef, LabelSet};
+use super::labels::{LabelRef, LabelSet, Schema};
 
 /// Shards spread ingest across cores; 16 keeps lock contention negligible on
 /// the machines the ingester runs on while keeping per-shard overhead small.
@@ -104,11 +104,12 @@ impl<D: SeriesData> Shard<D> {
 
     fn find(&self, hash: u64, labels: LabelRef<'_>) -> Option<u32> {
         self.index
-            .find(hash, |&i| self.slot(i).labels.view() == labels)
+            .find(hash, |&i| self.slot(i).labels.text() == labels.rendered())
             .copied()
     }
 
     fn insert(&mut self, hash: u64, labels: LabelRef<'_>, hasher: &impl BuildHasher) -> u32 {
+        let schema = labels.schema();
         let slot = Slot {
             labels: labels.into(),
             data: Mutex::new(D::default()),
@@ -133,7 +134,10 @@ impl<D: SeriesData> Shard<D> {
         let Self { index, chunks, .. } = self;
         index.insert_unique(hash, i, |&j| {
             let j = j as usize;
-            chunks[j / CHUNK][j % CHUNK].labels.view().hash_with(hasher)
+            hasher.hash_one(LabelRef::new(
+                schema,
+                chunks[j / CHUNK][j % CHUNK].labels.text(),
+            ))
         });
         i
     }
@@ -149,20 +153,17 @@ pub enum Lookup {
 }
 
 pub struct Table<D> {
+    /// The labels of every series.
+    schema: &'static Schema,
     shards: Box<[RwLock<Shard<D>>]>,
     hasher: foldhash::quality::RandomState,
     len: AtomicUsize,
 }
 
-impl<D: SeriesData> Default for Table<D> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl<D: SeriesData> Table<D> {
-    pub fn new() -> Self {
+    pub fn new(schema: &'static Schema) -> Self {
         Self {
+            schema,
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::new())).collect(),
             hasher: foldhash::quality::RandomState::default(),
             len: AtomicUsize::new(0),
@@ -231,13 +232,13 @@ impl<D: SeriesData> Table<D> {
                         continue;
                     }
                     let i = u32::try_from(c * CHUNK + o).expect("slot numbers fit in u32");
-                    let hash = slot.labels.view().hash_with(&self.hasher);
+                    let hash = slot.labels.view(self.schema).hash_with(&self.hasher);
                     if let Ok(entry) = index.find_entry(hash, |&j| j == i) {
                         entry.remove();
                     }
                     let extra = slot.data.get_mut().extra_label_sets();
                     *slot = Slot {
-                        labels: LabelSet::empty(),
+                        labels: LabelSet::default(),
                         data: Mutex::new(D::default()),
                     };
                     free.push(i);
@@ -278,7 +279,9 @@ impl<D: SeriesData> Table<D> {
                 continue;
             }
             for (i, slot) in chunk.iter().enumerate().skip(from.saturating_sub(start)) {
-                if !slot.labels.is_empty() && !visit(slot.labels.view(), &slot.data.lock()) {
+                if !slot.labels.is_empty()
+                    && !visit(slot.labels.view(self.schema), &slot.data.lock())
+                {
                     return Some(start + i + 1);
                 }
             }

@@ -131,6 +131,25 @@ pub trait Visit {
     /// labels this sample adds to them.
     fn sample(&mut self, name: &str, labels: Labels<'_>, extra: Extra<'_>, value: Value);
 
+    /// A histogram of the current series: by default its samples,
+    /// cumulative `_bucket{le}` ones, then `_sum` and `_count`. A visitor
+    /// that prints them (the text exposition) takes the whole histogram in
+    /// one call.
+    fn histogram(&mut self, labels: Labels<'_>, h: Histogram<'_>) {
+        let mut cumulative = 0;
+        for (count, bound) in h.buckets.iter().zip(h.bounds) {
+            cumulative += count;
+            self.sample(
+                h.names.bucket,
+                labels,
+                Extra::Le(bound),
+                Value::Count(cumulative),
+            );
+        }
+        self.sample(h.names.sum, labels, Extra::None, h.sum);
+        self.sample(h.names.count, labels, Extra::None, Value::Count(cumulative));
+    }
+
     /// Whether a resumable walk should stop after the current series.
     fn full(&self) -> bool {
         false
@@ -157,10 +176,21 @@ enum TableOf {
 }
 
 /// Names of one histogram family's three sample kinds.
-struct HistogramNames {
-    bucket: &'static str,
-    sum: &'static str,
-    count: &'static str,
+#[derive(Debug)]
+pub struct HistogramNames {
+    pub bucket: &'static str,
+    pub sum: &'static str,
+    pub count: &'static str,
+}
+
+/// One series' histogram: per-bucket counts (not cumulative), each with its
+/// bound, and the sum.
+#[derive(Clone, Copy, Debug)]
+pub struct Histogram<'a> {
+    pub names: &'static HistogramNames,
+    pub bounds: &'static [Bound],
+    pub buckets: &'a [u64],
+    pub sum: Value,
 }
 
 impl Family {
@@ -294,10 +324,10 @@ impl Ingester {
             });
         }
         if let Some(d) = &*self.mesh_overflow.lock() {
-            mesh_series(&Family::MESH, MESH_OVERFLOW.view(), d, visit);
+            mesh_series(&Family::MESH, MESH_OVERFLOW.view(&labels::MESH), d, visit);
         }
         if let Some(d) = &*self.tcp_overflow.lock() {
-            tcp_series(&Family::TCP, TCP_OVERFLOW.view(), d, visit);
+            tcp_series(&Family::TCP, TCP_OVERFLOW.view(&labels::TCP), d, visit);
         }
     }
 
@@ -320,12 +350,12 @@ impl Ingester {
                 match f.table() {
                     TableOf::Mesh => {
                         if let Some(d) = &*self.mesh_overflow.lock() {
-                            mesh_series(&[f], MESH_OVERFLOW.view(), d, visit);
+                            mesh_series(&[f], MESH_OVERFLOW.view(&labels::MESH), d, visit);
                         }
                     }
                     TableOf::Tcp => {
                         if let Some(d) = &*self.tcp_overflow.lock() {
-                            tcp_series(&[f], TCP_OVERFLOW.view(), d, visit);
+                            tcp_series(&[f], TCP_OVERFLOW.view(&labels::TCP), d, visit);
                         }
                     }
                 }
@@ -420,27 +450,23 @@ fn tcp_series(families: &[Family], values: LabelRef<'_>, d: &TcpData, visit: &mu
     }
 }
 
-/// Cumulative `_bucket{le}` samples, then `_sum` and `_count`.
 fn histogram<const N: usize>(
-    names: &HistogramNames,
-    le: &[Bound],
+    names: &'static HistogramNames,
+    bounds: &'static [Bound],
     labels: Labels<'_>,
     buckets: &[u64; N],
     sum: Value,
     visit: &mut impl Visit,
 ) {
-    let mut cumulative = 0;
-    for (count, le) in buckets.iter().zip(le) {
-        cumulative += count;
-        visit.sample(
-            names.bucket,
-            labels,
-            Extra::Le(le),
-            Value::Count(cumulative),
-        );
-    }
-    visit.sample(names.sum, labels, Extra::None, sum);
-    visit.sample(names.count, labels, Extra::None, Value::Count(cumulative));
+    visit.histogram(
+        labels,
+        Histogram {
+            names,
+            bounds,
+            buckets,
+            sum,
+        },
+    );
 }
 
 #[cfg(test)]
