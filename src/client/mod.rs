@@ -104,6 +104,14 @@ impl ApiClient {
         request: &Req,
     ) -> Result<Rsp, ClientError> {
         let rsp = self.send(path, request).await?;
+        // Some telemetry replicas are missing from the answer: it is shown,
+        // and so is what it lacks.
+        if let Some(missing) = rsp.headers().get(http_api::PARTIAL_HEADER) {
+            eprintln!(
+                "conduit: partial answer: {}",
+                String::from_utf8_lossy(missing.as_bytes())
+            );
+        }
         let body = self.read_all(rsp.into_body()).await?;
         http_api::decode_framed(&body).map_err(|error| self.protocol(error.to_string()))
     }

@@ -19,7 +19,7 @@ const COUNT_BITS: u32 = 48;
 const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
 
 /// The bucket index of a value.
-pub fn bucket_of(v: u32) -> u16 {
+pub const fn bucket_of(v: u32) -> u16 {
     if v < SUB {
         return v as u16;
     }
@@ -28,6 +28,9 @@ pub fn bucket_of(v: u32) -> u16 {
     let sub = (v >> shift) - SUB; // 0..SUB
     ((shift + 1) * SUB + sub) as u16
 }
+
+/// The highest bucket index: that of `u32::MAX`.
+pub const MAX_BUCKET: u16 = bucket_of(u32::MAX);
 
 /// The smallest value in a bucket and the bucket's width.
 fn bucket_range(idx: u16) -> (u64, u64) {
@@ -187,6 +190,39 @@ impl SparseHist {
         self.merge_sorted(&other.entries);
     }
 
+    /// Every non-empty bucket as `(index, count)`, indexes ascending: the
+    /// histogram as another process rebuilds it with [`Self::from_buckets`].
+    pub fn buckets(&self) -> impl ExactSizeIterator<Item = (u16, u64)> + '_ {
+        self.entries
+            .iter()
+            .map(|&e| ((e >> COUNT_BITS) as u16, e & COUNT_MAX))
+    }
+
+    /// A histogram of `(index, count)` buckets in any order, repeats added
+    /// up (another process's [`Self::buckets`], off the wire); `None` when
+    /// an index is past [`MAX_BUCKET`]. Counts saturate as recording does.
+    pub fn from_buckets(buckets: impl IntoIterator<Item = (u32, u64)>) -> Option<Self> {
+        let mut entries = Vec::new();
+        for (idx, n) in buckets {
+            if idx > u32::from(MAX_BUCKET) {
+                return None;
+            }
+            if n > 0 {
+                entries.push((u64::from(idx) << COUNT_BITS) | n.min(COUNT_MAX));
+            }
+        }
+        entries.sort_unstable();
+        entries.dedup_by(|next, kept| {
+            let same = *next & !COUNT_MAX == *kept & !COUNT_MAX;
+            if same {
+                let count = ((*kept & COUNT_MAX) + (*next & COUNT_MAX)).min(COUNT_MAX);
+                *kept = (*kept & !COUNT_MAX) | count;
+            }
+            same
+        });
+        Some(Self { entries })
+    }
+
     pub fn count(&self) -> u64 {
         self.entries.iter().map(|e| e & COUNT_MAX).sum()
     }
@@ -294,6 +330,30 @@ mod tests {
                     .all(|w| w[0] >> COUNT_BITS < w[1] >> COUNT_BITS)
             );
         }
+    }
+
+    #[test]
+    fn buckets_rebuild_the_histogram() {
+        let mut h = SparseHist::default();
+        h.record(7, 3);
+        h.record(1000, 45);
+        h.record(u32::MAX, 2);
+        let wire: Vec<(u32, u64)> = h.buckets().map(|(i, n)| (u32::from(i), n)).collect();
+        assert_eq!(wire.last().map(|&(i, _)| i), Some(u32::from(MAX_BUCKET)));
+        assert_eq!(SparseHist::from_buckets(wire.clone()), Some(h.clone()));
+        // Any order, repeats added, empty buckets dropped.
+        let mut shuffled: Vec<(u32, u64)> = wire.iter().rev().copied().collect();
+        shuffled.push((7, 1));
+        shuffled.push((9, 0));
+        let mut want = h.clone();
+        want.record(7, 1);
+        assert_eq!(SparseHist::from_buckets(shuffled), Some(want));
+        assert_eq!(
+            SparseHist::from_buckets([(u32::from(MAX_BUCKET) + 1, 1)]),
+            None
+        );
+        let huge = SparseHist::from_buckets([(3, u64::MAX), (3, u64::MAX)]).unwrap();
+        assert_eq!(huge.count(), COUNT_MAX, "saturates, never wraps");
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub struct Slot {
 }
 
 /// What a window query adds up.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Totals {
     pub requests: u64,
     pub success: u64,
@@ -62,6 +62,11 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// Whether no request, response or latency was counted.
+    pub fn is_empty(&self) -> bool {
+        self.requests == 0 && self.latency.is_empty() && self.success == 0 && self.failure == 0
+    }
+
     fn add(&mut self, slot: &Slot) {
         self.requests += slot.requests;
         self.success += slot.success;
@@ -80,10 +85,13 @@ impl Totals {
         self.aligned_from_ms = Some(self.aligned_from_ms.map_or(aligned, |a| a.min(aligned)));
     }
 
+    /// Adds `other` (another group's, or another replica's, totals over
+    /// the same point): counts saturate rather than wrap, whatever a peer
+    /// sent.
     pub fn merge(&mut self, other: &Totals) {
-        self.requests += other.requests;
-        self.success += other.success;
-        self.failure += other.failure;
+        self.requests = self.requests.saturating_add(other.requests);
+        self.success = self.success.saturating_add(other.success);
+        self.failure = self.failure.saturating_add(other.failure);
         self.latency.merge(&other.latency);
         if let Some(to) = other.covered_to_ms {
             self.covered_to_ms = Some(self.covered_to_ms.map_or(to, |c| c.max(to)));

@@ -24,6 +24,13 @@ pub const VERSION_PATH: &str = "/api/v1/Version";
 pub const LIST_PODS_PATH: &str = "/api/v1/ListPods";
 pub const TAP_PATH: &str = "/api/v1/Tap";
 
+/// The response header of a Stat or ListPods that some telemetry replicas
+/// could not contribute to, e.g. `1 of 3 telemetry replicas unreachable
+/// (10.0.0.7:8087: Unavailable: tcp connect error)`. A header, because
+/// `MetricResponse` and `ListPodsResponse` have no field for it on the
+/// wire: the body stays byte for byte what the original's clients read.
+pub const PARTIAL_HEADER: &str = "conduit-partial";
+
 pub const PROTOBUF_MEDIA_TYPE: &str = "application/octet-stream";
 pub const JSON_MEDIA_TYPE: &str = "application/json";
 

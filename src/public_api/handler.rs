@@ -16,21 +16,16 @@ use futures::StreamExt as _;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
+use super::replicas::{Answer, CallError, Failure, Telemetry};
 use crate::core::Shutdown;
 use crate::proto::common::TapEvent;
-use crate::proto::controller::stat::stat_client::StatClient;
 use crate::proto::controller::tap::tap_client::TapClient;
-use crate::proto::controller::telemetry::ListPodsRequest;
-use crate::proto::controller::telemetry::telemetry_client::TelemetryClient;
 use crate::proto::http_api::{self, CodecError, Encoding, JsonForm, UnsupportedType};
 use crate::proto::public::{Empty, MetricRequest, TapRequest};
+use crate::stat::StatError;
 
 /// Largest request body read: every request message is a few hundred bytes.
 const MAX_REQUEST_BYTES: usize = 1 << 20;
-
-/// Largest upstream answer accepted: a Stat time series over 10k pods or a
-/// ListPods of a large cluster runs to megabytes, well past tonic's 4 MiB.
-const MAX_UPSTREAM_MESSAGE_BYTES: usize = 64 << 20;
 
 /// Request-duration buckets (seconds): from a local Version to a slow
 /// Prometheus behind Stat.
@@ -58,6 +53,16 @@ impl Route {
         }
     }
 
+    /// The call's name, as in the API's service.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Stat => "Stat",
+            Self::Version => "Version",
+            Self::ListPods => "ListPods",
+            Self::Tap => "Tap",
+        }
+    }
+
     /// The `route` label: the path of a known call, so clients cannot grow
     /// the label set.
     fn label(route: Option<Self>) -> &'static str {
@@ -71,11 +76,13 @@ impl Route {
     }
 }
 
-/// Request counts by route and status, and time to the response headers.
+/// Request counts by route and status, time to the response headers, and
+/// answers some telemetry replicas were missing from.
 #[derive(Clone)]
 pub struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
+    partial: IntCounterVec,
 }
 
 impl Metrics {
@@ -95,9 +102,25 @@ impl Metrics {
             .buckets(DURATION_BUCKETS.to_vec()),
             &["route"],
         )?;
+        let partial = IntCounterVec::new(
+            Opts::new(
+                "conduit_public_api_partial_answers_total",
+                "Stat and ListPods answers given without some telemetry replicas, which \
+                 failed or did not answer in time, by call.",
+            ),
+            &["call"],
+        )?;
+        for call in [Route::Stat, Route::ListPods] {
+            partial.with_label_values(&[call.name()]);
+        }
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
-        Ok(Self { requests, duration })
+        registry.register(Box::new(partial.clone()))?;
+        Ok(Self {
+            requests,
+            duration,
+            partial,
+        })
     }
 
     fn observe(&self, route: Option<Route>, status: StatusCode, started: Instant) {
@@ -113,9 +136,8 @@ impl Metrics {
 
 /// What every request needs: the upstream channels and where they point.
 pub struct Api {
-    pub telemetry: super::Upstream,
+    pub telemetry: Telemetry,
     pub tap: super::Upstream,
-    pub telemetry_addr: String,
     pub tap_addr: String,
     pub metrics: Metrics,
     pub shutdown: Shutdown,
@@ -135,6 +157,8 @@ enum ApiError {
     Body(String),
     #[error("undecodable request body: {0}")]
     Undecodable(CodecError),
+    #[error("{0}")]
+    BadRequest(StatError),
     #[error("{upstream} at {addr}: {}: {}", code_name(.status.code()), one_line(.status.message()))]
     Upstream {
         upstream: &'static str,
@@ -152,7 +176,7 @@ fn code_name(code: tonic::Code) -> String {
 }
 
 /// A message on one line, for a plain-text body a CLI prints as is.
-fn one_line(text: &str) -> String {
+pub(super) fn one_line(text: &str) -> String {
     let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if line.is_empty() {
         "(no message)".to_string()
@@ -181,7 +205,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Body(_) | Self::Undecodable(_) => StatusCode::BAD_REQUEST,
+            Self::Body(_) | Self::Undecodable(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Upstream { status, .. } => http_status(status.code()),
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -244,21 +268,13 @@ async fn dispatch(api: &Api, route: Option<Route>, req: Request) -> Result<Respo
         }
         Route::Stat => {
             let request: MetricRequest = decode(encoding, &body)?;
-            let rsp = StatClient::new(api.telemetry.clone())
-                .max_decoding_message_size(MAX_UPSTREAM_MESSAGE_BYTES)
-                .stat(request)
-                .await
-                .map_err(|status| api.telemetry_error(status))?;
-            unary(encoding, rsp.get_ref())
+            let answer = api.telemetry.stat(request).await;
+            api.merged(route, encoding, answer)
         }
         Route::ListPods => {
             let _: Empty = decode(encoding, &body)?;
-            let rsp = TelemetryClient::new(api.telemetry.clone())
-                .max_decoding_message_size(MAX_UPSTREAM_MESSAGE_BYTES)
-                .list_pods(ListPodsRequest {})
-                .await
-                .map_err(|status| api.telemetry_error(status))?;
-            unary(encoding, rsp.get_ref())
+            let answer = api.telemetry.list_pods().await;
+            api.merged(route, encoding, answer)
         }
         Route::Tap => {
             let request: TapRequest = decode(encoding, &body)?;
@@ -268,12 +284,37 @@ async fn dispatch(api: &Api, route: Option<Route>, req: Request) -> Result<Respo
 }
 
 impl Api {
-    fn telemetry_error(&self, status: tonic::Status) -> ApiError {
-        ApiError::Upstream {
-            upstream: "telemetry",
-            addr: self.telemetry_addr.clone(),
-            status,
+    /// The answer of the telemetry replicas. The body is the message alone,
+    /// as from one replica; replicas missing from it are named in the
+    /// `Conduit-Partial` header (the wire's messages have no field for it)
+    /// and counted.
+    fn merged<M: JsonForm>(
+        &self,
+        route: Route,
+        encoding: Encoding,
+        answer: Result<Answer<M>, CallError>,
+    ) -> Result<Response, ApiError> {
+        let answer = answer.map_err(|error| match error {
+            CallError::Upstream(Failure { addr, status }) => ApiError::Upstream {
+                upstream: "telemetry",
+                addr,
+                status,
+            },
+            CallError::Request(error) => ApiError::BadRequest(error),
+        })?;
+        let mut rsp = unary(encoding, &answer.message)?;
+        if let Some(partial) = answer.partial {
+            let value = partial.header_value();
+            tracing::debug!(call = route.name(), missing = %value, "partial answer");
+            self.metrics
+                .partial
+                .with_label_values(&[route.name()])
+                .inc();
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                rsp.headers_mut().insert(http_api::PARTIAL_HEADER, value);
+            }
         }
+        Ok(rsp)
     }
 
     fn tap_error(&self, status: tonic::Status) -> ApiError {

@@ -5,13 +5,16 @@
 //! `Stat` and `ListPods` are forwarded over gRPC to the telemetry component
 //! (`conduit.controller.stat.Stat/Stat`, this project's internal call that
 //! telemetry answers from Prometheus or from its embedded store, and
-//! `conduit.controller.telemetry.Telemetry/ListPods`); `Tap` to the tap
+//! `conduit.controller.telemetry.Telemetry/ListPods`), or, when
+//! `-telemetry-addr` lists several replicas, asked of each and merged
+//! ([`replicas`]); `Tap` to the tap
 //! component (`conduit.controller.tap.Tap/Tap`), streamed back one frame per
 //! event; `Version` is answered here. Upstream channels are lazy: a
 //! component that is down fails the calls that need it (503), not the start
 //! of public-api.
 
 mod handler;
+pub mod replicas;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +30,7 @@ use crate::component::{Beside, Bound, Component, Http, Server};
 use crate::core::addr::client_uri;
 use crate::core::{ListenAddr, Shutdown};
 use crate::proto::public::VersionInfo;
+use replicas::Replica;
 
 /// How long a connection to telemetry or tap may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -51,7 +55,8 @@ pub struct Args {
     /// Admin HTTP address: /metrics, /ping, /ready.
     #[arg(long, default_value = ":9995")]
     pub metrics_addr: ListenAddr,
-    /// The telemetry component's gRPC address (Stat, ListPods).
+    /// The telemetry component's gRPC address (Stat, ListPods), or every
+    /// replica's, comma-separated: their answers are merged.
     #[arg(long, default_value = "127.0.0.1:8087")]
     pub telemetry_addr: String,
     /// The tap component's gRPC address (Tap).
@@ -62,10 +67,11 @@ pub struct Args {
 /// The component's state once its sockets are bound.
 pub struct PublicApi {
     metrics: handler::Metrics,
-    telemetry: Upstream,
+    telemetry: Vec<Replica>,
     tap: Upstream,
     tap_addr: String,
     telemetry_reachable: Arc<AtomicBool>,
+    /// `-telemetry-addr` as given, for the span.
     telemetry_addr: String,
 }
 
@@ -146,7 +152,13 @@ impl Args {
     pub async fn bind(self) -> anyhow::Result<Bound<PublicApi>> {
         let registry = Admin::registry();
         let metrics = handler::Metrics::register(&registry)?;
-        let telemetry = channel_upstream(lazy_channel(&self.telemetry_addr, "-telemetry-addr")?);
+        let telemetry = replicas::parse_addrs(&self.telemetry_addr)?
+            .into_iter()
+            .map(|addr| {
+                let upstream = channel_upstream(lazy_channel(&addr, "-telemetry-addr")?);
+                Ok::<_, anyhow::Error>(Replica { addr, upstream })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let tap = channel_upstream(lazy_channel(&self.tap_addr, "-tap-addr")?);
         let ports = Ports::bind(&self.addr, &self.metrics_addr).await?;
         let telemetry_reachable = Arc::new(AtomicBool::new(false));
@@ -173,11 +185,15 @@ impl Args {
 impl Bound<PublicApi> {
     /// Calls telemetry and tap in this process instead of over their
     /// addresses (which still name them in logs and errors, and which the
-    /// readiness probe still checks).
+    /// readiness probe still checks). The one telemetry in this process is
+    /// the only replica: its address is the first listed.
     #[must_use]
     pub fn with_upstreams(mut self, telemetry: Upstream, tap: Upstream) -> Self {
         let api = self.component_mut();
-        api.telemetry = telemetry;
+        api.telemetry.truncate(1);
+        if let Some(replica) = api.telemetry.first_mut() {
+            replica.upstream = telemetry;
+        }
         api.tap = tap;
         self
     }
@@ -197,21 +213,20 @@ impl Component for PublicApi {
         )
     }
 
-    /// Probes the telemetry address beside the server; open Tap streams
+    /// Probes the telemetry addresses beside the server; open Tap streams
     /// end when the signal fires.
     fn start(self, shutdown: &Shutdown) -> (Server, Beside) {
         let probe = tokio::spawn(
             probe_telemetry(
-                self.telemetry_addr.clone(),
+                self.telemetry.iter().map(|r| r.addr.clone()).collect(),
                 self.telemetry_reachable.clone(),
                 shutdown.clone(),
             )
             .in_current_span(),
         );
         let api = handler::Api {
-            telemetry: self.telemetry,
+            telemetry: replicas::Telemetry::new(self.telemetry),
             tap: self.tap,
-            telemetry_addr: self.telemetry_addr,
             tap_addr: self.tap_addr,
             metrics: self.metrics,
             shutdown: shutdown.clone(),
@@ -222,16 +237,24 @@ impl Component for PublicApi {
     }
 }
 
-/// Keeps `reachable` up to date with whether the telemetry address accepts
+/// Keeps `reachable` up to date with whether a telemetry address accepts
 /// TCP connections (DESIGN §11: public-api is ready once it listens and
-/// its telemetry address is reachable).
-async fn probe_telemetry(addr: String, reachable: Arc<AtomicBool>, shutdown: Shutdown) {
-    let uri = client_uri(&addr);
-    let host_port = uri
-        .trim_start_matches("http://")
-        .trim_start_matches("https://")
-        .trim_end_matches('/')
-        .to_string();
+/// its telemetry address is reachable; with several replicas, once any is,
+/// as the calls then answer, partially if need be).
+async fn probe_telemetry(addrs: Vec<String>, reachable: Arc<AtomicBool>, shutdown: Shutdown) {
+    let targets: Vec<(String, String)> = addrs
+        .into_iter()
+        .map(|addr| {
+            let uri = client_uri(&addr);
+            let host_port = uri
+                .trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .trim_end_matches('/')
+                .to_string();
+            (addr, host_port)
+        })
+        .collect();
+    let mut up = vec![false; targets.len()];
     let mut every = tokio::time::interval(READY_PROBE_INTERVAL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -239,14 +262,30 @@ async fn probe_telemetry(addr: String, reachable: Arc<AtomicBool>, shutdown: Shu
             _ = every.tick() => {}
             _ = shutdown.clone().signaled() => return,
         }
-        let ok = matches!(
-            tokio::time::timeout(
-                READY_PROBE_TIMEOUT,
-                tokio::net::TcpStream::connect(&host_port)
+        let probes = targets.iter().map(|(_, host_port)| async move {
+            matches!(
+                tokio::time::timeout(
+                    READY_PROBE_TIMEOUT,
+                    tokio::net::TcpStream::connect(host_port)
+                )
+                .await,
+                Ok(Ok(_))
             )
-            .await,
-            Ok(Ok(_))
-        );
+        });
+        let now = futures::future::join_all(probes).await;
+        if targets.len() > 1 {
+            for (((addr, _), was), &is) in targets.iter().zip(&mut up).zip(&now) {
+                if *was != is {
+                    if is {
+                        tracing::info!(replica = %addr, "telemetry replica reachable");
+                    } else {
+                        tracing::warn!(replica = %addr, "telemetry replica unreachable");
+                    }
+                }
+                *was = is;
+            }
+        }
+        let ok = now.contains(&true);
         if reachable.swap(ok, Ordering::Relaxed) != ok {
             if ok {
                 tracing::info!("telemetry reachable");

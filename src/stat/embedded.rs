@@ -1,26 +1,15 @@
-//! Stat from the telemetry component's own windowed store.
+//! Stat from the telemetry component's own windowed store: the store's
+//! pairs read into [`Windows`] (per group, per point), answered by
+//! [`Windows::response`].
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use super::{Query, filters, group_label, group_metadata, round_ms, window_length, window_step};
+use super::windows::{Group, Windows};
+use super::{Query, filters, group_label, window_length, window_step};
 use crate::ingest::Ingester;
 use crate::ingest::labels::PAIR;
-use crate::ingest::window::Totals;
-use crate::proto::public::{
-    Histogram, HistogramLabel, HistogramValue, MetricDatapoint, MetricName, MetricResponse,
-    MetricSeries, MetricValue, metric_value,
-};
-
-/// The shortest span a rate is divided by, so a pair seen a moment ago does
-/// not produce an absurd rate.
-const MIN_SPAN_MS: u64 = 1_000;
-
-struct Group {
-    /// Where the group's data begins (see [`crate::ingest::window::WindowData::covered_from_ms`]).
-    first_seen_ms: u64,
-    points: Vec<Totals>,
-}
+use crate::proto::public::MetricResponse;
 
 /// Answers a Stat query from the embedded store at the store's current time.
 pub fn stat(ingester: &Ingester, q: &Query) -> MetricResponse {
@@ -29,6 +18,17 @@ pub fn stat(ingester: &Ingester, q: &Query) -> MetricResponse {
 
 /// [`stat`] at a given store time (for tests and benchmarks).
 pub fn stat_at(ingester: &Ingester, q: &Query, now_ms: u64) -> MetricResponse {
+    windows_at(ingester, q, now_ms).response(q)
+}
+
+/// The raw data behind [`stat`], for a caller that merges several stores.
+pub fn windows(ingester: &Ingester, q: &Query) -> Windows {
+    windows_at(ingester, q, ingester.now_ms())
+}
+
+/// Reads the slots of every pair `q` selects into its group's points, at
+/// store time `now_ms`; the result's times are wall-clock.
+pub fn windows_at(ingester: &Ingester, q: &Query, now_ms: u64) -> Windows {
     let len = window_length(q.window).as_millis() as u64;
     let points: Vec<(u64, u64)> = if q.summarize {
         vec![(now_ms.saturating_sub(len), now_ms)]
@@ -63,93 +63,29 @@ pub fn stat_at(ingester: &Ingester, q: &Query, now_ms: u64) -> MetricResponse {
         let key = &*key;
         let group = match groups.get_mut(key) {
             Some(g) => g,
-            None => groups.entry(key.to_string()).or_insert_with(|| Group {
-                first_seen_ms: u64::MAX,
-                points: vec![Totals::default(); points.len()],
-            }),
+            None => groups
+                .entry(key.to_string())
+                .or_insert_with(|| Group::empty(points.len())),
         };
         group.first_seen_ms = group.first_seen_ms.min(data.covered_from_ms());
         for (totals, &(from, to)) in group.points.iter_mut().zip(&points) {
             data.totals(from, to, totals);
         }
     });
-
-    let mut metrics = Vec::new();
-    for (key, group) in &groups {
-        if group
-            .points
-            .iter()
-            .all(|t| t.requests == 0 && t.latency.is_empty() && t.success + t.failure == 0)
-        {
-            continue;
-        }
-        for &name in &q.metrics {
-            let datapoints = group
-                .points
-                .iter()
-                .zip(&points)
-                .filter_map(|(t, &(_, to))| {
-                    // Like a PromQL range query: no value before the data began.
-                    if to < group.first_seen_ms {
-                        return None;
-                    }
-                    let value = value_of(name, t, to, now_ms, group.first_seen_ms)?;
-                    Some(MetricDatapoint {
-                        value: Some(MetricValue { value: Some(value) }),
-                        timestamp_ms: ingester.wall_ms(to) as i64,
-                    })
-                })
-                .collect();
-            metrics.push(MetricSeries {
-                name: name as i32,
-                metadata: Some(group_metadata(q.group_by, key)),
-                datapoints,
-            });
+    // From the store's clock to the wall's: one offset, so every span and
+    // comparison stays what it was.
+    let wall = |ms: u64| ingester.wall_ms(ms);
+    for group in groups.values_mut() {
+        group.first_seen_ms = wall(group.first_seen_ms);
+        for t in &mut group.points {
+            t.aligned_from_ms = t.aligned_from_ms.map(wall);
+            t.covered_to_ms = t.covered_to_ms.map(wall);
         }
     }
-    MetricResponse { metrics }
-}
-
-/// The value of one metric for the counts `t` of a point ending at `to_ms`,
-/// read at `now_ms`.
-fn value_of(
-    name: MetricName,
-    t: &Totals,
-    to_ms: u64,
-    now_ms: u64,
-    first_seen_ms: u64,
-) -> Option<metric_value::Value> {
-    match name {
-        MetricName::RequestRate => {
-            let from = t.aligned_from_ms?.max(first_seen_ms);
-            // The counts run to the end of the last slot read (a point of a
-            // series ends inside a slot), but never past now.
-            let to = t.covered_to_ms.map_or(to_ms, |c| c.min(now_ms)).max(to_ms);
-            let span = to.saturating_sub(from).max(MIN_SPAN_MS);
-            Some(metric_value::Value::Gauge(
-                t.requests as f64 * 1000.0 / span as f64,
-            ))
-        }
-        MetricName::SuccessRate => {
-            let all = t.success + t.failure;
-            (all > 0).then(|| metric_value::Value::Gauge(t.success as f64 / all as f64))
-        }
-        MetricName::Latency => {
-            let values = [
-                (HistogramLabel::P50, 0.50),
-                (HistogramLabel::P95, 0.95),
-                (HistogramLabel::P99, 0.99),
-            ]
-            .into_iter()
-            .filter_map(|(label, q)| {
-                Some(HistogramValue {
-                    label: label as i32,
-                    value: round_ms(t.latency.quantile(q)?),
-                })
-            })
-            .collect::<Vec<_>>();
-            (!values.is_empty()).then_some(metric_value::Value::Histogram(Histogram { values }))
-        }
+    Windows {
+        now_ms: wall(now_ms),
+        point_ends_ms: points.iter().map(|&(_, to)| wall(to)).collect(),
+        groups,
     }
 }
 
@@ -158,7 +94,9 @@ mod tests {
     use super::*;
     use crate::ingest::{Config, Health, NoMetadata};
     use crate::proto::proxy::telemetry::*;
-    use crate::proto::public::{AggregationType, MetricMetadata, TimeWindow};
+    use crate::proto::public::{
+        AggregationType, MetricMetadata, MetricName, TimeWindow, metric_value,
+    };
     use prost::Message as _;
 
     #[test]
@@ -200,5 +138,63 @@ mod tests {
         assert_eq!(rates.len(), 3, "points ending at 5, 15 and 25 s: {rates:?}");
         assert!((rates[0] - 10.0).abs() < 0.1, "{rates:?}");
         assert!(rates[1] <= 10.0 && rates[2] <= 10.0, "{rates:?}");
+    }
+
+    #[test]
+    fn one_store_s_windows_through_the_wire_answer_as_the_store_does() {
+        let ingester = Ingester::new(
+            Config::default(),
+            Health::register(&prometheus::Registry::new()).unwrap(),
+        );
+        let report = ReportRequest {
+            requests: vec![RequestScope {
+                ctx: Some(RequestCtx::default()),
+                count: 30,
+                responses: vec![ResponseScope {
+                    ctx: Some(ResponseCtx {
+                        http_status_code: 200,
+                    }),
+                    response_latencies: vec![
+                        Latency {
+                            latency: 120,
+                            count: 20,
+                        },
+                        Latency {
+                            latency: 2_500,
+                            count: 10,
+                        },
+                    ],
+                    ends: vec![EosScope {
+                        ctx: Some(EosCtx {
+                            end: Some(eos_ctx::End::GrpcStatusCode(0)),
+                        }),
+                        streams: vec![StreamSummary::default(); 30],
+                    }],
+                }],
+            }],
+            ..ReportRequest::default()
+        };
+        ingester
+            .ingest_bytes(&report.encode_to_vec(), &NoMetadata)
+            .unwrap();
+        for summarize in [true, false] {
+            let q = Query {
+                metrics: vec![
+                    MetricName::RequestRate,
+                    MetricName::SuccessRate,
+                    MetricName::Latency,
+                ],
+                window: TimeWindow::OneMin,
+                group_by: AggregationType::Mesh,
+                filter: MetricMetadata::default(),
+                summarize,
+            };
+            let direct = stat_at(&ingester, &q, 25_000);
+            assert!(!direct.metrics.is_empty());
+            let mut merged = Windows::default();
+            let wire = windows_at(&ingester, &q, 25_000).to_wire();
+            merged.merge(Windows::from_wire(wire, &q).unwrap());
+            assert_eq!(merged.response(&q), direct, "summarize: {summarize}");
+        }
     }
 }

@@ -6,6 +6,9 @@
 //! - [`embedded`]: the telemetry component's own windowed store
 //!   ([`crate::ingest::window`]); latency percentiles come from HDR-style
 //!   histograms and are exact to under 1%.
+//!   The store is read into [`windows::Windows`], raw counts and histograms
+//!   per group and point, which several telemetry replicas' answers merge
+//!   exactly before one computation gives the numbers.
 //! - [`promql`]: PromQL against Prometheus through telemetry's `Query`;
 //!   latency percentiles are `histogram_quantile` over `response_latency_ms`
 //!   buckets, so they are interpolated inside the bucket a percentile falls
@@ -19,6 +22,7 @@
 
 pub mod embedded;
 pub mod promql;
+pub mod windows;
 
 use std::time::Duration;
 

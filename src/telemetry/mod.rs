@@ -49,6 +49,7 @@ const KNOWN_PATHS: &[&str] = &[
     "/conduit.controller.telemetry.Telemetry/Query",
     "/conduit.controller.telemetry.Telemetry/ListPods",
     "/conduit.controller.stat.Stat/Stat",
+    "/conduit.controller.stat.Stat/Windows",
 ];
 
 /// The kinds of cluster metadata this component reads.

@@ -12,7 +12,7 @@ use crate::grpc::ReportHandler;
 use crate::ingest::{Enrich, IngestError, Ingester, WorkloadRef};
 use crate::k8s::{Index, Snapshot};
 use crate::proto::codec::UNDECODABLE;
-use crate::proto::controller::stat::stat_server;
+use crate::proto::controller::stat::{WindowsResponse, stat_server};
 use crate::proto::controller::telemetry::{
     ListPodsRequest, QueryRequest, QueryResponse, telemetry_server,
 };
@@ -199,7 +199,8 @@ impl telemetry_server::Telemetry for ControllerService {
 }
 
 /// This project's internal Stat service: Prometheus when configured, the
-/// embedded store otherwise.
+/// embedded store otherwise; and the embedded store's raw windows, for a
+/// public-api that merges several replicas.
 pub struct StatService {
     ingester: Arc<Ingester>,
     prometheus: Option<Prometheus>,
@@ -228,5 +229,23 @@ impl stat_server::Stat for StatService {
             None => embedded::stat(&self.ingester, &q),
         };
         Ok(Response::new(rsp))
+    }
+
+    async fn windows(
+        &self,
+        request: Request<MetricRequest>,
+    ) -> Result<Response<WindowsResponse>, Status> {
+        if self.prometheus.is_some() {
+            // The contract of the call (stat.proto): the caller asks one
+            // replica's Stat instead.
+            return Err(Status::failed_precondition(
+                "Stat is answered by Prometheus (-prometheus-url), which sees every replica: \
+                 call Stat",
+            ));
+        }
+        let q = Query::try_from(request.get_ref()).map_err(stat_status)?;
+        Ok(Response::new(
+            embedded::windows(&self.ingester, &q).to_wire(),
+        ))
     }
 }

@@ -1,0 +1,502 @@
+//! The telemetry replicas public-api asks (`-telemetry-addr A,B,C`). Each
+//! replica ingests the reports of the proxies connected to it, so an answer
+//! about the whole mesh is every replica's answer merged:
+//!
+//! - ListPods asks every replica at once; a pod is `added` when any replica
+//!   heard from it, and `sinceLastReport` is the most recent report's.
+//! - Stat asks every replica for its embedded store's raw windows
+//!   (`conduit.controller.stat.Stat/Windows`) and merges them exactly
+//!   ([`crate::stat::windows`]: counts summed, histograms added bucket by
+//!   bucket, then rates and percentiles computed once). A replica that
+//!   answers Stat from Prometheus says so (FAILED_PRECONDITION); Prometheus
+//!   sees every replica, so one replica's Stat is then the whole answer.
+//! - A replica that fails or misses [`REPLICA_DEADLINE`] makes the answer
+//!   [`Partial`]: still given, and said so. When none answers, the call
+//!   fails as it does with one.
+//!
+//! A single address is asked as it always was: the call forwarded as it is.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::Upstream;
+use super::handler::one_line;
+use crate::proto::controller::stat::stat_client::StatClient;
+use crate::proto::controller::telemetry::ListPodsRequest;
+use crate::proto::controller::telemetry::telemetry_client::TelemetryClient;
+use crate::proto::public::{ListPodsResponse, MetricRequest, MetricResponse};
+use crate::stat::windows::Windows;
+use crate::stat::{Query, StatError};
+
+/// Most addresses `-telemetry-addr` may list: every Stat and ListPods asks
+/// each of them and holds their answers at once, so the list bounds a
+/// call's fan-out and memory; far above any replica count worth running.
+pub const MAX_TELEMETRY_REPLICAS: usize = 64;
+
+/// How long a replica may take to answer its part of a merged call before
+/// the answer goes out without it: well above an embedded store's read
+/// (milliseconds) and the connect timeout, well below a client's patience.
+pub const REPLICA_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Largest answer accepted from a replica: a Stat time series over 10k pods
+/// or a ListPods of a large cluster runs to megabytes, well past tonic's
+/// 4 MiB.
+pub const MAX_UPSTREAM_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Longest `Conduit-Partial` value: room for a few reasons in full, small
+/// enough for any proxy's header limit.
+const MAX_PARTIAL_BYTES: usize = 2_048;
+
+/// Longest reason quoted per replica in `Conduit-Partial`.
+const MAX_REASON_BYTES: usize = 200;
+
+/// One telemetry replica: its address (for logs, errors and the readiness
+/// probe) and how it is called.
+pub struct Replica {
+    pub addr: String,
+    pub upstream: Upstream,
+}
+
+/// Why `-telemetry-addr` is refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AddrListError {
+    #[error(
+        "-telemetry-addr {list:?}: address {position} is empty (a comma-separated list of HOST:PORT)"
+    )]
+    Empty { list: String, position: usize },
+    #[error(
+        "-telemetry-addr lists {count} addresses; at most {MAX_TELEMETRY_REPLICAS} replicas are asked"
+    )]
+    TooMany { count: usize },
+    #[error("-telemetry-addr lists {0} twice: its traffic would be counted twice")]
+    Repeated(String),
+}
+
+/// The addresses of `-telemetry-addr`: one, as ever, or a comma-separated
+/// list of them (space around each is ignored), each written as one
+/// address is.
+pub fn parse_addrs(list: &str) -> Result<Vec<String>, AddrListError> {
+    let addrs: Vec<&str> = list.split(',').map(str::trim).collect();
+    if addrs.len() > MAX_TELEMETRY_REPLICAS {
+        return Err(AddrListError::TooMany { count: addrs.len() });
+    }
+    let mut out: Vec<String> = Vec::with_capacity(addrs.len());
+    for (i, addr) in addrs.into_iter().enumerate() {
+        if addr.is_empty() {
+            return Err(AddrListError::Empty {
+                list: list.to_string(),
+                position: i + 1,
+            });
+        }
+        if out.iter().any(|a| a == addr) {
+            return Err(AddrListError::Repeated(addr.to_string()));
+        }
+        out.push(addr.to_string());
+    }
+    Ok(out)
+}
+
+/// A replica's failure: which one, and what it (or its channel) said.
+#[derive(Debug)]
+pub struct Failure {
+    pub addr: String,
+    pub status: tonic::Status,
+}
+
+impl Failure {
+    fn of(replica: &Replica, status: tonic::Status) -> Self {
+        Self {
+            addr: replica.addr.clone(),
+            status,
+        }
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug)]
+pub enum CallError {
+    /// No replica answered (the first one's failure), or one refused the
+    /// request as the caller's mistake.
+    Upstream(Failure),
+    /// The request itself cannot be answered.
+    Request(StatError),
+}
+
+/// An answer, and the replicas missing from it.
+pub struct Answer<T> {
+    pub message: T,
+    pub partial: Option<Partial>,
+}
+
+/// Replicas that did not contribute to an answer.
+#[derive(Debug)]
+pub struct Partial {
+    asked: usize,
+    failed: Vec<Failure>,
+}
+
+impl Partial {
+    fn of(asked: usize, failed: Vec<Failure>) -> Option<Self> {
+        (!failed.is_empty()).then_some(Self { asked, failed })
+    }
+
+    /// The `Conduit-Partial` value: `1 of 3 telemetry replicas unreachable
+    /// (ADDR: Code: reason)`, on one line of visible ASCII, bounded.
+    pub fn header_value(&self) -> String {
+        let reasons = self
+            .failed
+            .iter()
+            .map(|f| {
+                let mut reason = one_line(f.status.message());
+                truncate(&mut reason, MAX_REASON_BYTES);
+                format!("{}: {:?}: {reason}", f.addr, f.status.code())
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let text = format!(
+            "{} of {} telemetry replicas unreachable ({reasons})",
+            self.failed.len(),
+            self.asked
+        );
+        let mut text: String = text
+            .chars()
+            .map(|c| if c.is_ascii_graphic() { c } else { ' ' })
+            .collect();
+        truncate(&mut text, MAX_PARTIAL_BYTES);
+        text
+    }
+}
+
+/// Cuts `text` to at most `max` bytes, marking the cut.
+fn truncate(text: &mut String, max: usize) {
+    const MARK: &str = "...";
+    if text.len() <= max {
+        return;
+    }
+    let mut at = max.saturating_sub(MARK.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    text.truncate(at);
+    text.push_str(MARK);
+}
+
+/// The request with its deadline, sent along as `grpc-timeout` so a replica
+/// stops working on an answer no one waits for.
+fn with_deadline<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(REPLICA_DEADLINE);
+    request
+}
+
+fn stat_client(upstream: Upstream) -> StatClient<Upstream> {
+    StatClient::new(upstream).max_decoding_message_size(MAX_UPSTREAM_MESSAGE_BYTES)
+}
+
+fn telemetry_client(upstream: Upstream) -> TelemetryClient<Upstream> {
+    TelemetryClient::new(upstream).max_decoding_message_size(MAX_UPSTREAM_MESSAGE_BYTES)
+}
+
+/// A code that says the request, not the replica, is at fault: the caller
+/// gets it as it would from one replica.
+fn callers_mistake(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::InvalidArgument | tonic::Code::OutOfRange | tonic::Code::NotFound
+    )
+}
+
+/// Every replica of `-telemetry-addr`, in the order listed (never empty).
+pub struct Telemetry {
+    replicas: Vec<Replica>,
+}
+
+impl Telemetry {
+    pub fn new(replicas: Vec<Replica>) -> Self {
+        Self { replicas }
+    }
+
+    /// The first replica's failure, or, were there none, a failure
+    /// naming them all.
+    fn first_failure(&self, failed: Vec<Failure>) -> Failure {
+        failed.into_iter().next().unwrap_or_else(|| Failure {
+            addr: self.addr_list(),
+            status: tonic::Status::unavailable("no telemetry replica answered"),
+        })
+    }
+
+    fn addr_list(&self) -> String {
+        self.replicas
+            .iter()
+            .map(|r| r.addr.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `call` on every replica at once, each bounded by
+    /// [`REPLICA_DEADLINE`]; the answers in the order of the replicas.
+    async fn ask_all<T, F, Fut>(&self, call: F) -> Vec<Result<T, tonic::Status>>
+    where
+        F: Fn(Upstream) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let calls = self.replicas.iter().map(|replica| {
+            let answer = call(replica.upstream.clone());
+            async move {
+                match tokio::time::timeout(REPLICA_DEADLINE, answer).await {
+                    Ok(answer) => answer.map(tonic::Response::into_inner),
+                    Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                        "no answer within {} s",
+                        REPLICA_DEADLINE.as_secs()
+                    ))),
+                }
+            }
+        });
+        futures::future::join_all(calls).await
+    }
+
+    /// Every pod any replica lists, `added` when any replica heard from it.
+    pub async fn list_pods(&self) -> Result<Answer<ListPodsResponse>, CallError> {
+        if let [one] = &self.replicas[..] {
+            let message = telemetry_client(one.upstream.clone())
+                .list_pods(ListPodsRequest {})
+                .await
+                .map_err(|status| CallError::Upstream(Failure::of(one, status)))?
+                .into_inner();
+            return Ok(Answer {
+                message,
+                partial: None,
+            });
+        }
+        let answers = self
+            .ask_all(|upstream| async move {
+                telemetry_client(upstream)
+                    .list_pods(with_deadline(ListPodsRequest {}))
+                    .await
+            })
+            .await;
+        let mut lists = Vec::new();
+        let mut failed = Vec::new();
+        for (replica, answer) in self.replicas.iter().zip(answers) {
+            match answer {
+                Ok(list) => lists.push(list),
+                Err(status) => failed.push(Failure::of(replica, status)),
+            }
+        }
+        if lists.is_empty() {
+            return Err(CallError::Upstream(self.first_failure(failed)));
+        }
+        Ok(Answer {
+            message: merge_pods(lists),
+            partial: Partial::of(self.replicas.len(), failed),
+        })
+    }
+
+    /// Stat over every replica's traffic.
+    pub async fn stat(&self, request: MetricRequest) -> Result<Answer<MetricResponse>, CallError> {
+        if let [one] = &self.replicas[..] {
+            return Ok(Answer {
+                message: stat_on(one, request).await?,
+                partial: None,
+            });
+        }
+        let q = Query::try_from(&request).map_err(CallError::Request)?;
+        let answers = self
+            .ask_all(|upstream| {
+                let request = with_deadline(request.clone());
+                async move { stat_client(upstream).windows(request).await }
+            })
+            .await;
+        let mut merged: Option<Windows> = None;
+        let mut on_prometheus = None;
+        let mut failed = Vec::new();
+        for (replica, answer) in self.replicas.iter().zip(answers) {
+            match answer {
+                Ok(wire) => match Windows::from_wire(wire, &q) {
+                    Ok(windows) => match &mut merged {
+                        Some(merged) => merged.merge(windows),
+                        None => merged = Some(windows),
+                    },
+                    Err(error) => failed.push(Failure::of(
+                        replica,
+                        tonic::Status::internal(format!("unusable windows: {error}")),
+                    )),
+                },
+                Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                    if on_prometheus.is_none() {
+                        on_prometheus = Some(replica);
+                    }
+                }
+                Err(status) if callers_mistake(status.code()) => {
+                    return Err(CallError::Upstream(Failure::of(replica, status)));
+                }
+                Err(status) => failed.push(Failure::of(replica, status)),
+            }
+        }
+        if let Some(replica) = on_prometheus {
+            // Prometheus scrapes (or is written to by) every replica: one
+            // replica's Stat already covers them all, and a replica that is
+            // down now left its past in Prometheus.
+            return Ok(Answer {
+                message: stat_on(replica, request).await?,
+                partial: None,
+            });
+        }
+        let Some(merged) = merged else {
+            return Err(CallError::Upstream(self.first_failure(failed)));
+        };
+        Ok(Answer {
+            message: merged.response(&q),
+            partial: Partial::of(self.replicas.len(), failed),
+        })
+    }
+}
+
+/// One replica's own Stat.
+async fn stat_on(replica: &Replica, request: MetricRequest) -> Result<MetricResponse, CallError> {
+    stat_client(replica.upstream.clone())
+        .stat(request)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|status| CallError::Upstream(Failure::of(replica, status)))
+}
+
+/// Every replica's pods as one list, in the order first listed: each
+/// replica lists the pods of the same cluster, but only the one a pod's
+/// proxy reports to has heard from it.
+pub fn merge_pods(lists: impl IntoIterator<Item = ListPodsResponse>) -> ListPodsResponse {
+    let mut pods = Vec::new();
+    let mut at: HashMap<String, usize> = HashMap::new();
+    for list in lists {
+        for pod in list.pods {
+            let Some(&i) = at.get(&pod.name) else {
+                at.insert(pod.name.clone(), pods.len());
+                pods.push(pod);
+                continue;
+            };
+            let kept: &mut crate::proto::public::Pod = &mut pods[i];
+            kept.added |= pod.added;
+            kept.since_last_report = match (kept.since_last_report.take(), pod.since_last_report) {
+                (Some(a), Some(b)) => Some(if (b.seconds, b.nanos) < (a.seconds, a.nanos) {
+                    b
+                } else {
+                    a
+                }),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    ListPodsResponse { pods }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::public::Pod;
+
+    #[test]
+    fn one_address_or_a_list() {
+        assert_eq!(parse_addrs("127.0.0.1:8087").unwrap(), ["127.0.0.1:8087"]);
+        assert_eq!(
+            parse_addrs("192.0.2.1:8087, 192.0.2.2:8087,:8087").unwrap(),
+            ["192.0.2.1:8087", "192.0.2.2:8087", ":8087"]
+        );
+        assert_eq!(
+            parse_addrs("192.0.2.1:8087,,192.0.2.2:8087"),
+            Err(AddrListError::Empty {
+                list: "192.0.2.1:8087,,192.0.2.2:8087".into(),
+                position: 2
+            })
+        );
+        assert!(matches!(
+            parse_addrs("192.0.2.1:8087,"),
+            Err(AddrListError::Empty { position: 2, .. })
+        ));
+        assert!(matches!(parse_addrs(""), Err(AddrListError::Empty { .. })));
+        assert_eq!(
+            parse_addrs("192.0.2.1:8087,192.0.2.1:8087"),
+            Err(AddrListError::Repeated("192.0.2.1:8087".into()))
+        );
+        let many = (0..=MAX_TELEMETRY_REPLICAS)
+            .map(|i| format!("192.0.2.{i}:8087"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(
+            parse_addrs(&many),
+            Err(AddrListError::TooMany {
+                count: MAX_TELEMETRY_REPLICAS + 1
+            })
+        );
+    }
+
+    fn mk_pod(name: &str, since_secs: Option<i64>) -> Pod {
+        Pod {
+            name: name.into(),
+            pod_ip: "192.0.2.10".into(),
+            status: "Running".into(),
+            added: since_secs.is_some(),
+            since_last_report: since_secs
+                .map(|seconds| prost_types::Duration { seconds, nanos: 0 }),
+            ..Pod::default()
+        }
+    }
+
+    #[test]
+    fn a_pod_is_added_when_any_replica_heard_from_it() {
+        let a = ListPodsResponse {
+            pods: vec![mk_pod("shop/web-1", Some(8)), mk_pod("shop/books-1", None)],
+        };
+        let b = ListPodsResponse {
+            pods: vec![
+                mk_pod("shop/books-1", Some(3)),
+                mk_pod("shop/web-1", Some(2)),
+                mk_pod("shop/late-1", None),
+            ],
+        };
+        let merged = merge_pods([a, b]);
+        let seen: Vec<(&str, bool, Option<i64>)> = merged
+            .pods
+            .iter()
+            .map(|p| {
+                (
+                    p.name.as_str(),
+                    p.added,
+                    p.since_last_report.as_ref().map(|d| d.seconds),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("shop/web-1", true, Some(2)),
+                ("shop/books-1", true, Some(3)),
+                ("shop/late-1", false, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_partial_header_is_one_bounded_ascii_line() {
+        let failure = |addr: &str, message: &str| Failure {
+            addr: addr.into(),
+            status: tonic::Status::unavailable(message),
+        };
+        let partial = Partial::of(3, vec![failure("192.0.2.3:8087", "tcp connect\nerror é")])
+            .expect("a failure makes it partial");
+        assert_eq!(
+            partial.header_value(),
+            "1 of 3 telemetry replicas unreachable (192.0.2.3:8087: Unavailable: tcp connect error  )"
+        );
+        let long = "x".repeat(10_000);
+        let many = (0..MAX_TELEMETRY_REPLICAS)
+            .map(|i| failure(&format!("192.0.2.{i}:8087"), &long))
+            .collect();
+        let value = Partial::of(MAX_TELEMETRY_REPLICAS, many)
+            .unwrap()
+            .header_value();
+        assert!(value.len() <= MAX_PARTIAL_BYTES, "{}", value.len());
+        assert!(value.ends_with("..."));
+        assert!(http::HeaderValue::from_str(&value).is_ok());
+        assert!(Partial::of(3, vec![]).is_none());
+    }
+}
