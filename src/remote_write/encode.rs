@@ -10,7 +10,8 @@
 //! name with `__name__` among them, and labels with an empty value are left
 //! out (Prometheus treats an empty label as an absent one, and a scrape of
 //! `/metrics` drops them the same way, so push and scrape give the same
-//! series).
+//! series). External labels ([`ExternalLabels`]) are constant: each is
+//! encoded once and its bytes merged into every series in name order.
 
 use std::borrow::Cow;
 
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use prost::encoding::{encode_varint, encoded_len_varint};
 use smallvec::SmallVec;
 
+use super::external::{External, ExternalLabels};
 use crate::ingest::walk::{Extra, Labels, Value, Visit};
 
 /// The label that carries the metric name.
@@ -56,6 +58,83 @@ fn field_len(len: usize) -> usize {
     1 + encoded_len_varint(len as u64) + len
 }
 
+/// The `Label` message of `name` and `value`.
+fn label_len(name: &str, value: &str) -> usize {
+    field_len(name.len()) + field_len(value.len())
+}
+
+/// Appends one `TimeSeries.labels` field: key, length, `Label`.
+fn encode_label(name: &str, value: &str, out: &mut Vec<u8>) {
+    out.push(KEY_1_LEN);
+    encode_varint(label_len(name, value) as u64, out);
+    out.push(KEY_1_LEN);
+    encode_varint(name.len() as u64, out);
+    out.extend_from_slice(name.as_bytes());
+    out.push(KEY_2_LEN);
+    encode_varint(value.len() as u64, out);
+    out.extend_from_slice(value.as_bytes());
+}
+
+/// One `TimeSeries.labels` field as bytes, encoded once for every series
+/// (an external label).
+pub(super) fn label_field(name: &str, value: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field_len(label_len(name, value)));
+    encode_label(name, value, &mut out);
+    out
+}
+
+/// One label of a series being written: its own, or an external one
+/// already encoded.
+enum Field<'a> {
+    Own(&'a str, &'a str),
+    External(&'a [u8]),
+}
+
+impl Field<'_> {
+    fn len(&self) -> usize {
+        match *self {
+            Field::Own(n, v) => field_len(label_len(n, v)),
+            Field::External(bytes) => bytes.len(),
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        match *self {
+            Field::Own(n, v) => encode_label(n, v, out),
+            Field::External(bytes) => out.extend_from_slice(bytes),
+        }
+    }
+}
+
+/// A series' own labels (sorted) and the external ones (sorted) merged by
+/// name. On a name both have, the series' own value wins, as Prometheus
+/// treats its external labels; the flag refuses the names the series
+/// carry, so this is a guard only.
+fn merged<'a>(
+    own: &'a [(&'a str, Cow<'a, str>)],
+    external: &'a [External],
+) -> impl Iterator<Item = Field<'a>> + 'a {
+    let (mut i, mut j) = (0, 0);
+    std::iter::from_fn(move || match (own.get(i), external.get(j)) {
+        (Some((n, v)), Some(e)) if *n <= e.name.as_str() => {
+            if *n == e.name {
+                j += 1;
+            }
+            i += 1;
+            Some(Field::Own(n, v))
+        }
+        (_, Some(e)) => {
+            j += 1;
+            Some(Field::External(&e.field))
+        }
+        (Some((n, v)), None) => {
+            i += 1;
+            Some(Field::Own(n, v))
+        }
+        (None, None) => None,
+    })
+}
+
 /// Turns samples into batches of at most `max_samples` samples each, handing
 /// every finished batch to `sink`.
 pub struct Encoder<F> {
@@ -65,6 +144,7 @@ pub struct Encoder<F> {
     samples: usize,
     compressed: Vec<u8>,
     snappy: snap::raw::Encoder,
+    external: ExternalLabels,
     sink: F,
 }
 
@@ -78,8 +158,15 @@ impl<F: FnMut(Batch)> Encoder<F> {
             samples: 0,
             compressed: Vec::new(),
             snappy: snap::raw::Encoder::new(),
+            external: ExternalLabels::default(),
             sink,
         }
+    }
+
+    /// Every series also carries `labels`.
+    pub fn with_external_labels(mut self, labels: ExternalLabels) -> Self {
+        self.external = labels;
+        self
     }
 
     /// Appends one sample as one `TimeSeries`.
@@ -103,8 +190,8 @@ impl<F: FnMut(Batch)> Encoder<F> {
                 .filter(|(_, v)| !v.is_empty()),
         );
         sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let external = self.external.sorted();
 
-        let label_len = |(n, v): (&str, &str)| field_len(n.len()) + field_len(v.len());
         // prost leaves out fields holding their default value.
         let sample_len = if value != 0.0 { 9 } else { 0 }
             + if self.timestamp_ms != 0 {
@@ -112,26 +199,15 @@ impl<F: FnMut(Batch)> Encoder<F> {
             } else {
                 0
             };
-        let series_len = sorted
-            .iter()
-            .map(|(n, v)| field_len(label_len((n, v))))
-            .sum::<usize>()
-            + field_len(sample_len);
+        let series_len =
+            merged(&sorted, external).map(|f| f.len()).sum::<usize>() + field_len(sample_len);
 
         let out = &mut self.raw;
         out.reserve(field_len(series_len));
         out.push(KEY_1_LEN);
         encode_varint(series_len as u64, out);
-        for (n, v) in &sorted {
-            let (n, v) = (*n, &**v);
-            out.push(KEY_1_LEN);
-            encode_varint(label_len((n, v)) as u64, out);
-            out.push(KEY_1_LEN);
-            encode_varint(n.len() as u64, out);
-            out.extend_from_slice(n.as_bytes());
-            out.push(KEY_2_LEN);
-            encode_varint(v.len() as u64, out);
-            out.extend_from_slice(v.as_bytes());
+        for field in merged(&sorted, external) {
+            field.write(out);
         }
         out.push(KEY_2_LEN);
         encode_varint(sample_len as u64, out);
@@ -266,6 +342,65 @@ mod tests {
         assert_eq!(raw, want.encode_to_vec(), "byte for byte what prost writes");
         assert_eq!(decode(&batches[0]), want);
         assert_eq!(batches[0].samples, 3);
+    }
+
+    #[test]
+    fn external_labels_are_merged_in_name_order_as_prost_writes() {
+        let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
+        // Before `__name__` ('Z' < '_'), between the series' own, after
+        // them all; and one the first series carries itself.
+        let external = ExternalLabels::new(vec![
+            pair("zone", "b"),
+            pair("replica", "controller-1"),
+            pair("Zone", "eu"),
+            pair("source", "external"),
+        ])
+        .unwrap();
+        let mut batches = Vec::new();
+        let mut enc =
+            Encoder::new(1_700_000_000_123, 10, |b| batches.push(b)).with_external_labels(external);
+        enc.push(
+            "responses_total",
+            &[("source", "shop/web-1"), ("target", ""), ("path", "/x")],
+            &[("http_status_code", "200")],
+            7.0,
+        );
+        enc.push("conduit_telemetry_reports_total", &[], &[], 0.0);
+        enc.finish();
+
+        let want = WriteRequest {
+            timeseries: vec![
+                series(
+                    &[
+                        ("Zone", "eu"),
+                        ("__name__", "responses_total"),
+                        ("http_status_code", "200"),
+                        ("path", "/x"),
+                        ("replica", "controller-1"),
+                        ("source", "shop/web-1"),
+                        ("zone", "b"),
+                    ],
+                    7.0,
+                    1_700_000_000_123,
+                ),
+                series(
+                    &[
+                        ("Zone", "eu"),
+                        ("__name__", "conduit_telemetry_reports_total"),
+                        ("replica", "controller-1"),
+                        ("source", "external"),
+                        ("zone", "b"),
+                    ],
+                    0.0,
+                    1_700_000_000_123,
+                ),
+            ],
+        };
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&batches[0].body)
+            .unwrap();
+        assert_eq!(raw, want.encode_to_vec(), "byte for byte what prost writes");
+        assert_eq!(batches[0].samples, 2);
     }
 
     #[test]
