@@ -3,9 +3,12 @@
 //! nothing else; Deployments select their pods and probe every container;
 //! the controller's container arguments parse with this binary's own CLI;
 //! the Prometheus config passes `promtool check config`; bad flags are one
-//! line on stderr. The files kept in the repository, `deploy/conduit.yaml`
-//! and `prometheus/prometheus.yml`, are pinned as golden files:
-//! `UPDATE_GOLDEN=1 cargo test --test install` rewrites them.
+//! line on stderr. Several controller replicas are a StatefulSet that
+//! public-api lists replica by replica, with a disruption budget, spread
+//! over nodes, each pushing under its own `replica` label. The files kept
+//! in the repository, `deploy/conduit.yaml`, `prometheus/prometheus.yml`
+//! and `tests/fixtures/install-controller-replicas-3.yaml`, are pinned as
+//! golden files: `UPDATE_GOLDEN=1 cargo test --test install` rewrites them.
 
 mod support;
 
@@ -14,9 +17,10 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use clap::Parser as _;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize as _;
@@ -117,6 +121,12 @@ fn check_typed(doc: &Value) {
         }
         "Deployment" => {
             let _: Deployment = typed(doc);
+        }
+        "StatefulSet" => {
+            let _: StatefulSet = typed(doc);
+        }
+        "PodDisruptionBudget" => {
+            let _: PodDisruptionBudget = typed(doc);
         }
         "NetworkPolicy" => {
             let _: NetworkPolicy = typed(doc);
@@ -493,10 +503,11 @@ fn replicas<'a>(docs: &'a mut [Value], deployment: &str) -> &'a mut Value {
         .unwrap()
 }
 
+/// (Several controller replicas change more: see
+/// `several_controller_replicas_are_listed_spread_and_labelled`.)
 #[test]
 fn replica_flags_change_their_deployment_only() {
     for (flag, deployment) in [
-        ("--controller-replicas", "controller"),
         ("--web-replicas", "web"),
         ("--prometheus-replicas", "prometheus"),
     ] {
@@ -506,12 +517,12 @@ fn replica_flags_change_their_deployment_only() {
             *replicas = Value::from(1);
         });
     }
+    assert_only_change(&["--controller-replicas", "1"], |_, _| {});
     // The original's spelling.
-    assert_only_change(&["-controller-replicas=2"], |docs, _| {
-        let replicas = replicas(docs, "controller");
-        assert_eq!(replicas.as_i64(), Some(2));
-        *replicas = Value::from(1);
-    });
+    assert_eq!(
+        install(&["-controller-replicas=2"]),
+        install(&["--controller-replicas", "2"])
+    );
 }
 
 #[test]
@@ -653,12 +664,26 @@ fn repo_file(path: &str) -> PathBuf {
 fn golden_files_are_the_default_output() {
     let text = install(&[]);
     let config = embedded_prometheus_config(&documents(&text));
-    let golden = [
+    check_golden(&[
         ("deploy/conduit.yaml", text),
         ("prometheus/prometheus.yml", config),
-    ];
+    ]);
+}
+
+/// Three controller replicas, pinned whole.
+#[test]
+fn golden_file_of_three_controller_replicas() {
+    check_golden(&[(
+        "tests/fixtures/install-controller-replicas-3.yaml",
+        install(&["--controller-replicas", "3"]),
+    )]);
+}
+
+/// Each file is what `conduit install` printed; `UPDATE_GOLDEN=1` writes
+/// them first.
+fn check_golden(golden: &[(&str, String)]) {
     if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
-        for (path, content) in &golden {
+        for (path, content) in golden {
             let path = repo_file(path);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, content).unwrap();
@@ -667,7 +692,7 @@ fn golden_files_are_the_default_output() {
     for (path, content) in golden {
         let kept = std::fs::read_to_string(repo_file(path)).unwrap_or_default();
         assert!(
-            kept == content,
+            kept == *content,
             "{path} differs from what `conduit install` prints; if the change is \
              intended, run `UPDATE_GOLDEN=1 cargo test --test install` and review the diff"
         );
@@ -920,4 +945,163 @@ fn the_public_api_is_reachable_only_from_the_dashboard() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `--controller-replicas 3`: the controller is a StatefulSet of three
+/// governed by a headless Service, so each replica has its own DNS name;
+/// public-api lists every replica's telemetry by it; each telemetry pushes
+/// under `replica=<its pod name>` from the downward API; at most one
+/// replica is voluntarily down; replicas prefer distinct nodes; and the
+/// telemetry port is opened to the controller's own pods only. Every
+/// container is otherwise the single replica's.
+#[test]
+fn several_controller_replicas_are_listed_spread_and_labelled() {
+    let docs = documents(&install(&["--controller-replicas", "3"]));
+    for doc in &docs {
+        check_typed(doc);
+        let (kind, name, namespace) = kind_name_namespace(doc);
+        if !kind.starts_with("Cluster") && kind != "Namespace" {
+            assert_eq!(namespace.as_deref(), Some(NS), "{kind} {name}");
+        }
+    }
+    let controller_section: Vec<(String, String)> = docs[4..10]
+        .iter()
+        .map(|d| {
+            let (kind, name, _) = kind_name_namespace(d);
+            (kind, name)
+        })
+        .collect();
+    assert_eq!(
+        controller_section,
+        [
+            ("Service", "api"),
+            ("Service", "proxy-api"),
+            ("Service", "telemetry-headless"),
+            ("StatefulSet", "controller"),
+            ("PodDisruptionBudget", "controller"),
+            ("NetworkPolicy", "controller"),
+        ]
+        .map(|(k, n)| (k.to_string(), n.to_string()))
+    );
+    assert_eq!(
+        deployments(&docs).keys().collect::<Vec<_>>(),
+        ["prometheus", "web"]
+    );
+
+    // The StatefulSet and the Service that names its pods.
+    let set_doc = find(&docs, "StatefulSet", "controller");
+    let spec = &set_doc["spec"];
+    let pod_labels = &spec["template"]["metadata"]["labels"];
+    assert_eq!(spec["replicas"].as_i64(), Some(3));
+    assert_eq!(spec["selector"]["matchLabels"], *pod_labels);
+    assert_eq!(spec["podManagementPolicy"], "Parallel");
+    let service_name = spec["serviceName"].as_str().unwrap();
+    let headless = &find(&docs, "Service", service_name)["spec"];
+    assert_eq!(headless["clusterIP"], "None");
+    assert_eq!(
+        headless["publishNotReadyAddresses"].as_bool(),
+        Some(true),
+        "a replica's name resolves before every replica is ready"
+    );
+    assert_eq!(headless["selector"], *pod_labels);
+    let ports = headless["ports"].as_sequence().unwrap();
+    assert_eq!(ports.len(), 1, "the telemetry port only: {ports:?}");
+    let telemetry_port = ports[0]["port"].as_i64().unwrap();
+    assert_eq!(ports[0]["targetPort"].as_i64(), Some(telemetry_port));
+
+    // Spread over nodes, preferably; one replica down at a time.
+    let anti = &spec["template"]["spec"]["affinity"]["podAntiAffinity"];
+    let preferred = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+        .as_sequence()
+        .expect("a preferred anti-affinity");
+    assert_eq!(preferred.len(), 1);
+    assert_eq!(preferred[0]["weight"].as_i64(), Some(100));
+    let term = &preferred[0]["podAffinityTerm"];
+    assert_eq!(term["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(term["labelSelector"]["matchLabels"], *pod_labels);
+    assert!(
+        anti["requiredDuringSchedulingIgnoredDuringExecution"].is_null(),
+        "preferred, so fewer nodes than replicas still run them all"
+    );
+    let budget = find(&docs, "PodDisruptionBudget", "controller");
+    assert_eq!(budget["apiVersion"], "policy/v1");
+    assert_eq!(budget["spec"]["maxUnavailable"].as_i64(), Some(1));
+    assert!(budget["spec"]["minAvailable"].is_null());
+    assert_eq!(budget["spec"]["selector"]["matchLabels"], *pod_labels);
+
+    // The containers: the single replica's, but for public-api's list of
+    // every replica and telemetry's replica label from its pod name.
+    let set: StatefulSet = typed(set_doc);
+    let pod = set.spec.template.spec.unwrap();
+    assert_eq!(
+        pod.security_context.as_ref().unwrap().run_as_non_root,
+        Some(true)
+    );
+    let every_replica: Vec<String> = (0..3)
+        .map(|i| format!("controller-{i}.{service_name}.{NS}.svc.cluster.local:{telemetry_port}"))
+        .collect();
+    let list = format!("-telemetry-addr={}", every_replica.join(","));
+    let label = "-remote-write-external-label=replica=$(POD_NAME)";
+    let single = deployments(&documents(&install(&[])));
+    let single = containers(&single["controller"]);
+    assert_eq!(pod.containers.len(), single.len());
+    for (c, one) in pod.containers.iter().zip(single) {
+        let mut undone = c.clone();
+        match c.name.as_str() {
+            "public-api" => {
+                assert!(args(c).contains(&list.as_str()), "{:?}", args(c));
+                for arg in undone.args.iter_mut().flatten() {
+                    if *arg == list {
+                        *arg = format!("-telemetry-addr=127.0.0.1:{telemetry_port}");
+                    }
+                }
+            }
+            "telemetry" => {
+                assert!(args(c).contains(&label), "{:?}", args(c));
+                let env = c.env.as_deref().unwrap_or_default();
+                assert_eq!(env.len(), 1, "{env:?}");
+                assert_eq!(env[0].name, "POD_NAME");
+                let field = env[0]
+                    .value_from
+                    .as_ref()
+                    .and_then(|v| v.field_ref.as_ref());
+                assert_eq!(field.map(|f| f.field_path.as_str()), Some("metadata.name"));
+                undone.env = None;
+                undone.args.as_mut().unwrap().retain(|a| a != label);
+            }
+            _ => {}
+        }
+        assert_eq!(&undone, one, "{}", c.name);
+    }
+    // What the kubelet runs, a pod name in place of $(POD_NAME), parses.
+    for c in &pod.containers {
+        let mut argv = vec!["conduit".to_string(), "controller".to_string()];
+        argv.extend(
+            c.args
+                .iter()
+                .flatten()
+                .map(|a| a.replace("$(POD_NAME)", "controller-2")),
+        );
+        let parsed = conduit::cli::Cli::try_parse_from(conduit::cli::normalize_args(argv));
+        assert!(parsed.is_ok(), "{}: {:?}", c.name, parsed.err());
+    }
+
+    // Replicas reach one another's telemetry; nothing else does.
+    let policy = find(&docs, "NetworkPolicy", "controller");
+    let rules = policy["spec"]["ingress"].as_sequence().unwrap();
+    let to_telemetry: Vec<&Value> = rules
+        .iter()
+        .filter(|r| {
+            r["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|p| p["port"].as_i64() == Some(telemetry_port))
+        })
+        .collect();
+    assert_eq!(to_telemetry.len(), 1, "{rules:?}");
+    let from = to_telemetry[0]["from"].as_sequence().unwrap();
+    assert_eq!(from.len(), 1);
+    assert_eq!(from[0]["podSelector"]["matchLabels"], *pod_labels);
+    assert_eq!(to_telemetry[0]["ports"].as_sequence().unwrap().len(), 1);
 }

@@ -9,6 +9,15 @@
 //! two installs in different namespaces never share or overwrite them.
 //! Prometheus reads pods of its own namespace only, so its RBAC is a Role
 //! and RoleBinding there, not a cluster-wide grant.
+//!
+//! Several controller replicas (`--controller-replicas` above 1): the
+//! controller becomes a StatefulSet governed by the headless Service
+//! `telemetry-headless`, so each replica has a DNS name of its own
+//! (`controller-0.telemetry-headless.NS.svc.cluster.local`), and public-api
+//! is given the list of them all ([`replica_telemetry_addrs`]); a
+//! PodDisruptionBudget and a preferred anti-affinity keep the replicas
+//! apart and most of them up. One replica is the original's Deployment,
+//! byte for byte.
 
 use super::Config;
 use super::yaml::{self, Node, int, map, s, seq, strs};
@@ -61,6 +70,33 @@ const IGNORED_NAMESPACES: &str = "kube-system";
 /// (`deploy/Dockerfile`), also used for Prometheus, whose data directory
 /// is an `emptyDir` made writable through `fsGroup`.
 const RUN_AS: i64 = 65532;
+
+/// The headless Service (`clusterIP: None`) that governs the controller
+/// StatefulSet when there are several replicas: it gives each replica its
+/// DNS name and exposes only the telemetry port, which public-api calls on
+/// every replica.
+const TELEMETRY_HEADLESS_SERVICE: &str = "telemetry-headless";
+
+/// The controller container's environment variable that the downward API
+/// fills with the pod's name (`metadata.name`).
+const POD_NAME_ENV: &str = "POD_NAME";
+
+/// The remote-write external label telling replicas' series apart.
+const REPLICA_LABEL: &str = "replica";
+
+/// A preferred anti-affinity term's weight: the most Kubernetes accepts,
+/// so spreading replicas over nodes outweighs every other preference.
+const ANTI_AFFINITY_WEIGHT: i64 = 100;
+
+/// The node label replicas are spread over: one replica per node, as
+/// `linkerd install --ha` spreads its control plane.
+const SPREAD_TOPOLOGY_KEY: &str = "kubernetes.io/hostname";
+
+/// Replicas a voluntary disruption (a node drain, an eviction) may take at
+/// once: one, whatever the count, so a drain never blocks and the others
+/// keep serving. (`minAvailable: N-1` would say the same for N but go stale
+/// after a `kubectl scale`.)
+const MAX_UNAVAILABLE_REPLICAS: i64 = 1;
 
 /// Where the web image keeps the dashboard's files.
 const WEB_STATIC_DIR: &str = "/dist";
@@ -190,9 +226,11 @@ pub fn render(cfg: &Config) -> String {
                     "controller",
                     &[(PROXY_API.port_name, PROXY_API.port)],
                 ),
-                controller_deployment(cfg),
             ]
             .into_iter()
+            .chain(replicated(cfg).then(|| telemetry_headless_service(cfg)))
+            .chain([controller_workload(cfg)])
+            .chain(replicated(cfg).then(|| controller_disruption_budget(cfg)))
             .chain(cfg.network_policy.then(|| controller_network_policy(cfg)))
             .collect(),
         ),
@@ -468,6 +506,100 @@ fn service(cfg: &Config, name: &str, app: &str, ports: &[(&str, u16)]) -> Node {
     )
 }
 
+/// Whether the controller runs as several replicas.
+fn replicated(cfg: &Config) -> bool {
+    cfg.controller_replicas > 1
+}
+
+/// `telemetry-headless`: no cluster IP, one DNS record per controller
+/// replica. Not-ready replicas are published too: public-api's readiness
+/// waits on its telemetry addresses, so a replica's name must resolve
+/// before every replica is ready, or no replica ever would be.
+fn telemetry_headless_service(cfg: &Config) -> Node {
+    let port = TELEMETRY_COMPONENT;
+    object(
+        "v1",
+        "Service",
+        metadata(
+            TELEMETRY_HEADLESS_SERVICE,
+            Some(&cfg.namespace),
+            "controller",
+        ),
+        vec![(
+            "spec",
+            map([
+                ("clusterIP", s("None")),
+                ("publishNotReadyAddresses", Node::Bool(true)),
+                ("selector", labels("controller")),
+                (
+                    "ports",
+                    seq([map([
+                        ("name", s(port.port_name)),
+                        ("port", int(port.port)),
+                        ("targetPort", int(port.port)),
+                    ])]),
+                ),
+            ]),
+        )],
+    )
+}
+
+/// Every telemetry replica, as public-api's `-telemetry-addr` lists them:
+/// the StatefulSet's pods by their stable names. The list is fixed here,
+/// so the replica count changes by running `conduit install` again, not
+/// by `kubectl scale`.
+fn replica_telemetry_addrs(cfg: &Config) -> String {
+    (0..cfg.controller_replicas)
+        .map(|i| {
+            format!(
+                "controller-{i}.{TELEMETRY_HEADLESS_SERVICE}.{}.svc.cluster.local:{}",
+                cfg.namespace, TELEMETRY_COMPONENT.port
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// At most one controller replica voluntarily down at a time.
+fn controller_disruption_budget(cfg: &Config) -> Node {
+    object(
+        "policy/v1",
+        "PodDisruptionBudget",
+        metadata("controller", Some(&cfg.namespace), "controller"),
+        vec![(
+            "spec",
+            map([
+                ("maxUnavailable", int(MAX_UNAVAILABLE_REPLICAS)),
+                ("selector", map([("matchLabels", labels("controller"))])),
+            ]),
+        )],
+    )
+}
+
+/// Replicas on different nodes where the cluster has them (preferred, not
+/// required, so a cluster with fewer nodes than replicas still runs all).
+fn controller_anti_affinity() -> Node {
+    map([(
+        "podAntiAffinity",
+        map([(
+            "preferredDuringSchedulingIgnoredDuringExecution",
+            seq([map([
+                ("weight", int(ANTI_AFFINITY_WEIGHT)),
+                (
+                    "podAffinityTerm",
+                    map([
+                        (
+                            "labelSelector",
+                            map([("matchLabels", labels("controller"))]),
+                        ),
+                        ("topologyKey", s(SPREAD_TOPOLOGY_KEY)),
+                    ]),
+                ),
+            ])]),
+        )]),
+    )])
+}
+
 /// Pod Security "restricted" for a whole pod: non-root, with the runtime's
 /// default seccomp profile.
 fn pod_security_context() -> Node {
@@ -499,7 +631,9 @@ fn container_security_context() -> Node {
 /// dashboard (and `--api-server-cidr`) the public API, Prometheus the
 /// admin ports. Its components talk to each other on loopback, which no
 /// policy governs (nor does `kubectl port-forward`, which enters the pod
-/// through the kubelet).
+/// through the kubelet); with several replicas, each replica's public-api
+/// also calls every replica's telemetry port, opened to the controller's
+/// pods only.
 fn controller_network_policy(cfg: &Config) -> Node {
     let ports = |ports: &[u16]| seq(ports.iter().map(|p| map([("port", int(*p))])));
     let from_app = |app: &str| map([("podSelector", map([("matchLabels", labels(app))]))]);
@@ -530,7 +664,16 @@ fn controller_network_policy(cfg: &Config) -> Node {
                             ("from", seq([from_app("prometheus")])),
                             ("ports", ports(&admin_ports)),
                         ]),
-                    ]),
+                    ]
+                    .into_iter()
+                    // Every replica's public-api calls every replica's
+                    // telemetry.
+                    .chain(replicated(cfg).then(|| {
+                        map([
+                            ("from", seq([from_app("controller")])),
+                            ("ports", ports(&[TELEMETRY_COMPONENT.port])),
+                        ])
+                    }))),
                 ),
             ]),
         )],
@@ -539,28 +682,40 @@ fn controller_network_policy(cfg: &Config) -> Node {
 
 /// A Deployment whose selector is exactly its pods' labels, its pods
 /// restricted ([`pod_security_context`]).
-fn deployment(cfg: &Config, app: &str, replicas: i32, mut pod_spec: Node) -> Node {
+fn deployment(cfg: &Config, app: &str, replicas: i32, pod_spec: Node) -> Node {
+    workload(cfg, "Deployment", app, replicas, vec![], pod_spec)
+}
+
+/// A Deployment or StatefulSet (`kind`) with `more` spec fields after its
+/// replicas, its selector exactly its pods' labels, its pods restricted.
+fn workload(
+    cfg: &Config,
+    kind: &str,
+    app: &str,
+    replicas: i32,
+    more: Vec<(&'static str, Node)>,
+    mut pod_spec: Node,
+) -> Node {
     if let Node::Map(entries) = &mut pod_spec {
         entries.push(("securityContext", pod_security_context()));
     }
+    let mut spec = vec![("replicas", int(replicas))];
+    spec.extend(more);
+    spec.extend([
+        ("selector", map([("matchLabels", labels(app))])),
+        (
+            "template",
+            map([
+                ("metadata", map([("labels", labels(app))])),
+                ("spec", pod_spec),
+            ]),
+        ),
+    ]);
     object(
         "apps/v1",
-        "Deployment",
+        kind,
         metadata(app, Some(&cfg.namespace), app),
-        vec![(
-            "spec",
-            map([
-                ("replicas", int(replicas)),
-                ("selector", map([("matchLabels", labels(app))])),
-                (
-                    "template",
-                    map([
-                        ("metadata", map([("labels", labels(app))])),
-                        ("spec", pod_spec),
-                    ]),
-                ),
-            ]),
-        )],
+        vec![("spec", Node::Map(spec))],
     )
 }
 
@@ -655,42 +810,104 @@ fn prometheus_url(cfg: &Config) -> String {
     )
 }
 
-fn controller_deployment(cfg: &Config) -> Node {
-    // The components of one pod reach each other on loopback.
-    let more = |component: Component| -> Vec<String> {
-        match component.name {
-            "public-api" => vec![
-                format!("-telemetry-addr=127.0.0.1:{}", TELEMETRY_COMPONENT.port),
-                format!("-tap-addr=127.0.0.1:{}", TAP.port),
-            ],
-            "proxy-api" => vec![
-                format!("-destination-addr=:{}", DESTINATION.port),
-                format!("-telemetry-addr=:{}", TELEMETRY_COMPONENT.port),
-            ],
-            "telemetry" => vec![
-                format!("-ignore-namespaces={IGNORED_NAMESPACES}"),
-                format!("-prometheus-url={}", prometheus_url(cfg)),
-            ],
-            _ => vec![],
-        }
-    };
+/// The controller's five containers: one Deployment replica as the
+/// original ran it, or a StatefulSet of several ([`replicated`]).
+///
+/// Several replicas each ingest the reports of the proxies connected to
+/// them, so public-api asks every one ([`replica_telemetry_addrs`]), and
+/// each pushes its series with a `replica` external label from the pod's
+/// name. Install configures no remote write (Prometheus scrapes every
+/// replica, telling them apart by `pod`), but the label is set whenever
+/// there are several replicas: an operator who adds `-remote-write-url`
+/// gets series that do not collide, and without it the label costs nothing.
+/// A StatefulSet rather than a Deployment because its pods have stable DNS
+/// names: public-api is given a plain list of `HOST:PORT`s and knows when
+/// one of them is missing, where a DNS name resolving to whichever pods are
+/// ready would hide a missing replica.
+fn controller_workload(cfg: &Config) -> Node {
+    // The components of one pod reach each other on loopback (but
+    // public-api, with several replicas, calls them all by name).
+    let more =
+        |component: Component| -> Vec<String> {
+            match component.name {
+                "public-api" => vec![
+                    if replicated(cfg) {
+                        format!("-telemetry-addr={}", replica_telemetry_addrs(cfg))
+                    } else {
+                        format!("-telemetry-addr=127.0.0.1:{}", TELEMETRY_COMPONENT.port)
+                    },
+                    format!("-tap-addr=127.0.0.1:{}", TAP.port),
+                ],
+                "proxy-api" => vec![
+                    format!("-destination-addr=:{}", DESTINATION.port),
+                    format!("-telemetry-addr=:{}", TELEMETRY_COMPONENT.port),
+                ],
+                "telemetry" => [
+                    format!("-ignore-namespaces={IGNORED_NAMESPACES}"),
+                    format!("-prometheus-url={}", prometheus_url(cfg)),
+                ]
+                .into_iter()
+                .chain(replicated(cfg).then(|| {
+                    format!("-remote-write-external-label={REPLICA_LABEL}=$({POD_NAME_ENV})")
+                }))
+                .collect(),
+                _ => vec![],
+            }
+        };
     let containers = CONTROLLER_COMPONENTS.map(|component| {
-        component_container(
+        let container = component_container(
             cfg,
             component,
             "controller",
             component_args(component, &more(component)),
-        )
+        );
+        if replicated(cfg) && component.name == TELEMETRY_COMPONENT.name {
+            with_pod_name_env(container)
+        } else {
+            container
+        }
     });
-    deployment(
+    let mut pod = vec![("serviceAccountName", s(CONTROLLER_SERVICE_ACCOUNT))];
+    if !replicated(cfg) {
+        pod.push(("containers", seq(containers)));
+        return deployment(cfg, "controller", cfg.controller_replicas, Node::Map(pod));
+    }
+    pod.push(("affinity", controller_anti_affinity()));
+    pod.push(("containers", seq(containers)));
+    workload(
         cfg,
+        "StatefulSet",
         "controller",
         cfg.controller_replicas,
-        map([
-            ("serviceAccountName", s(CONTROLLER_SERVICE_ACCOUNT)),
-            ("containers", seq(containers)),
-        ]),
+        vec![
+            ("serviceName", s(TELEMETRY_HEADLESS_SERVICE)),
+            // The replicas do not depend on one another: created and
+            // removed together, none waiting for the one before to be
+            // ready (a rolling update still replaces one at a time).
+            ("podManagementPolicy", s("Parallel")),
+        ],
+        Node::Map(pod),
     )
+}
+
+/// `container` with `POD_NAME` from the downward API, which its arguments
+/// name as `$(POD_NAME)`.
+fn with_pod_name_env(mut container: Node) -> Node {
+    let env = seq([map([
+        ("name", s(POD_NAME_ENV)),
+        (
+            "valueFrom",
+            map([("fieldRef", map([("fieldPath", s("metadata.name"))]))]),
+        ),
+    ])]);
+    if let Node::Map(entries) = &mut container {
+        let at = entries
+            .iter()
+            .position(|(k, _)| *k == "args")
+            .map_or(entries.len(), |i| i + 1);
+        entries.insert(at, ("env", env));
+    }
+    container
 }
 
 fn web_deployment(cfg: &Config) -> Node {

@@ -5,11 +5,14 @@
 //! [`Config`]; [`manifests`] turns a `Config` into the documents — the
 //! Namespace, the controller's ServiceAccount and RBAC, the `api` and
 //! `proxy-api` Services, the controller Deployment (five containers, one
-//! per component), the web Service and Deployment, and Prometheus with the
-//! scrape config of [`prometheus_config`] — and [`yaml`] writes them, the
-//! same bytes for the same flags. `deploy/conduit.yaml` and
-//! `prometheus/prometheus.yml` in the repository are this output for the
-//! default flags, pinned by `tests/install.rs`.
+//! per component; with several replicas a StatefulSet, its headless
+//! Service and a PodDisruptionBudget), the web Service and Deployment, and
+//! Prometheus with the scrape config of [`prometheus_config`] — and
+//! [`yaml`] writes them, the same bytes for the same flags.
+//! `deploy/conduit.yaml` and `prometheus/prometheus.yml` in the repository
+//! are this output for the default flags, pinned by `tests/install.rs`
+//! (and `tests/fixtures/install-controller-replicas-3.yaml` the output for
+//! three controller replicas).
 
 mod manifests;
 pub mod yaml;
@@ -40,7 +43,7 @@ const MAX_TAG_LEN: usize = 128;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Replicas of the controller Deployment.
+    /// Replicas of the controller (a Deployment of one, or a StatefulSet).
     #[arg(
         long,
         value_name = "N",

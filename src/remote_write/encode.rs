@@ -10,7 +10,8 @@
 //! name with `__name__` among them, and labels with an empty value are left
 //! out (Prometheus treats an empty label as an absent one, and a scrape of
 //! `/metrics` drops them the same way, so push and scrape give the same
-//! series).
+//! series). External labels ([`ExternalLabels`]) are constant: each is
+//! encoded once and its bytes merged into every series in name order.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -19,6 +20,7 @@ use bytes::Bytes;
 use prost::encoding::{encode_varint, encoded_len_varint};
 use smallvec::SmallVec;
 
+use super::external::{External, ExternalLabels};
 use crate::ingest::walk::{Extra, Labels, Value, Visit};
 
 /// The label that carries the metric name.
@@ -67,6 +69,7 @@ pub struct Encoder<F> {
     compressed: Vec<u8>,
     snappy: snap::raw::Encoder,
     sink: F,
+    external: ExternalLabels,
     series: SeriesLabels,
 }
 
@@ -82,22 +85,58 @@ struct SeriesLabels {
 }
 
 impl SeriesLabels {
-    fn set<'a>(&mut self, labels: impl Iterator<Item = (&'a str, Cow<'a, str>)>) {
+    /// The series' own labels and the external ones, merged by name. On a
+    /// name both have, the series' own value wins, as Prometheus treats its
+    /// external labels; the flag refuses the names the series carry, so
+    /// this is a guard only.
+    fn set<'a>(
+        &mut self,
+        labels: impl Iterator<Item = (&'a str, Cow<'a, str>)>,
+        external: &[External],
+    ) {
         let mut sorted: SmallVec<[(&str, Cow<'_, str>); 8]> =
             labels.filter(|(_, v)| !v.is_empty()).collect();
         sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
         self.bytes.clear();
         self.fields.clear();
+        let mut external = external.iter().peekable();
         for (n, v) in &sorted {
+            while let Some(e) = external.next_if(|e| e.name.as_str() <= *n) {
+                if e.name != *n {
+                    self.push_external(e);
+                }
+            }
             let start = self.bytes.len();
             let name = encode_label(n, v, &mut self.bytes);
             self.fields.push((start..self.bytes.len(), name));
         }
+        for e in external {
+            self.push_external(e);
+        }
+    }
+
+    /// An external label's field, encoded once at start, copied.
+    fn push_external(&mut self, e: &External) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(&e.field);
+        // The field's key and length, then the name's key and length.
+        let length_bytes = e.field[1..].iter().take_while(|&&b| b & 0x80 != 0).count() + 1;
+        let name = start + 1 + length_bytes + 1 + encoded_len_varint(e.name.len() as u64);
+        self.fields
+            .push((start..self.bytes.len(), name..name + e.name.len()));
     }
 
     fn len(&self) -> usize {
         self.bytes.len()
     }
+}
+
+/// One `TimeSeries.labels` field as bytes, encoded once for every series
+/// (an external label).
+pub(super) fn label_field(name: &str, value: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(label_field_len(name, value));
+    encode_label(name, value, &mut out);
+    out
 }
 
 /// Appends one `TimeSeries.labels` field; returns where the name is.
@@ -129,8 +168,15 @@ impl<F: FnMut(Batch)> Encoder<F> {
             compressed: Vec::new(),
             snappy: snap::raw::Encoder::new(),
             sink,
+            external: ExternalLabels::default(),
             series: SeriesLabels::default(),
         }
+    }
+
+    /// Every series also carries `labels`.
+    pub fn with_external_labels(mut self, labels: ExternalLabels) -> Self {
+        self.external = labels;
+        self
     }
 
     /// Appends one sample as one `TimeSeries`.
@@ -141,7 +187,8 @@ impl<F: FnMut(Batch)> Encoder<F> {
         extra: &[(&str, &str)],
         value: f64,
     ) {
-        self.series.set(Labels::Pairs(labels).iter());
+        self.series
+            .set(Labels::Pairs(labels).iter(), self.external.sorted());
         self.push_sample(name, extra, value);
     }
 
@@ -229,7 +276,7 @@ impl<F: FnMut(Batch)> Encoder<F> {
 
 impl<F: FnMut(Batch)> Visit for Encoder<F> {
     fn series(&mut self, labels: Labels<'_>) {
-        self.series.set(labels.iter());
+        self.series.set(labels.iter(), self.external.sorted());
     }
 
     /// A sample of the series [`Visit::series`] announced.
@@ -322,6 +369,65 @@ mod tests {
         assert_eq!(raw, want.encode_to_vec(), "byte for byte what prost writes");
         assert_eq!(decode(&batches[0]), want);
         assert_eq!(batches[0].samples, 3);
+    }
+
+    #[test]
+    fn external_labels_are_merged_in_name_order_as_prost_writes() {
+        let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
+        // Before `__name__` ('Z' < '_'), between the series' own, after
+        // them all; and one the first series carries itself.
+        let external = ExternalLabels::new(vec![
+            pair("zone", "b"),
+            pair("replica", "controller-1"),
+            pair("Zone", "eu"),
+            pair("source", "external"),
+        ])
+        .unwrap();
+        let mut batches = Vec::new();
+        let mut enc =
+            Encoder::new(1_700_000_000_123, 10, |b| batches.push(b)).with_external_labels(external);
+        enc.push(
+            "responses_total",
+            &[("source", "shop/web-1"), ("target", ""), ("path", "/x")],
+            &[("http_status_code", "200")],
+            7.0,
+        );
+        enc.push("conduit_telemetry_reports_total", &[], &[], 0.0);
+        enc.finish();
+
+        let want = WriteRequest {
+            timeseries: vec![
+                series(
+                    &[
+                        ("Zone", "eu"),
+                        ("__name__", "responses_total"),
+                        ("http_status_code", "200"),
+                        ("path", "/x"),
+                        ("replica", "controller-1"),
+                        ("source", "shop/web-1"),
+                        ("zone", "b"),
+                    ],
+                    7.0,
+                    1_700_000_000_123,
+                ),
+                series(
+                    &[
+                        ("Zone", "eu"),
+                        ("__name__", "conduit_telemetry_reports_total"),
+                        ("replica", "controller-1"),
+                        ("source", "external"),
+                        ("zone", "b"),
+                    ],
+                    0.0,
+                    1_700_000_000_123,
+                ),
+            ],
+        };
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&batches[0].body)
+            .unwrap();
+        assert_eq!(raw, want.encode_to_vec(), "byte for byte what prost writes");
+        assert_eq!(batches[0].samples, 2);
     }
 
     #[test]

@@ -12,10 +12,14 @@
 //! to answer. On shutdown the collector takes one last collection and the
 //! shards flush the queue within [`FLUSH_TIMEOUT`].
 //!
+//! Every series carries the `-remote-write-external-label`s too
+//! ([`external`]), so replicas pushing to one receiver stay apart.
+//!
 //! Scrape and push read the same store, so both expose the same values.
 //! Imports neither tonic nor kube.
 
 pub mod encode;
+pub mod external;
 pub mod families;
 pub mod metrics;
 pub mod queue;
@@ -33,6 +37,7 @@ use tracing::Instrument as _;
 
 use crate::ingest::Ingester;
 pub use encode::{Batch, Encoder};
+pub use external::{ExternalLabels, parse as parse_external_label};
 pub use metrics::Metrics;
 use queue::Queue;
 use send::{Backoff, Shared, Target};
@@ -81,6 +86,8 @@ pub struct Config {
     pub url: Uri,
     pub interval: Duration,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Labels every pushed series carries.
+    pub external_labels: ExternalLabels,
     pub max_samples_per_request: usize,
     pub queue_samples: usize,
     pub max_shards: usize,
@@ -95,6 +102,7 @@ impl Config {
             url,
             interval,
             headers,
+            external_labels: ExternalLabels::default(),
             max_samples_per_request: MAX_SAMPLES_PER_REQUEST,
             queue_samples: MAX_QUEUE_SAMPLES,
             max_shards: MAX_SHARDS,
@@ -119,6 +127,8 @@ pub enum Error {
     Interval,
     #[error("registering remote-write metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("-remote-write-external-label: {0}")]
+    ExternalLabel(#[from] external::Error),
 }
 
 /// Parses `-remote-write-url`.
@@ -163,6 +173,7 @@ impl RemoteWrite {
         }
         let target = Target::new(config.url.clone(), &config.headers, config.request_timeout)?;
         let metrics = Metrics::register(registry)?;
+        config.external_labels.check_families(&registry.gather())?;
         metrics.queue_limit.set(config.queue_samples as i64);
         metrics.shards.set(1);
         let queue = Queue::new(config.queue_samples, 1, metrics.queue_samples.clone());
@@ -290,8 +301,9 @@ impl Collector<'_> {
         let ingester = self.ingester.clone();
         let registry = self.registry.clone();
         let max = self.config.max_samples_per_request;
+        let external = self.config.external_labels.clone();
         let collected = tokio::task::spawn_blocking(move || {
-            collect(&shared, &ingester, &registry, timestamp_ms, max)
+            collect(&shared, &ingester, &registry, &external, timestamp_ms, max)
         })
         .await;
         if let Err(error) = collected {
@@ -339,6 +351,7 @@ fn collect(
     shared: &Shared,
     ingester: &Ingester,
     registry: &Registry,
+    external: &ExternalLabels,
     timestamp_ms: i64,
     max_samples: usize,
 ) -> usize {
@@ -352,7 +365,8 @@ fn collect(
         m.dropped.inc_by(queue.push(batch) as u64);
     };
     queue.open_generation();
-    let mut encoder = Encoder::new(timestamp_ms, max_samples, sink);
+    let mut encoder =
+        Encoder::new(timestamp_ms, max_samples, sink).with_external_labels(external.clone());
     // The gauges a scrape refreshes, so both read the same values.
     ingester.refresh_gauges();
     ingester.walk(&mut encoder);
@@ -365,15 +379,18 @@ fn collect(
 }
 
 /// Walks the store and a registry into remote-write batches at one
-/// timestamp, without a queue (benches and tools).
+/// timestamp, every series with `external` labels, without a queue
+/// (benches and tools).
 pub fn encode_all(
     ingester: &Ingester,
     families: &[prometheus::proto::MetricFamily],
+    external: &ExternalLabels,
     timestamp_ms: i64,
     max_samples: usize,
     sink: impl FnMut(Batch),
 ) {
-    let mut encoder = Encoder::new(timestamp_ms, max_samples, sink);
+    let mut encoder =
+        Encoder::new(timestamp_ms, max_samples, sink).with_external_labels(external.clone());
     ingester.walk(&mut encoder);
     families::walk(families, &mut encoder);
     encoder.finish();

@@ -24,7 +24,7 @@ use crate::proto::codec::{FORWARD_PATH, REPORT_PATH};
 use crate::proto::controller::ingest::ingest_server::IngestServer;
 use crate::proto::controller::stat::stat_server::StatServer;
 use crate::proto::controller::telemetry::telemetry_server::TelemetryServer as ControllerServer;
-use crate::remote_write::{self, RemoteWrite};
+use crate::remote_write::{self, ExternalLabels, RemoteWrite};
 use crate::stat::promql::Prometheus;
 use forward::ForwardService;
 
@@ -93,6 +93,11 @@ pub struct Args {
     /// An HTTP header for every remote-write request, `NAME=VALUE` (repeatable).
     #[arg(long, value_parser = remote_write::parse_header)]
     pub remote_write_header: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// A label on every pushed series, `NAME=VALUE` (repeatable): e.g.
+    /// `replica=$(POD_NAME)`, so replicas pushing to one receiver never
+    /// write the same series.
+    #[arg(long, value_name = "NAME=VALUE", value_parser = remote_write::parse_external_label)]
+    pub remote_write_external_label: Vec<(String, String)>,
 }
 
 /// Every flag at its default (`conduit run` sets the rest as values).
@@ -128,6 +133,11 @@ impl Args {
 
     /// Binds both ports around an index fed by the caller.
     pub async fn bind_with_index(self, index: Arc<Index>) -> anyhow::Result<Bound<Telemetry>> {
+        let external_labels = ExternalLabels::new(self.remote_write_external_label)
+            .context("-remote-write-external-label")?;
+        if self.remote_write_url.is_none() && !external_labels.is_empty() {
+            tracing::debug!("-remote-write-external-label has no effect without -remote-write-url");
+        }
         let registry = Admin::registry();
         let health = Health::register(&registry)?;
         let grpc = GrpcMetrics::register(
@@ -152,11 +162,12 @@ impl Args {
         let remote_write = self
             .remote_write_url
             .map(|url| {
-                let config = remote_write::Config::new(
+                let mut config = remote_write::Config::new(
                     url,
                     self.remote_write_interval,
                     self.remote_write_header,
                 );
+                config.external_labels = external_labels;
                 RemoteWrite::new(config, &registry)
             })
             .transpose()
