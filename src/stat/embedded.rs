@@ -99,12 +99,16 @@ mod tests {
     };
     use prost::Message as _;
 
-    #[test]
-    fn a_points_rate_divides_by_the_time_its_slots_cover() {
-        let ingester = Ingester::new(
+    fn empty_store() -> Ingester {
+        Ingester::new(
             Config::default(),
             Health::register(&prometheus::Registry::new()).unwrap(),
-        );
+        )
+    }
+
+    #[test]
+    fn a_points_rate_divides_by_the_time_its_slots_cover() {
+        let ingester = empty_store();
         let report = ReportRequest {
             requests: vec![RequestScope {
                 ctx: Some(RequestCtx::default()),
@@ -142,10 +146,7 @@ mod tests {
 
     #[test]
     fn one_store_s_windows_through_the_wire_answer_as_the_store_does() {
-        let ingester = Ingester::new(
-            Config::default(),
-            Health::register(&prometheus::Registry::new()).unwrap(),
-        );
+        let ingester = empty_store();
         let report = ReportRequest {
             requests: vec![RequestScope {
                 ctx: Some(RequestCtx::default()),
