@@ -63,79 +63,18 @@ DISCARD=$TARGET_DIR/release/examples/discard_server
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/conduit-e2e.XXXXXX")
 PIDS=()
 
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
+LOG_TAG=e2e
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log() { echo "e2e: $*" >&2; }
-die() { log "$*"; exit 1; }
-
-server_cpu=()
+SERVER_PREFIX=()
 load_cpu=()
 if [[ -n $PIN ]] && command -v taskset >/dev/null && (($(nproc) >= 2)); then
-    server_cpu=(taskset -c 0)
+    SERVER_PREFIX=(taskset -c 0)
     load_cpu=(taskset -c 1)
 fi
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# Waits until 127.0.0.1:$1 accepts connections, while process $2 lives.
-wait_for_port() {
-    local port=$1 pid=$2 i
-    for ((i = 0; i < PORT_WAIT_TRIES; i++)); do
-        port_open "$port" && return 0
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
-
-# Refuses to measure whatever else might already be listening on a port.
-require_free() {
-    local port
-    for port in "$@"; do
-        ! port_open "$port" || die "127.0.0.1:$port is already in use; set *_PORT"
-    done
-}
-
-# Starts a server in the background, logging to $WORK/$1.log; waits for the
-# given ports.
-start_server() {
-    local name=$1
-    shift
-    local ports=()
-    while [[ $1 != -- ]]; do
-        ports+=("$1")
-        shift
-    done
-    shift
-    require_free "${ports[@]}"
-    "${server_cpu[@]}" "$@" >"$WORK/$name.log" 2>&1 &
-    local pid=$!
-    PIDS+=("$pid")
-    local port
-    for port in "${ports[@]}"; do
-        if ! wait_for_port "$port" "$pid"; then
-            tail -n 20 "$WORK/$name.log" >&2 || true
-            die "$name did not open 127.0.0.1:$port"
-        fi
-    done
-    SERVER_PID=$pid
-}
-
-stop_server() {
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
 
 simulate() {
     local port=$1
@@ -149,11 +88,6 @@ simulate() {
 }
 
 rate_of() { sed -n 's/.*"rate":\([0-9.]*\).*/\1/p' <<<"$1"; }
-
-CLK_TCK=$(getconf CLK_TCK)
-
-# CPU time (clock ticks, user + system) process $1 has used so far.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 # Runs the load against port $1, with every pid after it the servers of the
 # path; prints "rate cpu_us_per_report p50_ms p99_ms" and logs the summary.
@@ -250,7 +184,6 @@ for ((round = 1; round <= ROUNDS; round++)); do
     done
 done
 
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 # Column $2 of side $1's rounds (1 rate, 2 CPU µs/report, 3 p50, 4 p99).
 column() { awk -v c="$2" 'NF { print $c }' <<<"${results[$1]}"; }
 

@@ -1,9 +1,11 @@
 //! Load on the destination component: 10,000 concurrent `Get` streams on
-//! one process. Measures (1) the resident memory each open stream costs the
-//! server (the release `conduit` binary as a child process, so the client
-//! side is not counted) and (2) fan-out: the time from an endpoint change
-//! being indexed to the last of the streams receiving its `add` (server and
-//! clients in this process).
+//! one process, straight to destination and, as an installed proxy's `Get`
+//! goes, through proxy-api in front of it. Measures (1) the resident memory
+//! each open stream costs the servers (the release `conduit` binary as child
+//! processes, so the client side is not counted; through proxy-api, each of
+//! the two processes) and (2) fan-out: the time from an endpoint change
+//! being indexed to the last of the streams receiving its `add` (servers
+//! and clients in this process).
 //!
 //! `cargo build --release --bin conduit --example destination_load &&
 //! target/release/examples/destination_load`
@@ -17,7 +19,7 @@ use conduit::core::ShutdownHandle;
 use conduit::k8s::Index;
 use conduit::proto::common::Destination;
 use conduit::proto::proxy::destination::destination_client::DestinationClient;
-use fixtures::{ServiceFixture, mk_service, mk_slice};
+use fixtures::{ServiceFixture, SliceFixture, mk_service, mk_slice};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::sync::mpsc;
@@ -95,8 +97,12 @@ async fn open_streams(addr: SocketAddr, arrivals: mpsc::UnboundedSender<Instant>
                 scheme: "k8s".into(),
                 path: "web.emojivoto.svc.cluster.local:80".into(),
             };
-            let Ok(response) = client.get(request).await else {
-                return;
+            let response = match client.get(request).await {
+                Ok(response) => response,
+                Err(status) => {
+                    eprintln!("stream {i}: {status}");
+                    return;
+                }
             };
             let mut stream = response.into_inner();
             while let Ok(Some(_)) = stream.message().await {
@@ -119,27 +125,65 @@ async fn wait_for(arrivals: &mut mpsc::UnboundedReceiver<Instant>, n: usize) -> 
     last
 }
 
-async fn memory_per_stream() {
+/// A child process, killed when dropped (also when a phase panics).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_conduit(conduit: &std::path::Path, args: &[String]) -> Child {
+    let child = std::process::Command::new(conduit)
+        .args(args)
+        .arg(format!(
+            "--log-level={}",
+            std::env::var("DESTINATION_LOAD_LOG").unwrap_or_else(|_| "warn".into())
+        ))
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {}: {e}", conduit.display()));
+    Child(child)
+}
+
+/// Memory per stream, with streams opened straight to destination or, with
+/// `via_proxy_api`, to a proxy-api forwarding them to it.
+async fn memory_per_stream(via_proxy_api: bool) {
     let dir = std::env::temp_dir().join(format!("conduit-destination-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cluster = dir.join("cluster.yaml");
     std::fs::write(&cluster, CLUSTER_YAML).unwrap();
     let exe = std::env::current_exe().unwrap();
     let conduit = exe.parent().unwrap().parent().unwrap().join("conduit");
-    let addr = free_port();
-    let mut child = std::process::Command::new(&conduit)
-        .args([
-            "controller",
-            "destination",
-            &format!("--cluster={}", cluster.display()),
-            &format!("--addr={addr}"),
-            &format!("--metrics-addr={}", free_port()),
-            "--heartbeat=1h",
-            "--log-level=warn",
-        ])
-        .spawn()
-        .unwrap_or_else(|e| panic!("run {}: {e}", conduit.display()));
-    let pid = child.id();
+    let destination_addr = free_port();
+    let mut children = vec![spawn_conduit(
+        &conduit,
+        &[
+            "controller".into(),
+            "destination".into(),
+            format!("--cluster={}", cluster.display()),
+            format!("--addr={destination_addr}"),
+            format!("--metrics-addr={}", free_port()),
+            "--heartbeat=1h".into(),
+        ],
+    )];
+    let mut addr = destination_addr;
+    if via_proxy_api {
+        addr = free_port();
+        children.push(spawn_conduit(
+            &conduit,
+            &[
+                "controller".into(),
+                "proxy-api".into(),
+                format!("--addr={addr}"),
+                format!("--metrics-addr={}", free_port()),
+                format!("--destination-addr={destination_addr}"),
+                "--telemetry-addr=127.0.0.1:9".into(),
+            ],
+        ));
+    }
+    let pids: Vec<u32> = children.iter().map(|c| c.0.id()).collect();
     // Warm up: one connection and one stream, so their fixed costs are
     // not charged to the streams.
     let mut warm = DestinationClient::new(channels(addr).await.remove(0));
@@ -153,7 +197,7 @@ async fn memory_per_stream() {
         .into_inner();
     first.message().await.unwrap().unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rss_kib(pid);
+    let before: Vec<u64> = pids.iter().map(|&p| rss_kib(p)).collect();
 
     let (tx, mut arrivals) = mpsc::unbounded_channel();
     let started = Instant::now();
@@ -161,24 +205,42 @@ async fn memory_per_stream() {
     wait_for(&mut arrivals, STREAMS).await;
     let opened = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_kib(pid);
+    let path = if via_proxy_api {
+        "proxy-api -> destination"
+    } else {
+        "destination"
+    };
+    let names = ["destination", "proxy-api"];
+    let costs: Vec<String> = pids
+        .iter()
+        .zip(&before)
+        .zip(names)
+        .map(|((&pid, &before), name)| {
+            let after = rss_kib(pid);
+            format!(
+                "{name} RSS {before} KiB -> {after} KiB: {:.0} B per stream",
+                (after.saturating_sub(before) * 1024) as f64 / STREAMS as f64
+            )
+        })
+        .collect();
     println!(
-        "memory: {STREAMS} streams over {CONNECTIONS} connections opened (first add received) in {opened:?}; \
-         server RSS {before} KiB -> {after} KiB: {:.0} B per stream",
-        (after.saturating_sub(before) * 1024) as f64 / STREAMS as f64
+        "memory ({path}): {STREAMS} streams over {CONNECTIONS} connections opened (first add received) in {opened:?}; {}",
+        costs.join("; ")
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(children);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The one slice of Service `emojivoto/web`, with endpoints `ips`.
+/// The one slice of Service `emojivoto/web`, with endpoints `ips` serving
+/// the Service's unnamed port's target, 8080.
 fn web_slice(ips: &[String]) -> EndpointSlice {
     let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
-    mk_slice("emojivoto", "web-abc", "web", &ips)
+    mk_slice("emojivoto", "web-abc", "web", &ips).with_ports(&[("", 8080)])
 }
 
-async fn fan_out() {
+/// Fan-out, with streams straight to destination or through a proxy-api
+/// (both in this process).
+async fn fan_out(via_proxy_api: bool) {
     let index = Arc::new(Index::new());
     index.apply_service(mk_service("emojivoto", "web").with_port("", 80, IntOrString::Int(8080)));
     let mut ips = vec!["192.0.2.10".to_owned()];
@@ -197,9 +259,28 @@ async fn fan_out() {
         unreachable!()
     };
     let bound = args.bind_with_index(index.clone()).await.unwrap();
-    let addr = bound.grpc_addr();
+    let mut addr = bound.grpc_addr();
     let (_handle, shutdown) = ShutdownHandle::new();
-    tokio::spawn(bound.serve(shutdown));
+    tokio::spawn(bound.serve(shutdown.clone()));
+    if via_proxy_api {
+        let cli = conduit::cli::Cli::parse_from([
+            "conduit".to_owned(),
+            "controller".into(),
+            "proxy-api".into(),
+            "--addr=127.0.0.1:0".into(),
+            "--metrics-addr=127.0.0.1:0".into(),
+            format!("--destination-addr={addr}"),
+            "--telemetry-addr=127.0.0.1:9".into(),
+        ]);
+        let conduit::cli::Command::Controller(conduit::cli::Controller::ProxyApi(args)) =
+            cli.command
+        else {
+            unreachable!()
+        };
+        let bound = args.bind().await.unwrap();
+        addr = bound.grpc_addr();
+        tokio::spawn(bound.serve(shutdown));
+    }
 
     let (tx, mut arrivals) = mpsc::unbounded_channel();
     open_streams(addr, tx).await;
@@ -214,8 +295,13 @@ async fn fan_out() {
         times.push(last.duration_since(start));
     }
     times.sort();
+    let path = if via_proxy_api {
+        "proxy-api -> destination"
+    } else {
+        "destination"
+    };
     println!(
-        "fan-out: one endpoint added, all {STREAMS} streams received the add: \
+        "fan-out ({path}): one endpoint added, all {STREAMS} streams received the add: \
          median {:?}, min {:?}, max {:?} over {ROUNDS} changes",
         times[ROUNDS / 2],
         times[0],
@@ -225,6 +311,8 @@ async fn fan_out() {
 
 #[tokio::main]
 async fn main() {
-    memory_per_stream().await;
-    fan_out().await;
+    for via_proxy_api in [false, true] {
+        memory_per_stream(via_proxy_api).await;
+        fan_out(via_proxy_api).await;
+    }
 }

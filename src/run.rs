@@ -253,6 +253,7 @@ impl Args {
             pods: fleet.pods.len(),
             deployments: Some(fleet.deployments.len()),
             namespace: String::new(),
+            first_pod: 0,
             rate: Some(self.demo_rate),
             duration: Duration::from_secs(365 * 24 * 3600),
             reports: None,

@@ -96,6 +96,16 @@ impl SimDeployment {
 }
 
 impl Fleet {
+    /// The same fleet as pods `first..` of a larger one: each pod takes the
+    /// address and node of its index plus `first`.
+    pub fn starting_at(mut self, first: usize) -> Self {
+        for (i, pod) in self.pods.iter_mut().enumerate() {
+            pod.ip = pod_ip(first + i);
+            pod.node = node_name(first + i);
+        }
+        self
+    }
+
     /// The deployment owning `pod`.
     pub fn deployment_of(&self, pod: &SimPod) -> &SimDeployment {
         &self.deployments[pod.deployment_index]
@@ -156,7 +166,7 @@ fn build(layout: &[(String, String)], owners: impl Iterator<Item = usize>, seed:
                 deployment: deploy.name.clone(),
                 deployment_index,
                 ip: pod_ip(i),
-                node: format!("sim-node-{}", i / PODS_PER_NODE),
+                node: node_name(i),
                 uid: uid(&mut rng),
             }
         })
@@ -174,6 +184,11 @@ fn deployment_name(i: usize) -> String {
         0 => base.to_string(),
         round => format!("{base}-{round}"),
     }
+}
+
+/// The node pod `i` runs on.
+fn node_name(i: usize) -> String {
+    format!("sim-node-{}", i / PODS_PER_NODE)
 }
 
 /// Pod `i`'s address: 10.a.b.c with c in 1..=254, so no pod gets a network
@@ -401,6 +416,17 @@ mod tests {
         assert_eq!(pod_ip(253), Ipv4Addr::new(10, 0, 0, 254));
         assert_eq!(pod_ip(254), Ipv4Addr::new(10, 0, 1, 1));
         assert_eq!(pod_ip(254 * 256), Ipv4Addr::new(10, 1, 0, 1));
+    }
+
+    #[test]
+    fn a_fleet_started_later_takes_the_later_addresses() {
+        let whole = fleet(6, 2, "sim", 1);
+        let tail = fleet(3, 1, "other", 2).starting_at(3);
+        for (i, pod) in tail.pods.iter().enumerate() {
+            assert_eq!(pod.ip, whole.pods[3 + i].ip);
+            assert_eq!(pod.node, whole.pods[3 + i].node);
+        }
+        assert_ne!(tail.pods[0].ip, fleet(3, 1, "other", 2).pods[0].ip);
     }
 
     #[test]

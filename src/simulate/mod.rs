@@ -88,6 +88,11 @@ pub struct Args {
     /// Namespace of the simulated pods.
     #[arg(long, default_value = "sim")]
     pub namespace: String,
+    /// Where this fleet starts in a larger one: its pods take the addresses
+    /// and nodes of pods `first_pod..first_pod + pods`, so fleets run side
+    /// by side (one per proxy-api) never share an IP.
+    #[arg(long, default_value_t = 0)]
+    pub first_pod: usize,
     /// Reports per second for the whole fleet; 0 sends as fast as
     /// `--concurrency` allows [default: one per pod every 10s].
     #[arg(long)]
@@ -154,6 +159,7 @@ impl Args {
                 &self.namespace,
                 self.seed,
             )
+            .starting_at(self.first_pod)
         };
         let pods = fleet.pods.len();
         let plan = self.plan(pods)?;
@@ -483,6 +489,13 @@ async fn pace(
         if tickets.is_closed() {
             return;
         }
+        // Every ticket of a capped run is out and taken: the ones skipped
+        // while the server lagged are not issued again, so the workers
+        // waiting for one end now rather than at the end of `--duration`.
+        if cap.is_some_and(|cap| granted >= cap) && tickets.available_permits() == 0 {
+            tickets.close();
+            return;
+        }
         // The first ticket goes out at once, then `rate` per second.
         let due = (started.elapsed().as_secs_f64() * rate) as u64 + 1;
         let due = cap.map_or(due, |cap| due.min(cap));
@@ -552,6 +565,26 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_capped_run_ends_when_its_tickets_are_out_even_if_some_were_skipped() {
+        let tickets = Arc::new(Semaphore::new(0));
+        let (_handle, stop) = crate::core::ShutdownHandle::new();
+        tokio::spawn(pace(100.0, 1, Some(500), tickets.clone(), stop));
+        // Nobody takes a ticket for 10 s: 1,000 fall due, the cap is 500,
+        // and the backlog holds only a second's worth.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let mut taken = 0;
+        let drained = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(ticket) = tickets.acquire().await {
+                ticket.forget();
+                taken += 1;
+            }
+        })
+        .await;
+        assert!(drained.is_ok(), "the pacer never closed the tickets");
+        assert!((100..500).contains(&taken), "{taken} tickets");
+    }
 
     #[test]
     fn each_pod_alternates_inbound_and_outbound() {
