@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use conduit::proto::controller::telemetry::ListPodsRequest;
@@ -512,7 +513,7 @@ async fn default_limit_is_four_mebibytes() {
 }
 
 #[tokio::test]
-async fn a_flood_of_unique_paths_stops_at_the_series_cap() {
+async fn a_flood_of_unique_paths_folds_path_first_at_the_series_cap() {
     let t = start_telemetry(&cluster(), &["-max-series=50"]).await;
     let mut client = t.client().await;
     for batch in 0..4 {
@@ -526,32 +527,135 @@ async fn a_flood_of_unique_paths_stops_at_the_series_cap() {
     }
     let m = t.scrape().await;
     let series = m.series("requests_total");
-    assert_eq!(series.len(), 51, "50 label sets and the overflow series");
-    let overflow = [
-        ("source", "__overflow__"),
-        ("target", "__overflow__"),
-        ("source_deployment", "__overflow__"),
-        ("target_deployment", "__overflow__"),
-        ("method", "__overflow__"),
-        ("path", "__overflow__"),
-    ];
-    assert_eq!(
-        m.get("requests_total", &overflow),
-        Some(150.0),
-        "nothing is lost"
+    // A tenth of the cap is kept for folded series: 45 ordinary label sets,
+    // then the pod pair's path-folded series takes every new path.
+    assert_eq!(series.len(), 46, "45 label sets and one path-folded series");
+    let path_folded = labels(
+        &WEB_TO_BOOKS,
+        &[("method", "GET"), ("path", "__overflow__")],
     );
     assert_eq!(
-        m.get("conduit_telemetry_series_folded_total", &[]),
-        Some(150.0)
+        m.get("requests_total", &path_folded),
+        Some(155.0),
+        "nothing is lost, and pods and deployments are kept"
     );
+    let folded = |step| m.get("conduit_telemetry_series_folded_total", &[("folded", step)]);
+    assert_eq!(folded("path"), Some(155.0));
+    assert_eq!(folded("pods"), Some(0.0));
+    assert_eq!(folded("all"), Some(0.0));
     assert_eq!(
         m.get(
             "conduit_telemetry_series_live",
             &[("metric", "requests_total")]
         ),
-        Some(50.0)
+        Some(46.0)
     );
     assert_eq!(m.get("conduit_telemetry_series_limit", &[]), Some(50.0));
+}
+
+/// Deployment pairs' totals (requests, responses by class, latency counts)
+/// summed over every series of a scrape, whatever its pods and path.
+fn deployment_totals(m: &Exposition) -> BTreeMap<(String, String, String), f64> {
+    let mut out = BTreeMap::new();
+    for (name, l, v) in &m.samples {
+        let key = match name.as_str() {
+            "requests_total" | "response_latency_ms_count" => name.clone(),
+            "responses_total" => format!("{name}/{}", l["classification"]),
+            _ => continue,
+        };
+        let pair = (
+            l["source_deployment"].clone(),
+            l["target_deployment"].clone(),
+            key,
+        );
+        *out.entry(pair).or_insert(0.0) += v;
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_50000_path_flood_past_the_cap_keeps_every_deployment_pairs_totals_exact() {
+    // Two web pods and two books pods in their deployments, and a pod of no
+    // deployment: five pod pairs across three deployment pairs.
+    let cluster = yaml_docs(&[
+        &mk_deployment("shop", "web"),
+        &mk_replica_set("shop", "web-5d8f", Some("web")),
+        &mk_pod("shop", "web-5d8f-abcde", "192.0.2.10", Some("web-5d8f")),
+        &mk_pod("shop", "web-5d8f-fghij", "192.0.2.11", Some("web-5d8f")),
+        &mk_deployment("shop", "books"),
+        &mk_replica_set("shop", "books-77aa", Some("books")),
+        &mk_pod("shop", "books-77aa-xyz12", "192.0.2.20", Some("books-77aa")),
+        &mk_pod("shop", "books-77aa-klmno", "192.0.2.21", Some("books-77aa")),
+        &mk_pod("shop", "lonely", "192.0.2.30", None),
+    ]);
+    const PATHS: usize = 50_000;
+    const PER_REPORT: usize = 500;
+    let t = start_telemetry(&cluster, &["-max-series=1000"]).await;
+    let mut client = t.client().await;
+    let pairs = [
+        ("192.0.2.10", "192.0.2.20", "shop/web", "shop/books"),
+        ("192.0.2.10", "192.0.2.21", "shop/web", "shop/books"),
+        ("192.0.2.11", "192.0.2.20", "shop/web", "shop/books"),
+        ("192.0.2.11", "192.0.2.30", "shop/web", ""),
+        ("192.0.2.30", "192.0.2.21", "", "shop/books"),
+    ];
+    let mut want: BTreeMap<(String, String, String), f64> = BTreeMap::new();
+    let mut add = |sd: &str, td: &str, key: &str, n: u32| {
+        *want
+            .entry((sd.to_string(), td.to_string(), key.to_string()))
+            .or_insert(0.0) += f64::from(n);
+    };
+    let mut rng = fastrand::Rng::with_seed(50_000);
+    for batch in 0..PATHS / PER_REPORT {
+        let scopes = (0..PER_REPORT)
+            .map(|i| {
+                let (src, dst, sd, td) = pairs[rng.usize(..pairs.len())];
+                let (count, ok, failed) = (rng.u32(1..5), rng.u32(0..3), rng.u32(0..2));
+                add(sd, td, "requests_total", count);
+                add(sd, td, "responses_total/success", ok);
+                add(sd, td, "responses_total/failure", failed);
+                add(sd, td, "response_latency_ms_count", 2 * count);
+                let mut responses = vec![response(
+                    200,
+                    &[(rng.u32(1..20_000), count)],
+                    vec![eos(End::Other(true), ok as usize)],
+                )];
+                // A 5xx class now and then: a new response label set too.
+                responses.push(response(
+                    [500, 502, 503][rng.usize(..3)],
+                    &[(rng.u32(1..20_000), count)],
+                    vec![eos(End::Other(true), failed as usize)],
+                ));
+                RequestScope {
+                    ctx: ctx(src, dst, get(), &format!("/item/{batch}/{i}")),
+                    count,
+                    responses,
+                }
+            })
+            .collect();
+        client
+            .report(report("shop", "web-5d8f-abcde", scopes))
+            .await
+            .unwrap();
+    }
+    let m = t.scrape().await;
+    let folded = |step| {
+        m.get("conduit_telemetry_series_folded_total", &[("folded", step)])
+            .unwrap()
+    };
+    assert!(folded("path") > 40_000.0, "the flood was folded by path");
+    assert_eq!(folded("all"), 0.0, "no deployment was lost");
+    assert!(m.series("requests_total").len() < 1000);
+    assert!(
+        m.series("requests_total")
+            .iter()
+            .any(|l| l["path"] == "__overflow__" && l["source"] != "__overflow__"),
+        "path-folded series keep their pods"
+    );
+    want.retain(|_, v| *v > 0.0);
+    let mut got = deployment_totals(&m);
+    got.retain(|_, v| *v > 0.0);
+    assert_eq!(got, want);
 }
 
 #[tokio::test]
