@@ -961,3 +961,142 @@ async fn embedded_stat_answers_rates_and_percentiles() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
 }
+
+/// Reports from several pods of two deployments, a pod of none and an
+/// unknown address, over many paths, classes, latencies and connections.
+fn rollup_reports() -> Vec<conduit::proto::proxy::telemetry::ReportRequest> {
+    let ips = [
+        "192.0.2.10",
+        "192.0.2.20",
+        "192.0.2.30",
+        "2001:db8::20",
+        "198.51.100.7",
+    ];
+    let mut rng = fastrand::Rng::with_seed(2);
+    (0..40)
+        .map(|n| {
+            let scopes = (0..25)
+                .map(|_| {
+                    let (src, dst) = (ips[rng.usize(..ips.len())], ips[rng.usize(..ips.len())]);
+                    let count = rng.u32(1..9);
+                    RequestScope {
+                        ctx: ctx(src, dst, get(), &format!("/p/{}", rng.u32(..6))),
+                        count,
+                        responses: vec![
+                            response(
+                                200,
+                                &[(rng.u32(1..600_000), count), (rng.u32(1..90), 1)],
+                                vec![eos(End::Other(true), count as usize)],
+                            ),
+                            response(
+                                [500, 503][rng.usize(..2)],
+                                &[(rng.u32(1..600_000), 1)],
+                                vec![eos(End::GrpcStatusCode(rng.u32(..3)), 1)],
+                            ),
+                        ],
+                    }
+                })
+                .collect();
+            let (ns, pod) = [
+                ("shop", "web-5d8f-abcde"),
+                ("shop", "books-77aa-xyz12"),
+                ("shop", "lonely"),
+            ][n % 3];
+            let mut r = report(ns, pod, scopes);
+            r.server_transports = vec![ServerTransport {
+                source_ip: Some(conduit::proto::net::ip_to_proto(
+                    ips[rng.usize(..ips.len())].parse().unwrap(),
+                )),
+                connects: rng.u32(..4),
+                disconnects: vec![TransportSummary {
+                    duration_ms: rng.u64(..100_000),
+                    bytes_sent: rng.u64(..10_000),
+                }],
+            }];
+            r
+        })
+        .collect()
+}
+
+type Key = (String, BTreeMap<String, String>);
+
+/// A scrape's mesh samples, keyed by name and labels (checked unique), in
+/// tenths (latency sums are exact in tenths of a millisecond), so that
+/// sums are exact.
+fn mesh_samples(m: &Exposition) -> BTreeMap<Key, u64> {
+    let mut out = BTreeMap::new();
+    for (name, l, v) in &m.samples {
+        let mesh = [
+            "requests_total",
+            "responses_total",
+            "response_latency_ms",
+            "tcp_",
+        ];
+        if mesh.iter().any(|p| name.starts_with(p)) {
+            let dup = out.insert((name.clone(), l.clone()), (v * 10.0).round() as u64);
+            assert!(dup.is_none(), "duplicate series {name}{l:?}");
+        }
+    }
+    out
+}
+
+fn pod_less(l: &BTreeMap<String, String>) -> bool {
+    l["source"].is_empty() && l["target"].is_empty()
+}
+
+#[tokio::test]
+async fn the_deployment_roll_up_sums_the_pod_series_exactly() {
+    let pods = start_telemetry(&cluster(), &[]).await;
+    let deployments = start_telemetry(&cluster(), &["-export=deployments"]).await;
+    let both = start_telemetry(&cluster(), &["-export", "both"]).await;
+    for t in [&pods, &deployments, &both] {
+        let mut client = t.client().await;
+        for r in rollup_reports() {
+            client.report(r).await.unwrap();
+        }
+    }
+    let by_pod = mesh_samples(&pods.scrape().await);
+    let rolled = mesh_samples(&deployments.scrape().await);
+    let both = mesh_samples(&both.scrape().await);
+
+    // Every pod-level sample, its pod labels emptied, summed.
+    let mut want: BTreeMap<Key, u64> = BTreeMap::new();
+    for ((name, l), v) in &by_pod {
+        let mut l = l.clone();
+        l.insert("source".into(), String::new());
+        l.insert("target".into(), String::new());
+        *want.entry((name.clone(), l)).or_insert(0) += v;
+    }
+    assert!(by_pod.len() > 2 * rolled.len(), "the roll-up is smaller");
+    assert!(rolled.keys().all(|(_, l)| pod_less(l)), "no pod labels");
+    for family in [
+        "requests_total",
+        "responses_total",
+        "response_latency_ms_bucket",
+        "tcp_open_total",
+    ] {
+        assert!(
+            rolled.keys().any(|(n, _)| n == family),
+            "{family} rolled up"
+        );
+    }
+    let differ: Vec<_> = want
+        .keys()
+        .chain(rolled.keys())
+        .filter(|k| rolled.get(*k) != want.get(*k))
+        .map(|k| (k, rolled.get(k), want.get(k)))
+        .take(5)
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "per-deployment sums equal the per-pod sums: {differ:?}"
+    );
+
+    // Both: the pod series (those with a pod label) and the roll-up.
+    let mut union: BTreeMap<Key, u64> = by_pod
+        .into_iter()
+        .filter(|((_, l), _)| !pod_less(l))
+        .collect();
+    union.extend(rolled);
+    assert_eq!(both, union);
+}

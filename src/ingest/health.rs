@@ -42,6 +42,7 @@ pub struct Health {
     pub instances: IntGauge,
     pub instances_too_long: IntCounter,
     pub instances_full: IntCounter,
+    pub rollups_cut: IntCounter,
 }
 
 impl Health {
@@ -142,6 +143,10 @@ impl Health {
             instances_too_long: refused.with_label_values(&["too_long"]),
             instances_full: refused.with_label_values(&["full"]),
             series_live: series_live.clone(),
+            rollups_cut: IntCounter::new(
+                "conduit_telemetry_rollup_scrapes_cut_total",
+                "Streamed scrapes whose per-deployment roll-up of a family was pushed out by newer concurrent scrapes before it was sent; the rest of it was left out of that scrape.",
+            )?,
         };
         registry.register(Box::new(health.reports.clone()))?;
         registry.register(Box::new(rejected))?;
@@ -156,6 +161,7 @@ impl Health {
         registry.register(Box::new(health.truncated.clone()))?;
         registry.register(Box::new(health.instances.clone()))?;
         registry.register(Box::new(refused))?;
+        registry.register(Box::new(health.rollups_cut.clone()))?;
         Ok(health)
     }
 }

@@ -22,6 +22,7 @@ pub mod hist;
 pub mod instances;
 pub mod labels;
 pub mod report;
+pub mod rollup;
 pub mod series;
 pub mod table;
 pub mod walk;
@@ -36,6 +37,7 @@ use smallvec::SmallVec;
 pub use health::Health;
 pub use instances::Instances;
 pub use report::{DroppedLabels, Enrich, InvalidReport, NoMetadata, WorkloadRef};
+pub use rollup::Export;
 
 use crate::proto::proxy::telemetry::report_request::Proxy;
 use flat::{FlatReport, Report, Scope, WireError};
@@ -64,6 +66,9 @@ pub struct Config {
     /// Keep the embedded Stat store ([`window`]); off when Stat is answered
     /// by Prometheus, which saves its memory and its share of ingest time.
     pub embedded_stat: bool,
+    /// Pod-level series, the per-deployment roll-up, or both
+    /// (`-export`; [`rollup`]).
+    pub export: Export,
 }
 
 impl Default for Config {
@@ -73,6 +78,7 @@ impl Default for Config {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             dropped: DroppedLabels::default(),
             embedded_stat: true,
+            export: Export::default(),
         }
     }
 }
@@ -121,6 +127,8 @@ pub struct Ingester {
     window_budget: Budget,
     instances: Instances,
     health: Health,
+    /// Roll-ups of streamed scrapes in progress.
+    rollups: rollup::RollUps,
 }
 
 thread_local! {
@@ -180,6 +188,7 @@ impl Ingester {
             tcp_overflow: Mutex::new(None),
             instances: Instances::default(),
             health,
+            rollups: rollup::RollUps::default(),
         }
     }
 
