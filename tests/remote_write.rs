@@ -707,3 +707,50 @@ async fn sigterm_with_a_stuck_client_exits_after_the_grace_and_flushes() {
     );
     promql_eventually(&prom, &requests_on("/before-sigterm"), 9.0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_series_is_ended_by_a_stale_marker_at_once() {
+    let prom = Prometheus::start().await;
+    let t = start_telemetry(
+        &cluster(),
+        &[
+            &url_flag(&prom.write_url()),
+            INTERVAL,
+            "-series-idle-timeout=1s",
+        ],
+    )
+    .await;
+    let mut client = t.client().await;
+    client.report(traffic("/gone", 3)).await.unwrap();
+    promql_eventually(&prom, &requests_on("/gone"), 3.0).await;
+    let latency =
+        format!(r#"response_latency_ms_bucket{{source="{WEB_POD}",path="/gone",le="5"}}"#);
+    assert_eq!(prom.value(&latency).await, Some(2.0));
+
+    // No more reports: the series is evicted after a second or two, and
+    // the next push ends it. Without the marker Prometheus would keep
+    // answering it for its five-minute lookback.
+    let evicted_at = Instant::now();
+    eventually(
+        "the evicted series is gone from an instant query",
+        Duration::from_secs(10),
+        || async {
+            prom.value(&requests_on("/gone")).await.is_none()
+                && prom.value(&latency).await.is_none()
+        },
+    )
+    .await;
+    let took = evicted_at.elapsed();
+    let m = t.scrape().await;
+    assert!(
+        m.get("conduit_telemetry_series_evicted_total", &[])
+            .unwrap()
+            >= 1.0,
+        "it was evicted"
+    );
+    // The samples before the marker are intact (a range selector leaves
+    // the marker itself out).
+    let samples = prom.samples(&format!("{}[5m]", requests_on("/gone"))).await;
+    assert_eq!(samples.last().map(|s| s.1), Some(3.0), "{samples:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}

@@ -43,6 +43,7 @@ pub struct Health {
     pub instances_too_long: IntCounter,
     pub instances_full: IntCounter,
     pub rollups_cut: IntCounter,
+    pub stale_dropped: IntCounter,
 }
 
 impl Health {
@@ -143,6 +144,10 @@ impl Health {
             instances_too_long: refused.with_label_values(&["too_long"]),
             instances_full: refused.with_label_values(&["full"]),
             series_live: series_live.clone(),
+            stale_dropped: IntCounter::new(
+                "conduit_telemetry_stale_markers_dropped_total",
+                "Evicted series whose remote-write stale marker was dropped because more than MAX_STALE_SERIES evictions waited for the next push.",
+            )?,
             rollups_cut: IntCounter::new(
                 "conduit_telemetry_rollup_scrapes_cut_total",
                 "Streamed scrapes whose per-deployment roll-up of a family was pushed out by newer concurrent scrapes before it was sent; the rest of it was left out of that scrape.",
@@ -162,6 +167,7 @@ impl Health {
         registry.register(Box::new(health.instances.clone()))?;
         registry.register(Box::new(refused))?;
         registry.register(Box::new(health.rollups_cut.clone()))?;
+        registry.register(Box::new(health.stale_dropped.clone()))?;
         Ok(health)
     }
 }

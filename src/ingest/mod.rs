@@ -56,6 +56,13 @@ pub const DEFAULT_MAX_SERIES: usize = 500_000;
 /// not vanish during a lull, short enough that dead pods' series go away.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Evicted series kept until remote write pushes their stale markers: a
+/// sweep of a fleet's worth of dead pods (a rollout of 1,000 pods is
+/// ~100,000 label sets), at ~300 bytes each ~30 MB at most. Past it the
+/// oldest evictions' markers are dropped (counted): Prometheus then ends
+/// those series after its five-minute lookback, as without markers.
+pub const MAX_STALE_SERIES: usize = 100_000;
+
 pub use labels::OVERFLOW;
 
 #[derive(Clone, Debug)]
@@ -69,6 +76,9 @@ pub struct Config {
     /// Pod-level series, the per-deployment roll-up, or both
     /// (`-export`; [`rollup`]).
     pub export: Export,
+    /// Keep evicted series for [`Ingester::walk_evicted`] (remote write's
+    /// stale markers); off when nothing would drain them.
+    pub stale_markers: bool,
 }
 
 impl Default for Config {
@@ -79,6 +89,7 @@ impl Default for Config {
             dropped: DroppedLabels::default(),
             embedded_stat: true,
             export: Export::default(),
+            stale_markers: false,
         }
     }
 }
@@ -129,6 +140,22 @@ pub struct Ingester {
     health: Health,
     /// Roll-ups of streamed scrapes in progress.
     rollups: rollup::RollUps,
+    /// Series evicted since remote write last pushed their stale markers.
+    evicted: Mutex<Evicted>,
+}
+
+/// Series dropped by [`Ingester::evict_idle`], with their data (which
+/// samples they had), for their stale markers.
+#[derive(Default)]
+pub(crate) struct Evicted {
+    pub(crate) mesh: Vec<(labels::LabelSet, MeshData)>,
+    pub(crate) tcp: Vec<(labels::LabelSet, TcpData)>,
+}
+
+impl Evicted {
+    fn len(&self) -> usize {
+        self.mesh.len() + self.tcp.len()
+    }
 }
 
 thread_local! {
@@ -189,6 +216,7 @@ impl Ingester {
             instances: Instances::default(),
             health,
             rollups: rollup::RollUps::default(),
+            evicted: Mutex::new(Evicted::default()),
         }
     }
 
@@ -500,13 +528,39 @@ impl Ingester {
         let Some(cutoff) = now.checked_sub(idle) else {
             return 0;
         };
-        let evicted =
-            self.mesh.evict_idle(cutoff, &self.budget) + self.tcp.evict_idle(cutoff, &self.budget);
+        let mut gone = Evicted::default();
+        let keep = self.config.stale_markers;
+        let evicted = self.mesh.evict_idle_with(cutoff, &self.budget, |l, d| {
+            if keep {
+                gone.mesh.push((l, d));
+            }
+        }) + self.tcp.evict_idle_with(cutoff, &self.budget, |l, d| {
+            if keep {
+                gone.tcp.push((l, d));
+            }
+        });
         if let Some(pair_cutoff) = now.checked_sub(window::PAIR_IDLE_SECS) {
             self.windows.evict_idle(pair_cutoff, &self.window_budget);
         }
-        expire_overflow(&self.mesh_overflow, cutoff);
-        expire_overflow(&self.tcp_overflow, cutoff);
+        if let Some(d) = expire_overflow(&self.mesh_overflow, cutoff).filter(|_| keep) {
+            gone.mesh
+                .push((labels::LabelSet::overflow(&labels::MESH), d));
+        }
+        if let Some(d) = expire_overflow(&self.tcp_overflow, cutoff).filter(|_| keep) {
+            gone.tcp.push((labels::LabelSet::overflow(&labels::TCP), d));
+        }
+        if gone.len() > 0 {
+            let mut kept = self.evicted.lock();
+            kept.mesh.append(&mut gone.mesh);
+            kept.tcp.append(&mut gone.tcp);
+            let over = kept.len().saturating_sub(MAX_STALE_SERIES);
+            if over > 0 {
+                let from_mesh = over.min(kept.mesh.len());
+                kept.mesh.drain(..from_mesh);
+                kept.tcp.drain(..over - from_mesh);
+                self.health.stale_dropped.inc_by(over as u64);
+            }
+        }
         self.instances.expire();
         self.health.evicted.inc_by(evicted as u64);
         evicted
@@ -518,11 +572,12 @@ impl Ingester {
     }
 }
 
-fn expire_overflow<D: table::SeriesData>(overflow: &Mutex<Option<D>>, cutoff: u32) {
+fn expire_overflow<D: table::SeriesData>(overflow: &Mutex<Option<D>>, cutoff: u32) -> Option<D> {
     let mut o = overflow.lock();
     if o.as_ref().is_some_and(|d| d.last_touch() < cutoff) {
-        *o = None;
+        return o.take();
     }
+    None
 }
 
 /// Adds one request scope to a series. Response classes the budget cannot

@@ -178,6 +178,28 @@ pub fn project_table<D: SeriesData + Merge>(
     }
 }
 
+/// Projects a list of series (evicted ones, for their stale markers).
+pub fn project_list<D: Merge>(list: &[(LabelSet, D)], schema: &'static Schema) -> Projected<D> {
+    let mut index: HashMap<Box<str>, D, foldhash::fast::RandomState> = HashMap::default();
+    let mut buf = LabelBuf::default();
+    for (labels, d) in list {
+        project(labels.view(schema), &mut buf);
+        match index.get_mut(buf.view().rendered()) {
+            Some(sum) => sum.merge(d),
+            None => {
+                index.insert(buf.view().rendered().into(), d.clone());
+            }
+        }
+    }
+    Projected {
+        schema,
+        series: index
+            .into_iter()
+            .map(|(text, d)| (LabelSet::from(LabelRef::new(schema, &text)), d))
+            .collect(),
+    }
+}
+
 /// Roll-ups of streamed scrapes in progress: a scrape of one family's
 /// roll-up can take several chunks, each resuming where the last stopped,
 /// so the roll-up it started is kept (not rebuilt per chunk) until it is

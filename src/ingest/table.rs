@@ -238,6 +238,25 @@ impl<D: SeriesData> Table<D> {
     /// Drops every series whose last touch is before `cutoff`, returning how
     /// many were dropped; their label sets go back to the budget.
     pub fn evict_idle(&self, cutoff: u32, budget: &Budget) -> usize {
+        self.evict_idle_with(cutoff, budget, |_, _| {})
+    }
+
+    /// Whether a series with these labels is live.
+    pub fn contains(&self, labels: LabelRef<'_>) -> bool {
+        let hash = labels.hash_with(&self.hasher);
+        self.shards[shard_of(hash)]
+            .read()
+            .find(hash, labels)
+            .is_some()
+    }
+
+    /// [`Self::evict_idle`], handing each dropped series to `gone`.
+    pub fn evict_idle_with(
+        &self,
+        cutoff: u32,
+        budget: &Budget,
+        mut gone: impl FnMut(LabelSet, D),
+    ) -> usize {
         let mut evicted = 0;
         for shard in self.shards.iter() {
             let mut guard = shard.write();
@@ -257,10 +276,14 @@ impl<D: SeriesData> Table<D> {
                         entry.remove();
                     }
                     let extra = slot.data.get_mut().extra_label_sets();
-                    *slot = Slot {
-                        labels: LabelSet::default(),
-                        data: Mutex::new(D::default()),
-                    };
+                    let old = std::mem::replace(
+                        slot,
+                        Slot {
+                            labels: LabelSet::default(),
+                            data: Mutex::new(D::default()),
+                        },
+                    );
+                    gone(old.labels, old.data.into_inner());
                     free.push(i);
                     budget.release(1 + extra);
                     evicted += 1;

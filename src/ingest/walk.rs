@@ -157,6 +157,24 @@ pub trait Visit {
     }
 }
 
+/// Prometheus' staleness marker (its `value.StaleNaN`): a NaN with this bit
+/// pattern, written as a sample, ends a series at that sample's timestamp.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// Passes a walk on with every value replaced by the stale marker.
+struct Stale<'a, V>(&'a mut V);
+
+impl<V: Visit> Visit for Stale<'_, V> {
+    fn series(&mut self, labels: Labels<'_>) {
+        self.0.series(labels);
+    }
+
+    fn sample(&mut self, name: &str, labels: Labels<'_>, extra: Extra<'_>, _: Value) {
+        let stale = Value::Float(f64::from_bits(STALE_NAN_BITS));
+        self.0.sample(name, labels, extra, stale);
+    }
+}
+
 /// The store's metric families, in exposition order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
@@ -347,6 +365,72 @@ impl Ingester {
             let tcp = self.project_tcp();
             for (labels, d) in (0..tcp.len()).filter_map(|i| tcp.view(i)) {
                 tcp_series(&Family::TCP, labels, d, visit);
+            }
+        }
+    }
+
+    /// Visits, once, the samples of the series evicted since the last call
+    /// that are not live again, every value Prometheus' stale marker
+    /// ([`STALE_NAN_BITS`]): what remote write pushes so that queries stop
+    /// returning an evicted series at once rather than for Prometheus'
+    /// five-minute lookback. With the roll-up, a roll-up series is marked
+    /// once none of the series it sums is left.
+    pub fn walk_evicted(&self, visit: &mut impl Visit) {
+        let gone = std::mem::take(&mut *self.evicted.lock());
+        if gone.mesh.is_empty() && gone.tcp.is_empty() {
+            return;
+        }
+        let mut stale = Stale(visit);
+        let export = self.config.export;
+        let mesh_overflow = MESH_OVERFLOW.view(&labels::MESH);
+        let tcp_overflow = TCP_OVERFLOW.view(&labels::TCP);
+        let mesh_live = |l: LabelRef<'_>| {
+            if l == mesh_overflow {
+                self.mesh_overflow.lock().is_some()
+            } else {
+                self.mesh.contains(l)
+            }
+        };
+        let tcp_live = |l: LabelRef<'_>| {
+            if l == tcp_overflow {
+                self.tcp_overflow.lock().is_some()
+            } else {
+                self.tcp.contains(l)
+            }
+        };
+        if export.pods() {
+            let exported = |l| !export.deployments() || !rollup::is_pod_less(l);
+            for (labels, d) in &gone.mesh {
+                let l = labels.view(&labels::MESH);
+                if exported(l) && !mesh_live(l) {
+                    mesh_series(&Family::MESH, l, d, &mut stale);
+                }
+            }
+            for (labels, d) in &gone.tcp {
+                let l = labels.view(&labels::TCP);
+                if exported(l) && !tcp_live(l) {
+                    tcp_series(&Family::TCP, l, d, &mut stale);
+                }
+            }
+        }
+        if export.deployments() {
+            let live = self.project_mesh();
+            let live: std::collections::HashSet<&str> =
+                live.series.iter().map(|(l, _)| l.text()).collect();
+            let gone_mesh = rollup::project_list(&gone.mesh, &labels::MESH);
+            for (l, d) in (0..gone_mesh.len()).filter_map(|i| gone_mesh.view(i)) {
+                if !live.contains(l.rendered()) {
+                    mesh_series(&Family::MESH, l, d, &mut stale);
+                }
+            }
+            let live = self.project_tcp();
+            let live: std::collections::HashSet<&str> =
+                live.series.iter().map(|(l, _)| l.text()).collect();
+            let gone_tcp = rollup::project_list(&gone.tcp, &labels::TCP);
+            for (l, d) in (0..gone_tcp.len()).filter_map(|i| gone_tcp.view(i)) {
+                if !live.contains(l.rendered()) {
+                    tcp_series(&Family::TCP, l, d, &mut stale);
+                }
             }
         }
     }

@@ -161,6 +161,7 @@ impl Args {
                 dropped: self.drop_labels,
                 embedded_stat: self.prometheus_url.is_none(),
                 export: self.export,
+                stale_markers: self.remote_write_url.is_some(),
             },
             health,
         ));
