@@ -304,6 +304,35 @@ async fn receiver_answering_500_is_retried_and_counted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_on_429_and_503_is_honoured() {
+    // A fake receiver: Prometheus itself never sends Retry-After.
+    let fake = FakeReceiver::start(&[429, 503], 200).await;
+    fake.set_retry_after("1");
+    let t = start_telemetry(&cluster(), &[&url_flag(&fake.url()), INTERVAL]).await;
+    let mut client = t.client().await;
+    client.report(traffic("/later", 2)).await.unwrap();
+    eventually(
+        "the batch is accepted after two answers to wait",
+        WAIT,
+        || async { fake.totals().requests(200) >= 1 },
+    )
+    .await;
+    let r = fake.received();
+    assert_eq!((r[0].status, r[1].status, r[2].status), (429, 503, 200));
+    for pair in r[..3].windows(2) {
+        let waited = pair[1].at - pair[0].at;
+        // The backoff alone would be 30–60 ms.
+        assert!(waited >= Duration::from_millis(950), "waited {waited:?}");
+        assert_eq!(pair[1].body, pair[0].body, "the same batch again");
+    }
+    let m = t.scrape().await;
+    assert_eq!(
+        m.get("conduit_remote_write_retry_after_total", &[]),
+        Some(2.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receiver_answering_400_is_not_retried_and_is_counted() {
     let fake = FakeReceiver::start(&[], 400).await;
     let t = start_telemetry(&cluster(), &[&url_flag(&fake.url()), INTERVAL]).await;
