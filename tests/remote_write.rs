@@ -226,10 +226,11 @@ async fn prometheus_killed_and_restarted_gets_a_complete_series() {
     for _ in 0..5 {
         client.report(traffic("/crash", 1)).await.unwrap();
     }
-    // Down long enough that a lost stretch would show as a gap: a dozen
-    // failed attempts at backoff up to the interval is over two seconds.
-    counters_eventually("a dozen pushes failed", t.admin, |m| {
-        requests_with_code(m, "error") >= errors_before + 12.0
+    // Down long enough that a lost stretch would show as a gap: sixteen
+    // failed attempts at jittered backoff (half to all of a delay doubling
+    // up to the interval) is over two seconds.
+    counters_eventually("sixteen pushes failed", t.admin, |m| {
+        requests_with_code(m, "error") >= errors_before + 16.0
     })
     .await;
     let queued = Counters::from(&t.scrape().await).queue;
