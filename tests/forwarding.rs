@@ -775,10 +775,12 @@ async fn ten_thousand_reports_from_64_concurrent_proxies_are_counted_exactly_onc
 
     let m = telemetry.scrape().await;
     assert_eq!(Tally::scraped(&m), sent, "{retried} retried");
-    assert_eq!(
-        m.get("conduit_telemetry_series_folded_total", &[]),
-        Some(0.0)
-    );
+    for step in ["path", "pods", "all"] {
+        assert_eq!(
+            m.get("conduit_telemetry_series_folded_total", &[("folded", step)]),
+            Some(0.0)
+        );
+    }
     let p = proxy_api.scrape().await;
     assert_eq!(handled(&p, REPORT_PATH, "Ok"), Some(REPORTS as f64));
     assert_forwarded_on_streams(&m, &p);

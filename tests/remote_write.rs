@@ -226,10 +226,11 @@ async fn prometheus_killed_and_restarted_gets_a_complete_series() {
     for _ in 0..5 {
         client.report(traffic("/crash", 1)).await.unwrap();
     }
-    // Down long enough that a lost stretch would show as a gap: a dozen
-    // failed attempts at backoff up to the interval is over two seconds.
-    counters_eventually("a dozen pushes failed", t.admin, |m| {
-        requests_with_code(m, "error") >= errors_before + 12.0
+    // Down long enough that a lost stretch would show as a gap: sixteen
+    // failed attempts at jittered backoff (half to all of a delay doubling
+    // up to the interval) is over two seconds.
+    counters_eventually("sixteen pushes failed", t.admin, |m| {
+        requests_with_code(m, "error") >= errors_before + 16.0
     })
     .await;
     let queued = Counters::from(&t.scrape().await).queue;
@@ -301,6 +302,35 @@ async fn receiver_answering_500_is_retried_and_counted() {
             == Some(4.0)
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_on_429_and_503_is_honoured() {
+    // A fake receiver: Prometheus itself never sends Retry-After.
+    let fake = FakeReceiver::start(&[429, 503], 200).await;
+    fake.set_retry_after("1");
+    let t = start_telemetry(&cluster(), &[&url_flag(&fake.url()), INTERVAL]).await;
+    let mut client = t.client().await;
+    client.report(traffic("/later", 2)).await.unwrap();
+    eventually(
+        "the batch is accepted after two answers to wait",
+        WAIT,
+        || async { fake.totals().requests(200) >= 1 },
+    )
+    .await;
+    let r = fake.received();
+    assert_eq!((r[0].status, r[1].status, r[2].status), (429, 503, 200));
+    for pair in r[..3].windows(2) {
+        let waited = pair[1].at - pair[0].at;
+        // The backoff alone would be 30–60 ms.
+        assert!(waited >= Duration::from_millis(950), "waited {waited:?}");
+        assert_eq!(pair[1].body, pair[0].body, "the same batch again");
+    }
+    let m = t.scrape().await;
+    assert_eq!(
+        m.get("conduit_remote_write_retry_after_total", &[]),
+        Some(2.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -706,4 +736,51 @@ async fn sigterm_with_a_stuck_client_exits_after_the_grace_and_flushes() {
         "exited after {took:?}"
     );
     promql_eventually(&prom, &requests_on("/before-sigterm"), 9.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_series_is_ended_by_a_stale_marker_at_once() {
+    let prom = Prometheus::start().await;
+    let t = start_telemetry(
+        &cluster(),
+        &[
+            &url_flag(&prom.write_url()),
+            INTERVAL,
+            "-series-idle-timeout=1s",
+        ],
+    )
+    .await;
+    let mut client = t.client().await;
+    client.report(traffic("/gone", 3)).await.unwrap();
+    promql_eventually(&prom, &requests_on("/gone"), 3.0).await;
+    let latency =
+        format!(r#"response_latency_ms_bucket{{source="{WEB_POD}",path="/gone",le="5"}}"#);
+    assert_eq!(prom.value(&latency).await, Some(2.0));
+
+    // No more reports: the series is evicted after a second or two, and
+    // the next push ends it. Without the marker Prometheus would keep
+    // answering it for its five-minute lookback.
+    let evicted_at = Instant::now();
+    eventually(
+        "the evicted series is gone from an instant query",
+        Duration::from_secs(10),
+        || async {
+            prom.value(&requests_on("/gone")).await.is_none()
+                && prom.value(&latency).await.is_none()
+        },
+    )
+    .await;
+    let took = evicted_at.elapsed();
+    let m = t.scrape().await;
+    assert!(
+        m.get("conduit_telemetry_series_evicted_total", &[])
+            .unwrap()
+            >= 1.0,
+        "it was evicted"
+    );
+    // The samples before the marker are intact (a range selector leaves
+    // the marker itself out).
+    let samples = prom.samples(&format!("{}[5m]", requests_on("/gone"))).await;
+    assert_eq!(samples.last().map(|s| s.1), Some(3.0), "{samples:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
 }

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use conduit::proto::controller::telemetry::ListPodsRequest;
@@ -512,7 +513,7 @@ async fn default_limit_is_four_mebibytes() {
 }
 
 #[tokio::test]
-async fn a_flood_of_unique_paths_stops_at_the_series_cap() {
+async fn a_flood_of_unique_paths_folds_path_first_at_the_series_cap() {
     let t = start_telemetry(&cluster(), &["-max-series=50"]).await;
     let mut client = t.client().await;
     for batch in 0..4 {
@@ -526,32 +527,135 @@ async fn a_flood_of_unique_paths_stops_at_the_series_cap() {
     }
     let m = t.scrape().await;
     let series = m.series("requests_total");
-    assert_eq!(series.len(), 51, "50 label sets and the overflow series");
-    let overflow = [
-        ("source", "__overflow__"),
-        ("target", "__overflow__"),
-        ("source_deployment", "__overflow__"),
-        ("target_deployment", "__overflow__"),
-        ("method", "__overflow__"),
-        ("path", "__overflow__"),
-    ];
-    assert_eq!(
-        m.get("requests_total", &overflow),
-        Some(150.0),
-        "nothing is lost"
+    // A tenth of the cap is kept for folded series: 45 ordinary label sets,
+    // then the pod pair's path-folded series takes every new path.
+    assert_eq!(series.len(), 46, "45 label sets and one path-folded series");
+    let path_folded = labels(
+        &WEB_TO_BOOKS,
+        &[("method", "GET"), ("path", "__overflow__")],
     );
     assert_eq!(
-        m.get("conduit_telemetry_series_folded_total", &[]),
-        Some(150.0)
+        m.get("requests_total", &path_folded),
+        Some(155.0),
+        "nothing is lost, and pods and deployments are kept"
     );
+    let folded = |step| m.get("conduit_telemetry_series_folded_total", &[("folded", step)]);
+    assert_eq!(folded("path"), Some(155.0));
+    assert_eq!(folded("pods"), Some(0.0));
+    assert_eq!(folded("all"), Some(0.0));
     assert_eq!(
         m.get(
             "conduit_telemetry_series_live",
             &[("metric", "requests_total")]
         ),
-        Some(50.0)
+        Some(46.0)
     );
     assert_eq!(m.get("conduit_telemetry_series_limit", &[]), Some(50.0));
+}
+
+/// Deployment pairs' totals (requests, responses by class, latency counts)
+/// summed over every series of a scrape, whatever its pods and path.
+fn deployment_totals(m: &Exposition) -> BTreeMap<(String, String, String), f64> {
+    let mut out = BTreeMap::new();
+    for (name, l, v) in &m.samples {
+        let key = match name.as_str() {
+            "requests_total" | "response_latency_ms_count" => name.clone(),
+            "responses_total" => format!("{name}/{}", l["classification"]),
+            _ => continue,
+        };
+        let pair = (
+            l["source_deployment"].clone(),
+            l["target_deployment"].clone(),
+            key,
+        );
+        *out.entry(pair).or_insert(0.0) += v;
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_50000_path_flood_past_the_cap_keeps_every_deployment_pairs_totals_exact() {
+    // Two web pods and two books pods in their deployments, and a pod of no
+    // deployment: five pod pairs across three deployment pairs.
+    let cluster = yaml_docs(&[
+        &mk_deployment("shop", "web"),
+        &mk_replica_set("shop", "web-5d8f", Some("web")),
+        &mk_pod("shop", "web-5d8f-abcde", "192.0.2.10", Some("web-5d8f")),
+        &mk_pod("shop", "web-5d8f-fghij", "192.0.2.11", Some("web-5d8f")),
+        &mk_deployment("shop", "books"),
+        &mk_replica_set("shop", "books-77aa", Some("books")),
+        &mk_pod("shop", "books-77aa-xyz12", "192.0.2.20", Some("books-77aa")),
+        &mk_pod("shop", "books-77aa-klmno", "192.0.2.21", Some("books-77aa")),
+        &mk_pod("shop", "lonely", "192.0.2.30", None),
+    ]);
+    const PATHS: usize = 50_000;
+    const PER_REPORT: usize = 500;
+    let t = start_telemetry(&cluster, &["-max-series=1000"]).await;
+    let mut client = t.client().await;
+    let pairs = [
+        ("192.0.2.10", "192.0.2.20", "shop/web", "shop/books"),
+        ("192.0.2.10", "192.0.2.21", "shop/web", "shop/books"),
+        ("192.0.2.11", "192.0.2.20", "shop/web", "shop/books"),
+        ("192.0.2.11", "192.0.2.30", "shop/web", ""),
+        ("192.0.2.30", "192.0.2.21", "", "shop/books"),
+    ];
+    let mut want: BTreeMap<(String, String, String), f64> = BTreeMap::new();
+    let mut add = |sd: &str, td: &str, key: &str, n: u32| {
+        *want
+            .entry((sd.to_string(), td.to_string(), key.to_string()))
+            .or_insert(0.0) += f64::from(n);
+    };
+    let mut rng = fastrand::Rng::with_seed(50_000);
+    for batch in 0..PATHS / PER_REPORT {
+        let scopes = (0..PER_REPORT)
+            .map(|i| {
+                let (src, dst, sd, td) = pairs[rng.usize(..pairs.len())];
+                let (count, ok, failed) = (rng.u32(1..5), rng.u32(0..3), rng.u32(0..2));
+                add(sd, td, "requests_total", count);
+                add(sd, td, "responses_total/success", ok);
+                add(sd, td, "responses_total/failure", failed);
+                add(sd, td, "response_latency_ms_count", 2 * count);
+                let mut responses = vec![response(
+                    200,
+                    &[(rng.u32(1..20_000), count)],
+                    vec![eos(End::Other(true), ok as usize)],
+                )];
+                // A 5xx class now and then: a new response label set too.
+                responses.push(response(
+                    [500, 502, 503][rng.usize(..3)],
+                    &[(rng.u32(1..20_000), count)],
+                    vec![eos(End::Other(true), failed as usize)],
+                ));
+                RequestScope {
+                    ctx: ctx(src, dst, get(), &format!("/item/{batch}/{i}")),
+                    count,
+                    responses,
+                }
+            })
+            .collect();
+        client
+            .report(report("shop", "web-5d8f-abcde", scopes))
+            .await
+            .unwrap();
+    }
+    let m = t.scrape().await;
+    let folded = |step| {
+        m.get("conduit_telemetry_series_folded_total", &[("folded", step)])
+            .unwrap()
+    };
+    assert!(folded("path") > 40_000.0, "the flood was folded by path");
+    assert_eq!(folded("all"), 0.0, "no deployment was lost");
+    assert!(m.series("requests_total").len() < 1000);
+    assert!(
+        m.series("requests_total")
+            .iter()
+            .any(|l| l["path"] == "__overflow__" && l["source"] != "__overflow__"),
+        "path-folded series keep their pods"
+    );
+    want.retain(|_, v| *v > 0.0);
+    let mut got = deployment_totals(&m);
+    got.retain(|_, v| *v > 0.0);
+    assert_eq!(got, want);
 }
 
 #[tokio::test]
@@ -856,4 +960,143 @@ async fn embedded_stat_answers_rates_and_percentiles() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+}
+
+/// Reports from several pods of two deployments, a pod of none and an
+/// unknown address, over many paths, classes, latencies and connections.
+fn rollup_reports() -> Vec<conduit::proto::proxy::telemetry::ReportRequest> {
+    let ips = [
+        "192.0.2.10",
+        "192.0.2.20",
+        "192.0.2.30",
+        "2001:db8::20",
+        "198.51.100.7",
+    ];
+    let mut rng = fastrand::Rng::with_seed(2);
+    (0..40)
+        .map(|n| {
+            let scopes = (0..25)
+                .map(|_| {
+                    let (src, dst) = (ips[rng.usize(..ips.len())], ips[rng.usize(..ips.len())]);
+                    let count = rng.u32(1..9);
+                    RequestScope {
+                        ctx: ctx(src, dst, get(), &format!("/p/{}", rng.u32(..6))),
+                        count,
+                        responses: vec![
+                            response(
+                                200,
+                                &[(rng.u32(1..600_000), count), (rng.u32(1..90), 1)],
+                                vec![eos(End::Other(true), count as usize)],
+                            ),
+                            response(
+                                [500, 503][rng.usize(..2)],
+                                &[(rng.u32(1..600_000), 1)],
+                                vec![eos(End::GrpcStatusCode(rng.u32(..3)), 1)],
+                            ),
+                        ],
+                    }
+                })
+                .collect();
+            let (ns, pod) = [
+                ("shop", "web-5d8f-abcde"),
+                ("shop", "books-77aa-xyz12"),
+                ("shop", "lonely"),
+            ][n % 3];
+            let mut r = report(ns, pod, scopes);
+            r.server_transports = vec![ServerTransport {
+                source_ip: Some(conduit::proto::net::ip_to_proto(
+                    ips[rng.usize(..ips.len())].parse().unwrap(),
+                )),
+                connects: rng.u32(..4),
+                disconnects: vec![TransportSummary {
+                    duration_ms: rng.u64(..100_000),
+                    bytes_sent: rng.u64(..10_000),
+                }],
+            }];
+            r
+        })
+        .collect()
+}
+
+type Key = (String, BTreeMap<String, String>);
+
+/// A scrape's mesh samples, keyed by name and labels (checked unique), in
+/// tenths (latency sums are exact in tenths of a millisecond), so that
+/// sums are exact.
+fn mesh_samples(m: &Exposition) -> BTreeMap<Key, u64> {
+    let mut out = BTreeMap::new();
+    for (name, l, v) in &m.samples {
+        let mesh = [
+            "requests_total",
+            "responses_total",
+            "response_latency_ms",
+            "tcp_",
+        ];
+        if mesh.iter().any(|p| name.starts_with(p)) {
+            let dup = out.insert((name.clone(), l.clone()), (v * 10.0).round() as u64);
+            assert!(dup.is_none(), "duplicate series {name}{l:?}");
+        }
+    }
+    out
+}
+
+fn pod_less(l: &BTreeMap<String, String>) -> bool {
+    l["source"].is_empty() && l["target"].is_empty()
+}
+
+#[tokio::test]
+async fn the_deployment_roll_up_sums_the_pod_series_exactly() {
+    let pods = start_telemetry(&cluster(), &[]).await;
+    let deployments = start_telemetry(&cluster(), &["-export=deployments"]).await;
+    let both = start_telemetry(&cluster(), &["-export", "both"]).await;
+    for t in [&pods, &deployments, &both] {
+        let mut client = t.client().await;
+        for r in rollup_reports() {
+            client.report(r).await.unwrap();
+        }
+    }
+    let by_pod = mesh_samples(&pods.scrape().await);
+    let rolled = mesh_samples(&deployments.scrape().await);
+    let both = mesh_samples(&both.scrape().await);
+
+    // Every pod-level sample, its pod labels emptied, summed.
+    let mut want: BTreeMap<Key, u64> = BTreeMap::new();
+    for ((name, l), v) in &by_pod {
+        let mut l = l.clone();
+        l.insert("source".into(), String::new());
+        l.insert("target".into(), String::new());
+        *want.entry((name.clone(), l)).or_insert(0) += v;
+    }
+    assert!(by_pod.len() > 2 * rolled.len(), "the roll-up is smaller");
+    assert!(rolled.keys().all(|(_, l)| pod_less(l)), "no pod labels");
+    for family in [
+        "requests_total",
+        "responses_total",
+        "response_latency_ms_bucket",
+        "tcp_open_total",
+    ] {
+        assert!(
+            rolled.keys().any(|(n, _)| n == family),
+            "{family} rolled up"
+        );
+    }
+    let differ: Vec<_> = want
+        .keys()
+        .chain(rolled.keys())
+        .filter(|k| rolled.get(*k) != want.get(*k))
+        .map(|k| (k, rolled.get(k), want.get(k)))
+        .take(5)
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "per-deployment sums equal the per-pod sums: {differ:?}"
+    );
+
+    // Both: the pod series (those with a pod label) and the roll-up.
+    let mut union: BTreeMap<Key, u64> = by_pod
+        .into_iter()
+        .filter(|((_, l), _)| !pod_less(l))
+        .collect();
+    union.extend(rolled);
+    assert_eq!(both, union);
 }

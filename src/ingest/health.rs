@@ -30,7 +30,10 @@ pub struct Health {
     pub handling: Histogram,
     pub series_live: IntGaugeVec,
     pub series_limit: IntGauge,
-    pub folded: IntCounter,
+    /// Updates folded past `-max-series`, by step: `path`, `pods`, `all`.
+    pub folded_path: IntCounter,
+    pub folded_pods: IntCounter,
+    pub folded_all: IntCounter,
     pub evicted: IntCounter,
     pub pairs_dropped: IntCounter,
     pub source_misses: IntCounter,
@@ -39,9 +42,20 @@ pub struct Health {
     pub instances: IntGauge,
     pub instances_too_long: IntCounter,
     pub instances_full: IntCounter,
+    pub rollups_cut: IntCounter,
+    pub stale_dropped: IntCounter,
 }
 
 impl Health {
+    /// The folding counter of one step.
+    pub fn folded(&self, step: super::fold::Fold) -> &IntCounter {
+        match step {
+            super::fold::Fold::Path => &self.folded_path,
+            super::fold::Fold::Pods => &self.folded_pods,
+            super::fold::Fold::All => &self.folded_all,
+        }
+    }
+
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let rejected = IntCounterVec::new(
             Opts::new(
@@ -71,6 +85,13 @@ impl Health {
             ),
             &["reason"],
         )?;
+        let folded = IntCounterVec::new(
+            Opts::new(
+                "conduit_telemetry_series_folded_total",
+                "Updates to new label sets folded because -max-series was reached, by what they lost: path (path became __overflow__), pods (source, target and path), all (every label: the __overflow__ series).",
+            ),
+            &["folded"],
+        )?;
         let health = Self {
             reports: IntCounter::new(
                 "conduit_telemetry_reports_total",
@@ -99,10 +120,9 @@ impl Health {
                 "conduit_telemetry_series_limit",
                 "The -max-series cap on live label sets.",
             )?,
-            folded: IntCounter::new(
-                "conduit_telemetry_series_folded_total",
-                "Updates to new label sets folded into the __overflow__ series because the cap was reached.",
-            )?,
+            folded_path: folded.with_label_values(&["path"]),
+            folded_pods: folded.with_label_values(&["pods"]),
+            folded_all: folded.with_label_values(&["all"]),
             evicted: IntCounter::new(
                 "conduit_telemetry_series_evicted_total",
                 "Series dropped after -series-idle-timeout without reports.",
@@ -124,6 +144,14 @@ impl Health {
             instances_too_long: refused.with_label_values(&["too_long"]),
             instances_full: refused.with_label_values(&["full"]),
             series_live: series_live.clone(),
+            stale_dropped: IntCounter::new(
+                "conduit_telemetry_stale_markers_dropped_total",
+                "Evicted series whose remote-write stale marker was dropped because more than MAX_STALE_SERIES evictions waited for the next push.",
+            )?,
+            rollups_cut: IntCounter::new(
+                "conduit_telemetry_rollup_scrapes_cut_total",
+                "Streamed scrapes whose per-deployment roll-up of a family was pushed out by newer concurrent scrapes before it was sent; the rest of it was left out of that scrape.",
+            )?,
         };
         registry.register(Box::new(health.reports.clone()))?;
         registry.register(Box::new(rejected))?;
@@ -132,12 +160,14 @@ impl Health {
         registry.register(Box::new(health.report_bytes.clone()))?;
         registry.register(Box::new(health.handling.clone()))?;
         registry.register(Box::new(health.series_limit.clone()))?;
-        registry.register(Box::new(health.folded.clone()))?;
+        registry.register(Box::new(folded))?;
         registry.register(Box::new(health.evicted.clone()))?;
         registry.register(Box::new(health.pairs_dropped.clone()))?;
         registry.register(Box::new(health.truncated.clone()))?;
         registry.register(Box::new(health.instances.clone()))?;
         registry.register(Box::new(refused))?;
+        registry.register(Box::new(health.rollups_cut.clone()))?;
+        registry.register(Box::new(health.stale_dropped.clone()))?;
         Ok(health)
     }
 }

@@ -5,8 +5,10 @@
 //! added to the series of its six request labels in a sharded [`table::Table`]
 //! of [`series::MeshData`]; transport summaries go to a second table of
 //! [`series::TcpData`]. Both tables share one [`table::Budget`] of live label
-//! sets (`-max-series`); past it, updates fold into an overflow series whose
-//! every label is `__overflow__`. Series no report touched for
+//! sets (`-max-series`); past it, a new label set folds its
+//! highest-cardinality dimension first ([`fold`]: its `path`, then its pods,
+//! and only last every label, into the `__overflow__` series), so sums by
+//! deployment stay exact. Series no report touched for
 //! `-series-idle-timeout` are evicted by [`Ingester::evict_idle`].
 //!
 //! Every update is applied before `ingest` returns, so the next scrape
@@ -14,11 +16,13 @@
 
 pub mod exposition;
 pub mod flat;
+pub mod fold;
 pub mod health;
 pub mod hist;
 pub mod instances;
 pub mod labels;
 pub mod report;
+pub mod rollup;
 pub mod series;
 pub mod table;
 pub mod walk;
@@ -33,9 +37,11 @@ use smallvec::SmallVec;
 pub use health::Health;
 pub use instances::Instances;
 pub use report::{DroppedLabels, Enrich, InvalidReport, NoMetadata, WorkloadRef};
+pub use rollup::Export;
 
 use crate::proto::proxy::telemetry::report_request::Proxy;
 use flat::{FlatReport, Report, Scope, WireError};
+use fold::{Fold, Tiers};
 use labels::LabelBuf;
 use report::{is_success, method_label, resolve};
 use series::{MeshData, Response, TcpData};
@@ -50,6 +56,13 @@ pub const DEFAULT_MAX_SERIES: usize = 500_000;
 /// not vanish during a lull, short enough that dead pods' series go away.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Evicted series kept until remote write pushes their stale markers: a
+/// sweep of a fleet's worth of dead pods (a rollout of 1,000 pods is
+/// ~100,000 label sets), at ~300 bytes each ~30 MB at most. Past it the
+/// oldest evictions' markers are dropped (counted): Prometheus then ends
+/// those series after its five-minute lookback, as without markers.
+pub const MAX_STALE_SERIES: usize = 100_000;
+
 pub use labels::OVERFLOW;
 
 #[derive(Clone, Debug)]
@@ -60,6 +73,12 @@ pub struct Config {
     /// Keep the embedded Stat store ([`window`]); off when Stat is answered
     /// by Prometheus, which saves its memory and its share of ingest time.
     pub embedded_stat: bool,
+    /// Pod-level series, the per-deployment roll-up, or both
+    /// (`-export`; [`rollup`]).
+    pub export: Export,
+    /// Keep evicted series for [`Ingester::walk_evicted`] (remote write's
+    /// stale markers); off when nothing would drain them.
+    pub stale_markers: bool,
 }
 
 impl Default for Config {
@@ -69,6 +88,8 @@ impl Default for Config {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             dropped: DroppedLabels::default(),
             embedded_stat: true,
+            export: Export::default(),
+            stale_markers: false,
         }
     }
 }
@@ -106,6 +127,8 @@ pub struct Ingester {
     config: Config,
     clock: Clock,
     budget: Budget,
+    /// Where ordinary and folded label sets stop claiming `budget`.
+    tiers: Tiers,
     mesh: Table<MeshData>,
     mesh_overflow: Mutex<Option<MeshData>>,
     tcp: Table<TcpData>,
@@ -115,11 +138,31 @@ pub struct Ingester {
     window_budget: Budget,
     instances: Instances,
     health: Health,
+    /// Roll-ups of streamed scrapes in progress.
+    rollups: rollup::RollUps,
+    /// Series evicted since remote write last pushed their stale markers.
+    evicted: Mutex<Evicted>,
+}
+
+/// Series dropped by [`Ingester::evict_idle`], with their data (which
+/// samples they had), for their stale markers.
+#[derive(Default)]
+pub(crate) struct Evicted {
+    pub(crate) mesh: Vec<(labels::LabelSet, MeshData)>,
+    pub(crate) tcp: Vec<(labels::LabelSet, TcpData)>,
+}
+
+impl Evicted {
+    fn len(&self) -> usize {
+        self.mesh.len() + self.tcp.len()
+    }
 }
 
 thread_local! {
     /// Label rendering scratch space, reused across reports on each thread.
     static SCRATCH: RefCell<LabelBuf> = RefCell::new(LabelBuf::default());
+    /// A label set's folded form, built past the series cap only.
+    static FOLDED: RefCell<LabelBuf> = RefCell::new(LabelBuf::default());
     /// Decoding tables, reused across reports on each thread.
     static FLAT: RefCell<FlatReport> = RefCell::new(FlatReport::default());
 }
@@ -139,8 +182,15 @@ struct Tally {
     source_misses: u64,
     target_misses: u64,
     truncated: u64,
-    folded: u64,
+    /// Updates folded, by [`Fold`] step.
+    folded: [u64; 3],
     pairs_dropped: u64,
+}
+
+impl Tally {
+    fn fold(&mut self, step: Fold, n: u64) {
+        self.folded[step as usize] += n;
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -155,6 +205,7 @@ impl Ingester {
         Self {
             clock: Clock::new(),
             budget: Budget::new(config.max_series),
+            tiers: Tiers::new(config.max_series),
             windows: Table::new(&labels::PAIR),
             window_budget: Budget::new(config.max_series),
             config,
@@ -164,6 +215,8 @@ impl Ingester {
             tcp_overflow: Mutex::new(None),
             instances: Instances::default(),
             health,
+            rollups: rollup::RollUps::default(),
+            evicted: Mutex::new(Evicted::default()),
         }
     }
 
@@ -250,7 +303,12 @@ impl Ingester {
         h.source_misses.inc_by(tally.source_misses);
         h.target_misses.inc_by(tally.target_misses);
         h.truncated.inc_by(tally.truncated);
-        h.folded.inc_by(tally.folded);
+        for (step, n) in [Fold::Path, Fold::Pods, Fold::All]
+            .into_iter()
+            .zip(tally.folded)
+        {
+            h.folded(step).inc_by(n);
+        }
         h.pairs_dropped.inc_by(tally.pairs_dropped);
         h.handling.observe(started.elapsed().as_secs_f64());
         Ok(())
@@ -288,18 +346,18 @@ impl Ingester {
         };
         tally.truncated += u64::from(w.push(method)) + u64::from(w.push(path));
 
-        let mut folded: SmallVec<[Response; 4]> = SmallVec::new();
-        let lookup = self.mesh.update(w.view(), &self.budget, |data| {
-            data.touched = now.secs;
-            add_scope(data, report, scope, Some(&self.budget), &mut folded);
-        });
-        if lookup == Lookup::Full {
-            tally.folded += 1;
-            let mut overflow = self.mesh_overflow.lock();
-            let data = overflow.get_or_insert_with(MeshData::default);
-            data.touched = now.secs;
-            add_scope(data, report, scope, None, &mut folded);
-        }
+        let mut spilled: SmallVec<[Response; 4]> = SmallVec::new();
+        let landed = self.update_folding(
+            &self.mesh,
+            &self.mesh_overflow,
+            w.view(),
+            tally,
+            |data, ceiling| {
+                data.touched = now.secs;
+                let budget = ceiling.map(|c| (&self.budget, c));
+                add_scope(data, report, scope, budget, &mut spilled);
+            },
+        );
         // The workload pair is the first labels of the request series.
         let pair = w.prefix(&labels::PAIR);
         if self.config.embedded_stat
@@ -309,15 +367,93 @@ impl Ingester {
         {
             tally.pairs_dropped += 1;
         }
-        if !folded.is_empty() {
-            tally.folded += folded.len() as u64;
+        if !spilled.is_empty() {
+            self.spill_responses(w.view(), landed, spilled, now.secs, tally);
+        }
+    }
+
+    /// Runs `add` on the series of `labels`, or, once the cap leaves no room
+    /// for a new one, on its first folded form ([`fold`]) that exists or
+    /// fits, the overflow series last. `add` gets the ceiling its own new
+    /// label sets (response classes) may claim up to, `None` in the
+    /// overflow series (which claims nothing). Returns where it landed.
+    fn update_folding<D: table::SeriesData>(
+        &self,
+        table: &Table<D>,
+        overflow: &Mutex<Option<D>>,
+        labels: labels::LabelRef<'_>,
+        tally: &mut Tally,
+        mut add: impl FnMut(&mut D, Option<usize>),
+    ) -> Option<Fold> {
+        let ordinary = self.tiers.ordinary;
+        if table.update_within(labels, &self.budget, ordinary, |d| add(d, Some(ordinary)))
+            != Lookup::Full
+        {
+            return None;
+        }
+        let landed = FOLDED.with_borrow_mut(|folded| {
+            Fold::steps(labels.schema()).find(|&step| {
+                fold::fold(labels, step, folded);
+                let ceiling = self.tiers.of(step);
+                table.update_within(folded.view(), &self.budget, ceiling, |d| {
+                    add(d, Some(ceiling));
+                }) != Lookup::Full
+            })
+        });
+        let step = landed.unwrap_or_else(|| {
+            add(overflow.lock().get_or_insert_with(D::default), None);
+            Fold::All
+        });
+        tally.fold(step, 1);
+        Some(step)
+    }
+
+    /// Response classes a series had no room for go to the next folded
+    /// forms of its labels (`full`), as far as needed.
+    fn spill_responses(
+        &self,
+        full: labels::LabelRef<'_>,
+        landed: Option<Fold>,
+        mut spilled: SmallVec<[Response; 4]>,
+        now: u32,
+        tally: &mut Tally,
+    ) {
+        let budget = &self.budget;
+        FOLDED.with_borrow_mut(|folded| {
+            for step in Fold::steps(full.schema()).filter(|&s| Some(s) > landed) {
+                fold::fold(full, step, folded);
+                let ceiling = self.tiers.of(step);
+                let before = spilled.len();
+                let mut rest: SmallVec<[Response; 4]> = SmallVec::new();
+                let lookup = self
+                    .mesh
+                    .update_within(folded.view(), budget, ceiling, |d| {
+                        d.touched = now;
+                        for r in spilled.drain(..) {
+                            match d.response_mut(r.status, r.success) {
+                                Some(have) => have.count += r.count,
+                                None if budget.try_acquire_below(ceiling) => d.responses.push(r),
+                                None => rest.push(r),
+                            }
+                        }
+                    });
+                if lookup == Lookup::Full {
+                    continue;
+                }
+                tally.fold(step, (before - rest.len()) as u64);
+                spilled = rest;
+                if spilled.is_empty() {
+                    return;
+                }
+            }
+            tally.fold(Fold::All, spilled.len() as u64);
             let mut overflow = self.mesh_overflow.lock();
             let data = overflow.get_or_insert_with(MeshData::default);
-            data.touched = now.secs;
-            for r in folded {
+            data.touched = now;
+            for r in spilled {
                 data.absorb_responses(r.status, r.success, r.count);
             }
-        }
+        });
     }
 
     fn apply_transports<E: Enrich>(
@@ -381,11 +517,7 @@ impl Ingester {
                 data.observe_close(duration_ms, bytes_sent);
             }
         };
-        if self.tcp.update(labels, &self.budget, add) == Lookup::Full {
-            tally.folded += 1;
-            let mut overflow = self.tcp_overflow.lock();
-            add(overflow.get_or_insert_with(TcpData::default));
-        }
+        self.update_folding(&self.tcp, &self.tcp_overflow, labels, tally, |d, _| add(d));
     }
 
     /// Drops series and instances idle for longer than their timeouts.
@@ -396,13 +528,39 @@ impl Ingester {
         let Some(cutoff) = now.checked_sub(idle) else {
             return 0;
         };
-        let evicted =
-            self.mesh.evict_idle(cutoff, &self.budget) + self.tcp.evict_idle(cutoff, &self.budget);
+        let mut gone = Evicted::default();
+        let keep = self.config.stale_markers;
+        let evicted = self.mesh.evict_idle_with(cutoff, &self.budget, |l, d| {
+            if keep {
+                gone.mesh.push((l, d));
+            }
+        }) + self.tcp.evict_idle_with(cutoff, &self.budget, |l, d| {
+            if keep {
+                gone.tcp.push((l, d));
+            }
+        });
         if let Some(pair_cutoff) = now.checked_sub(window::PAIR_IDLE_SECS) {
             self.windows.evict_idle(pair_cutoff, &self.window_budget);
         }
-        expire_overflow(&self.mesh_overflow, cutoff);
-        expire_overflow(&self.tcp_overflow, cutoff);
+        if let Some(d) = expire_overflow(&self.mesh_overflow, cutoff).filter(|_| keep) {
+            gone.mesh
+                .push((labels::LabelSet::overflow(&labels::MESH), d));
+        }
+        if let Some(d) = expire_overflow(&self.tcp_overflow, cutoff).filter(|_| keep) {
+            gone.tcp.push((labels::LabelSet::overflow(&labels::TCP), d));
+        }
+        if gone.len() > 0 {
+            let mut kept = self.evicted.lock();
+            kept.mesh.append(&mut gone.mesh);
+            kept.tcp.append(&mut gone.tcp);
+            let over = kept.len().saturating_sub(MAX_STALE_SERIES);
+            if over > 0 {
+                let from_mesh = over.min(kept.mesh.len());
+                kept.mesh.drain(..from_mesh);
+                kept.tcp.drain(..over - from_mesh);
+                self.health.stale_dropped.inc_by(over as u64);
+            }
+        }
         self.instances.expire();
         self.health.evicted.inc_by(evicted as u64);
         evicted
@@ -414,11 +572,12 @@ impl Ingester {
     }
 }
 
-fn expire_overflow<D: table::SeriesData>(overflow: &Mutex<Option<D>>, cutoff: u32) {
+fn expire_overflow<D: table::SeriesData>(overflow: &Mutex<Option<D>>, cutoff: u32) -> Option<D> {
     let mut o = overflow.lock();
     if o.as_ref().is_some_and(|d| d.last_touch() < cutoff) {
-        *o = None;
+        return o.take();
     }
+    None
 }
 
 /// Adds one request scope to a series. Response classes the budget cannot
@@ -427,7 +586,7 @@ fn add_scope(
     data: &mut MeshData,
     report: Report<'_>,
     scope: &Scope,
-    budget: Option<&Budget>,
+    budget: Option<(&Budget, usize)>,
     folded: &mut SmallVec<[Response; 4]>,
 ) {
     data.requests += u64::from(scope.count);
@@ -444,11 +603,13 @@ fn add_scope(
             let status = status as u16;
             match data.response_mut(status, success) {
                 Some(r) => r.count += n,
-                None if budget.is_none_or(Budget::try_acquire) => data.responses.push(Response {
-                    status,
-                    success,
-                    count: n,
-                }),
+                None if budget.is_none_or(|(b, ceiling)| b.try_acquire_below(ceiling)) => {
+                    data.responses.push(Response {
+                        status,
+                        success,
+                        count: n,
+                    })
+                }
                 None => folded.push(Response {
                     status,
                     success,

@@ -55,7 +55,7 @@ pub struct Response {
 /// Everything the three mesh metrics know about one request label set.
 /// Counters are u64 (the wire's u32 values are summed without wrapping); the
 /// latency sum is kept in tenths of a millisecond, exact.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct MeshData {
     pub requests: u64,
     pub latency: [u64; LATENCY_BUCKETS],
@@ -128,7 +128,7 @@ impl SeriesData for MeshData {
 }
 
 /// The tcp metrics of one (direction, peer, source, target) label set.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct TcpData {
     pub opens: u64,
     pub closes: u64,

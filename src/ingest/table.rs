@@ -56,9 +56,17 @@ impl Budget {
 
     /// Claims one label set, or returns false when the cap is reached.
     pub fn try_acquire(&self) -> bool {
+        self.try_acquire_below(self.limit)
+    }
+
+    /// Claims one label set while fewer than `ceiling` (at most the cap)
+    /// are live: folded series may use the part of the cap ordinary ones
+    /// leave them ([`super::fold::Tiers`]).
+    pub fn try_acquire_below(&self, ceiling: usize) -> bool {
+        let ceiling = ceiling.min(self.limit);
         self.live
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
-                (live < self.limit).then_some(live + 1)
+                (live < ceiling).then_some(live + 1)
             })
             .is_ok()
     }
@@ -187,6 +195,18 @@ impl<D: SeriesData> Table<D> {
         budget: &Budget,
         update: impl FnOnce(&mut D),
     ) -> Lookup {
+        self.update_within(labels, budget, budget.limit(), update)
+    }
+
+    /// [`Self::update`], creating the series only while fewer than
+    /// `ceiling` label sets are live.
+    pub fn update_within(
+        &self,
+        labels: LabelRef<'_>,
+        budget: &Budget,
+        ceiling: usize,
+        update: impl FnOnce(&mut D),
+    ) -> Lookup {
         let hash = labels.hash_with(&self.hasher);
         let shard = &self.shards[shard_of(hash)];
         {
@@ -196,7 +216,7 @@ impl<D: SeriesData> Table<D> {
                 return Lookup::Existing;
             }
         }
-        if !budget.try_acquire() {
+        if !budget.try_acquire_below(ceiling) {
             return Lookup::Full;
         }
         let mut s = shard.write();
@@ -218,6 +238,25 @@ impl<D: SeriesData> Table<D> {
     /// Drops every series whose last touch is before `cutoff`, returning how
     /// many were dropped; their label sets go back to the budget.
     pub fn evict_idle(&self, cutoff: u32, budget: &Budget) -> usize {
+        self.evict_idle_with(cutoff, budget, |_, _| {})
+    }
+
+    /// Whether a series with these labels is live.
+    pub fn contains(&self, labels: LabelRef<'_>) -> bool {
+        let hash = labels.hash_with(&self.hasher);
+        self.shards[shard_of(hash)]
+            .read()
+            .find(hash, labels)
+            .is_some()
+    }
+
+    /// [`Self::evict_idle`], handing each dropped series to `gone`.
+    pub fn evict_idle_with(
+        &self,
+        cutoff: u32,
+        budget: &Budget,
+        mut gone: impl FnMut(LabelSet, D),
+    ) -> usize {
         let mut evicted = 0;
         for shard in self.shards.iter() {
             let mut guard = shard.write();
@@ -237,10 +276,14 @@ impl<D: SeriesData> Table<D> {
                         entry.remove();
                     }
                     let extra = slot.data.get_mut().extra_label_sets();
-                    *slot = Slot {
-                        labels: LabelSet::default(),
-                        data: Mutex::new(D::default()),
-                    };
+                    let old = std::mem::replace(
+                        slot,
+                        Slot {
+                            labels: LabelSet::default(),
+                            data: Mutex::new(D::default()),
+                        },
+                    );
+                    gone(old.labels, old.data.into_inner());
                     free.push(i);
                     budget.release(1 + extra);
                     evicted += 1;

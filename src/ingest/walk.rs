@@ -25,6 +25,7 @@ use smallvec::{SmallVec, smallvec};
 
 use super::Ingester;
 use super::labels::{self, LabelRef, LabelSet, Schema};
+use super::rollup::{self, AnyProjected, Projected};
 use super::series::{LATENCY_BOUNDS_MS, MeshData, TCP_DURATION_BOUNDS_MS, TcpData};
 use super::table::SHARDS;
 
@@ -156,6 +157,24 @@ pub trait Visit {
     }
 }
 
+/// Prometheus' staleness marker (its `value.StaleNaN`): a NaN with this bit
+/// pattern, written as a sample, ends a series at that sample's timestamp.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// Passes a walk on with every value replaced by the stale marker.
+struct Stale<'a, V>(&'a mut V);
+
+impl<V: Visit> Visit for Stale<'_, V> {
+    fn series(&mut self, labels: Labels<'_>) {
+        self.0.series(labels);
+    }
+
+    fn sample(&mut self, name: &str, labels: Labels<'_>, extra: Extra<'_>, _: Value) {
+        let stale = Value::Float(f64::from_bits(STALE_NAN_BITS));
+        self.0.sample(name, labels, extra, stale);
+    }
+}
+
 /// The store's metric families, in exposition order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
@@ -204,8 +223,8 @@ impl Family {
         Family::TcpDuration,
     ];
 
-    const MESH: [Family; 3] = [Family::Requests, Family::Responses, Family::Latency];
-    const TCP: [Family; 4] = [
+    pub(super) const MESH: [Family; 3] = [Family::Requests, Family::Responses, Family::Latency];
+    pub(super) const TCP: [Family; 4] = [
         Family::TcpOpen,
         Family::TcpClose,
         Family::TcpWriteBytes,
@@ -313,22 +332,172 @@ impl Ingester {
     /// Visits every sample of the mesh and tcp series, series by series:
     /// what `/metrics` prints for them, in no particular order.
     pub fn walk(&self, visit: &mut impl Visit) {
-        for shard in 0..SHARDS {
-            self.mesh.for_each_in_shard(shard, |labels, d| {
+        let export = self.config.export;
+        if export.pods() {
+            // With the roll-up too, pod-less series are exported inside it.
+            let keep = |labels: LabelRef<'_>| !export.deployments() || !rollup::is_pod_less(labels);
+            for shard in 0..SHARDS {
+                self.mesh.for_each_in_shard(shard, |labels, d| {
+                    if keep(labels) {
+                        mesh_series(&Family::MESH, labels, d, visit);
+                    }
+                });
+            }
+            for shard in 0..SHARDS {
+                self.tcp.for_each_in_shard(shard, |labels, d| {
+                    if keep(labels) {
+                        tcp_series(&Family::TCP, labels, d, visit);
+                    }
+                });
+            }
+            if let Some(d) = &*self.mesh_overflow.lock() {
+                mesh_series(&Family::MESH, MESH_OVERFLOW.view(&labels::MESH), d, visit);
+            }
+            if let Some(d) = &*self.tcp_overflow.lock() {
+                tcp_series(&Family::TCP, TCP_OVERFLOW.view(&labels::TCP), d, visit);
+            }
+        }
+        if export.deployments() {
+            let mesh = self.project_mesh();
+            for (labels, d) in (0..mesh.len()).filter_map(|i| mesh.view(i)) {
                 mesh_series(&Family::MESH, labels, d, visit);
-            });
-        }
-        for shard in 0..SHARDS {
-            self.tcp.for_each_in_shard(shard, |labels, d| {
+            }
+            let tcp = self.project_tcp();
+            for (labels, d) in (0..tcp.len()).filter_map(|i| tcp.view(i)) {
                 tcp_series(&Family::TCP, labels, d, visit);
-            });
+            }
         }
-        if let Some(d) = &*self.mesh_overflow.lock() {
-            mesh_series(&Family::MESH, MESH_OVERFLOW.view(&labels::MESH), d, visit);
+    }
+
+    /// Visits, once, the samples of the series evicted since the last call
+    /// that are not live again, every value Prometheus' stale marker
+    /// ([`STALE_NAN_BITS`]): what remote write pushes so that queries stop
+    /// returning an evicted series at once rather than for Prometheus'
+    /// five-minute lookback. With the roll-up, a roll-up series is marked
+    /// once none of the series it sums is left.
+    pub fn walk_evicted(&self, visit: &mut impl Visit) {
+        let gone = std::mem::take(&mut *self.evicted.lock());
+        if gone.mesh.is_empty() && gone.tcp.is_empty() {
+            return;
         }
-        if let Some(d) = &*self.tcp_overflow.lock() {
-            tcp_series(&Family::TCP, TCP_OVERFLOW.view(&labels::TCP), d, visit);
+        let mut stale = Stale(visit);
+        let export = self.config.export;
+        let mesh_overflow = MESH_OVERFLOW.view(&labels::MESH);
+        let tcp_overflow = TCP_OVERFLOW.view(&labels::TCP);
+        let mesh_live = |l: LabelRef<'_>| {
+            if l == mesh_overflow {
+                self.mesh_overflow.lock().is_some()
+            } else {
+                self.mesh.contains(l)
+            }
+        };
+        let tcp_live = |l: LabelRef<'_>| {
+            if l == tcp_overflow {
+                self.tcp_overflow.lock().is_some()
+            } else {
+                self.tcp.contains(l)
+            }
+        };
+        if export.pods() {
+            let exported = |l| !export.deployments() || !rollup::is_pod_less(l);
+            for (labels, d) in &gone.mesh {
+                let l = labels.view(&labels::MESH);
+                if exported(l) && !mesh_live(l) {
+                    mesh_series(&Family::MESH, l, d, &mut stale);
+                }
+            }
+            for (labels, d) in &gone.tcp {
+                let l = labels.view(&labels::TCP);
+                if exported(l) && !tcp_live(l) {
+                    tcp_series(&Family::TCP, l, d, &mut stale);
+                }
+            }
         }
+        if export.deployments() {
+            let live = self.project_mesh();
+            let live: std::collections::HashSet<&str> =
+                live.series.iter().map(|(l, _)| l.text()).collect();
+            let gone_mesh = rollup::project_list(&gone.mesh, &labels::MESH);
+            for (l, d) in (0..gone_mesh.len()).filter_map(|i| gone_mesh.view(i)) {
+                if !live.contains(l.rendered()) {
+                    mesh_series(&Family::MESH, l, d, &mut stale);
+                }
+            }
+            let live = self.project_tcp();
+            let live: std::collections::HashSet<&str> =
+                live.series.iter().map(|(l, _)| l.text()).collect();
+            let gone_tcp = rollup::project_list(&gone.tcp, &labels::TCP);
+            for (l, d) in (0..gone_tcp.len()).filter_map(|i| gone_tcp.view(i)) {
+                if !live.contains(l.rendered()) {
+                    tcp_series(&Family::TCP, l, d, &mut stale);
+                }
+            }
+        }
+    }
+
+    /// The mesh table's per-deployment roll-up ([`rollup`]).
+    pub fn project_mesh(&self) -> Projected<MeshData> {
+        let overflow = self.mesh_overflow.lock().clone();
+        let overflow_labels = MESH_OVERFLOW.view(&labels::MESH);
+        rollup::project_table(
+            &self.mesh,
+            &labels::MESH,
+            overflow.as_ref().map(|d| (overflow_labels, d)),
+        )
+    }
+
+    /// The tcp table's per-deployment roll-up.
+    pub fn project_tcp(&self) -> Projected<TcpData> {
+        let overflow = self.tcp_overflow.lock().clone();
+        let overflow_labels = TCP_OVERFLOW.view(&labels::TCP);
+        rollup::project_table(
+            &self.tcp,
+            &labels::TCP,
+            overflow.as_ref().map(|d| (overflow_labels, d)),
+        )
+    }
+
+    /// Visits family `f`'s roll-up from resume token `token` (0: a fresh
+    /// roll-up) until `visit` is full: then the token to resume with.
+    fn walk_rollup_from(&self, f: Family, token: usize, visit: &mut impl Visit) -> Option<usize> {
+        let (projected, start, kept) = if token == 0 {
+            let projected = match f.table() {
+                TableOf::Mesh => AnyProjected::Mesh(self.project_mesh()),
+                TableOf::Tcp => AnyProjected::Tcp(self.project_tcp()),
+            };
+            (std::sync::Arc::new(projected), 0, None)
+        } else {
+            let Some(entry) = self.rollups.take(token) else {
+                self.health.rollups_cut.inc();
+                return None;
+            };
+            (entry.projected.clone(), entry.next, Some(entry))
+        };
+        let len = match &*projected {
+            AnyProjected::Mesh(p) => p.len(),
+            AnyProjected::Tcp(p) => p.len(),
+        };
+        for i in start..len {
+            match &*projected {
+                AnyProjected::Mesh(p) => {
+                    if let Some((labels, d)) = p.view(i) {
+                        mesh_series(&[f], labels, d, visit);
+                    }
+                }
+                AnyProjected::Tcp(p) => {
+                    if let Some((labels, d)) = p.view(i) {
+                        tcp_series(&[f], labels, d, visit);
+                    }
+                }
+            }
+            if visit.full() && i + 1 < len {
+                return Some(match kept {
+                    Some(entry) => self.rollups.put_back(entry, i + 1),
+                    None => self.rollups.keep(projected.clone(), i + 1),
+                });
+            }
+        }
+        None
     }
 
     /// Visits one family's samples in `part` from series slot `from` on,
@@ -336,17 +505,33 @@ impl Ingester {
     /// then the slot to resume from; `None` once the part is done.
     pub fn walk_part_from(&self, part: Part, from: usize, visit: &mut impl Visit) -> Option<usize> {
         match part {
-            Part::Shard(f, shard) => match f.table() {
-                TableOf::Mesh => self.mesh.for_each_in_shard_from(shard, from, |labels, d| {
-                    mesh_series(&[f], labels, d, visit);
-                    !visit.full()
-                }),
-                TableOf::Tcp => self.tcp.for_each_in_shard_from(shard, from, |labels, d| {
-                    tcp_series(&[f], labels, d, visit);
-                    !visit.full()
-                }),
-            },
+            Part::Shard(_, _) if !self.config.export.pods() => None,
+            Part::Shard(f, shard) => {
+                let export = self.config.export;
+                let keep =
+                    |labels: LabelRef<'_>| !export.deployments() || !rollup::is_pod_less(labels);
+                match f.table() {
+                    TableOf::Mesh => self.mesh.for_each_in_shard_from(shard, from, |labels, d| {
+                        if keep(labels) {
+                            mesh_series(&[f], labels, d, visit);
+                        }
+                        !visit.full()
+                    }),
+                    TableOf::Tcp => self.tcp.for_each_in_shard_from(shard, from, |labels, d| {
+                        if keep(labels) {
+                            tcp_series(&[f], labels, d, visit);
+                        }
+                        !visit.full()
+                    }),
+                }
+            }
+            // The roll-up of a family comes after its overflow series, in
+            // its part: resumed by token.
+            Part::Overflow(f) if from != 0 => self.walk_rollup_from(f, from, visit),
             Part::Overflow(f) => {
+                if !self.config.export.pods() {
+                    return self.walk_rollup_from(f, 0, visit);
+                }
                 match f.table() {
                     TableOf::Mesh => {
                         if let Some(d) = &*self.mesh_overflow.lock() {
@@ -358,6 +543,9 @@ impl Ingester {
                             tcp_series(&[f], TCP_OVERFLOW.view(&labels::TCP), d, visit);
                         }
                     }
+                }
+                if self.config.export.deployments() {
+                    return self.walk_rollup_from(f, 0, visit);
                 }
                 None
             }
@@ -555,10 +743,15 @@ pub(crate) mod tests {
     /// escaping, latency-less series, tcp series with and without closes,
     /// and both overflow series (the cap is small).
     fn store() -> Ingester {
+        store_exporting(crate::ingest::Export::Pods)
+    }
+
+    fn store_exporting(export: crate::ingest::Export) -> Ingester {
         let health = Health::register(&prometheus::Registry::new()).unwrap();
         let ingester = Ingester::new(
             Config {
                 max_series: 8,
+                export,
                 ..Config::default()
             },
             health,
@@ -636,6 +829,30 @@ pub(crate) mod tests {
         assert!(has("tcp_connection_duration_ms_bucket", ("le", "+Inf")));
         assert!(has("response_latency_ms_sum", ("path", "/books")));
         assert!(!has("response_latency_ms_count", ("path", "/no-latency")));
+    }
+
+    #[test]
+    fn walk_and_exposition_agree_on_the_roll_up() {
+        use crate::ingest::Export;
+        for export in [Export::Deployments, Export::Both] {
+            let ingester = store_exporting(export);
+            let mut text = Vec::new();
+            ingester.render(&mut text);
+            let text = String::from_utf8(text).unwrap();
+            let mut walked = Collect::default();
+            ingester.walk(&mut walked);
+            let walked = sorted(walked.0);
+            assert_eq!(walked, sorted(parse_text(&text)), "{export}");
+            let pod_less = |l: &std::collections::BTreeMap<String, String>| {
+                l["source"].is_empty() && l["target"].is_empty()
+            };
+            assert!(walked.iter().any(|(_, l, _)| pod_less(l)));
+            assert_eq!(
+                walked.iter().all(|(_, l, _)| pod_less(l)),
+                export == Export::Deployments,
+                "{export}"
+            );
+        }
     }
 }
 

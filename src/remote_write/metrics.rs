@@ -30,6 +30,8 @@ pub struct Metrics {
     pub shards: IntGauge,
     pub last_success: Gauge,
     pub collect_seconds: Histogram,
+    /// Retryable answers that carried `Retry-After`.
+    pub retry_after: IntCounter,
 }
 
 impl Metrics {
@@ -82,6 +84,10 @@ impl Metrics {
                 )
                 .buckets(COLLECT_BUCKETS.to_vec()),
             )?,
+            retry_after: IntCounter::new(
+                "conduit_remote_write_retry_after_total",
+                "429 and 503 answers whose Retry-After was honoured (capped at 60 s).",
+            )?,
         };
         registry.register(Box::new(samples))?;
         registry.register(Box::new(requests))?;
@@ -92,6 +98,7 @@ impl Metrics {
         registry.register(Box::new(metrics.shards.clone()))?;
         registry.register(Box::new(metrics.last_success.clone()))?;
         registry.register(Box::new(metrics.collect_seconds.clone()))?;
+        registry.register(Box::new(metrics.retry_after.clone()))?;
         Ok(metrics)
     }
 }

@@ -370,6 +370,8 @@ fn collect(
     // The gauges a scrape refreshes, so both read the same values.
     ingester.refresh_gauges();
     ingester.walk(&mut encoder);
+    // Series evicted since the last collection end here, at once.
+    ingester.walk_evicted(&mut encoder);
     families::walk(&registry.gather(), &mut encoder);
     encoder.finish();
     queue.close_generation();

@@ -43,6 +43,11 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// this long (and is retried like any network error).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The longest `Retry-After` honoured: a receiver asking for more is
+/// retried after this long (waiting past it buys nothing; the queue drops
+/// the oldest collections meanwhile, as it does during any outage).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
 /// Idle connections are kept this long: several intervals at the default
 /// 10 s, so every shard's connection is reused between collections.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -74,6 +79,37 @@ pub struct Attempt {
     pub outcome: Outcome,
     /// The first line of the response body, or the error.
     pub detail: String,
+    /// How long a 429 or 503 answer asked us to wait (`Retry-After`),
+    /// capped at [`MAX_RETRY_AFTER`].
+    pub retry_after: Option<Duration>,
+}
+
+/// A `Retry-After` value: delay-seconds or an HTTP date (RFC 9110 §10.2.3),
+/// as a wait from `now`, capped at [`MAX_RETRY_AFTER`]; `None` when it is
+/// neither.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// The wait before a retry: the backoff with equal jitter (between half of
+/// it and all of it, so shards and replicas that failed together do not
+/// retry in step), and never less than the receiver asked for.
+pub fn retry_wait(
+    backoff: Duration,
+    retry_after: Option<Duration>,
+    rng: &mut fastrand::Rng,
+) -> Duration {
+    let half = backoff / 2;
+    let jittered = half + half.mul_f64(rng.f64());
+    retry_after.map_or(jittered, |asked| asked.max(jittered))
 }
 
 enum Client {
@@ -161,29 +197,40 @@ impl Target {
             }
             .map_err(|e| error_chain(&e))?;
             let status = response.status();
+            let retry_after = match status {
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => response
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now())),
+                _ => None,
+            };
             // Read the body so the connection can be reused; keep its start.
             let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
                 .collect()
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
-            Ok::<_, String>((status, body))
+            Ok::<_, String>((status, retry_after, body))
         };
         match tokio::time::timeout(self.request_timeout, exchange).await {
             Err(_) => Attempt {
                 code: "timeout".into(),
                 outcome: Outcome::Retry,
                 detail: format!("no answer within {:?}", self.request_timeout),
+                retry_after: None,
             },
             Ok(Err(detail)) => Attempt {
                 code: "error".into(),
                 outcome: Outcome::Retry,
                 detail,
+                retry_after: None,
             },
-            Ok(Ok((status, body))) => Attempt {
+            Ok(Ok((status, retry_after, body))) => Attempt {
                 code: status.as_str().to_string(),
                 outcome: classify(status),
                 detail: first_line(&body),
+                retry_after,
             },
         }
     }
@@ -239,6 +286,7 @@ async fn deliver(shared: &Shared, taken: &Taken) {
     let m = &shared.metrics;
     let samples = taken.batch.samples as u64;
     let mut backoff = shared.backoff.min;
+    let mut rng = fastrand::Rng::new();
     loop {
         let deadline = shared.queue.deadline();
         let started = Instant::now();
@@ -285,7 +333,11 @@ async fn deliver(shared: &Shared, taken: &Taken) {
             }
             Outcome::Retry => {}
         }
-        let wake = Instant::now() + backoff;
+        if attempt.retry_after.is_some() {
+            m.retry_after.inc();
+        }
+        let wait = retry_wait(backoff, attempt.retry_after, &mut rng);
+        let wake = Instant::now() + wait;
         if shared.queue.is_abandoned(taken.generation) || deadline.is_some_and(|d| wake >= d) {
             m.dropped.inc_by(samples);
             return;
@@ -301,7 +353,7 @@ async fn deliver(shared: &Shared, taken: &Taken) {
                 "remote write failing; retrying with backoff",
             );
         }
-        tokio::time::sleep(backoff).await;
+        tokio::time::sleep(wait).await;
         if shared.queue.is_abandoned(taken.generation) {
             m.dropped.inc_by(samples);
             return;
@@ -341,6 +393,36 @@ mod tests {
         }
         let ms: Vec<u128> = seen.iter().map(Duration::as_millis).collect();
         assert_eq!(ms, [30, 60, 120, 200, 200, 200]);
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_a_date_and_capped() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("86400", now), Some(MAX_RETRY_AFTER));
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(7));
+        assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(7)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(7));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-1", now), None);
+    }
+
+    #[test]
+    fn retries_are_jittered_and_wait_at_least_what_was_asked() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let backoff = Duration::from_millis(400);
+        let waits: Vec<Duration> = (0..200)
+            .map(|_| retry_wait(backoff, None, &mut rng))
+            .collect();
+        assert!(waits.iter().all(|w| *w >= backoff / 2 && *w <= backoff));
+        let (min, max) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
+        assert!(*max - *min > backoff / 4, "spread: {min:?}..{max:?}");
+        let asked = Some(Duration::from_secs(3));
+        assert_eq!(retry_wait(backoff, asked, &mut rng), Duration::from_secs(3));
+        let small = Some(Duration::from_millis(1));
+        assert!(retry_wait(backoff, small, &mut rng) >= backoff / 2);
     }
 
     #[test]

@@ -84,6 +84,11 @@ pub struct Args {
     /// Request labels to leave empty to cut cardinality: `path`, `method`.
     #[arg(long, default_value = "")]
     pub drop_labels: DroppedLabels,
+    /// What is exported on /metrics and by remote write: `pods` (every pod
+    /// pair), `deployments` (the same metrics with `source` and `target`
+    /// empty, summed per deployment pair) or `both`.
+    #[arg(long, default_value = "pods")]
+    pub export: ingest::Export,
     /// Push the series to this Prometheus remote-write endpoint.
     #[arg(long, value_parser = remote_write::parse_url)]
     pub remote_write_url: Option<http::Uri>,
@@ -155,6 +160,8 @@ impl Args {
                 idle_timeout: self.series_idle_timeout,
                 dropped: self.drop_labels,
                 embedded_stat: self.prometheus_url.is_none(),
+                export: self.export,
+                stale_markers: self.remote_write_url.is_some(),
             },
             health,
         ));

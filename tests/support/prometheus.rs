@@ -242,6 +242,8 @@ pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub request: WriteRequest,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 impl Received {
@@ -278,6 +280,8 @@ struct FakeState {
     default: u16,
     /// How long each answer takes (a slow receiver).
     delay: Duration,
+    /// `Retry-After` on every 429 and 503 answer.
+    retry_after: Option<String>,
     in_flight: usize,
     max_in_flight: usize,
     received: Vec<Received>,
@@ -331,6 +335,11 @@ impl FakeReceiver {
         self.state.lock().default = status;
     }
 
+    /// Sends `Retry-After: value` with every 429 and 503 answer.
+    pub fn set_retry_after(&self, value: &str) {
+        self.state.lock().retry_after = Some(value.to_string());
+    }
+
     pub fn set_delay(&self, delay: Duration) {
         self.state.lock().delay = delay;
     }
@@ -358,7 +367,8 @@ async fn fake_write(
     State(state): State<Arc<Mutex<FakeState>>>,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, String) {
+) -> (StatusCode, HeaderMap, String) {
+    let arrived = Instant::now();
     let raw = snap::raw::Decoder::new()
         .decompress_vec(&body)
         .expect("the body is snappy block format");
@@ -378,13 +388,22 @@ async fn fake_write(
         headers,
         body,
         request,
+        at: arrived,
     });
+    let mut answer_headers = HeaderMap::new();
+    if let (429 | 503, Some(value)) = (status, &s.retry_after) {
+        answer_headers.insert("retry-after", value.parse().unwrap());
+    }
     let message = match status {
         400 => "bad data: out of order sample\nsecond line is not logged",
         500 => "internal error: storage unavailable",
         _ => "",
     };
-    (StatusCode::from_u16(status).unwrap(), message.to_string())
+    (
+        StatusCode::from_u16(status).unwrap(),
+        answer_headers,
+        message.to_string(),
+    )
 }
 
 // ---- The remote-write counters on /metrics ----
