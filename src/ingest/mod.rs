@@ -18,6 +18,8 @@ pub mod health;
 pub mod hist;
 pub mod instances;
 pub mod labels;
+pub mod native;
+pub mod protobuf;
 pub mod report;
 pub mod series;
 pub mod table;
@@ -60,6 +62,9 @@ pub struct Config {
     /// Keep the embedded Stat store ([`window`]); off when Stat is answered
     /// by Prometheus, which saves its memory and its share of ingest time.
     pub embedded_stat: bool,
+    /// Keep each series' latency and duration as native histogram buckets
+    /// too (`-native-histograms`, [`native`]).
+    pub native_histograms: bool,
 }
 
 impl Default for Config {
@@ -69,6 +74,7 @@ impl Default for Config {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             dropped: DroppedLabels::default(),
             embedded_stat: true,
+            native_histograms: false,
         }
     }
 }
@@ -289,16 +295,17 @@ impl Ingester {
         tally.truncated += u64::from(w.push(method)) + u64::from(w.push(path));
 
         let mut folded: SmallVec<[Response; 4]> = SmallVec::new();
+        let native = self.config.native_histograms;
         let lookup = self.mesh.update(w.view(), &self.budget, |data| {
             data.touched = now.secs;
-            add_scope(data, report, scope, Some(&self.budget), &mut folded);
+            add_scope(data, report, scope, Some(&self.budget), native, &mut folded);
         });
         if lookup == Lookup::Full {
             tally.folded += 1;
             let mut overflow = self.mesh_overflow.lock();
             let data = overflow.get_or_insert_with(MeshData::default);
             data.touched = now.secs;
-            add_scope(data, report, scope, None, &mut folded);
+            add_scope(data, report, scope, None, native, &mut folded);
         }
         // The workload pair is the first labels of the request series.
         let pair = w.prefix(&labels::PAIR);
@@ -374,11 +381,12 @@ impl Ingester {
         disconnects: &[(u64, u64)],
         tally: &mut Tally,
     ) {
+        let native = self.config.native_histograms;
         let add = |data: &mut TcpData| {
             data.touched = now;
             data.opens += u64::from(connects);
             for &(duration_ms, bytes_sent) in disconnects {
-                data.observe_close(duration_ms, bytes_sent);
+                data.observe_close_native(duration_ms, bytes_sent, native);
             }
         };
         if self.tcp.update(labels, &self.budget, add) == Lookup::Full {
@@ -428,12 +436,13 @@ fn add_scope(
     report: Report<'_>,
     scope: &Scope,
     budget: Option<&Budget>,
+    native: bool,
     folded: &mut SmallVec<[Response; 4]>,
 ) {
     data.requests += u64::from(scope.count);
     for rsp in report.responses(scope) {
         let status = rsp.status;
-        data.observe_latencies(report.latencies(rsp));
+        data.observe_latencies_native(report.latencies(rsp), native);
         for eos in report.ends(rsp) {
             let n = u64::from(eos.streams);
             if n == 0 {
