@@ -22,6 +22,9 @@ const REPORT_PROTOS: &[&str] = &["proto/proxy/telemetry/telemetry.proto"];
 /// Prometheus remote write 1.0: messages only, no service.
 const PROMETHEUS_PROTOS: &[&str] = &["prometheus/remote.proto"];
 
+/// The Prometheus client data model (the protobuf exposition): messages only.
+const CLIENT_MODEL_PROTOS: &[&str] = &["proto/io/prometheus/client/metrics.proto"];
+
 /// The public API's messages (and the `TapEvent` it streams) get a second,
 /// JSON-capable copy in `OUT_DIR/json`: prost messages whose
 /// `google.protobuf.Duration` is `pbjson_types::Duration`, plus pbjson's
@@ -50,6 +53,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .codec_path("crate::proto::codec::SliceCodec")
         .compile_fds(fds)?;
     let fds = protox::compile(PROMETHEUS_PROTOS, ["prometheus"])?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .compile_fds(fds)?;
+    let fds = protox::compile(CLIENT_MODEL_PROTOS, ["proto"])?;
     tonic_prost_build::configure()
         .build_client(false)
         .build_server(false)

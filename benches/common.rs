@@ -40,10 +40,16 @@ pub fn encoded_reports(fleet: &Fleet, shape: Shape, n: usize, seed: u64) -> Vec<
 /// An ingester holding `n` request label sets between the fleet's pods,
 /// each with two response classes and a full latency histogram.
 pub fn populated(setup: &Setup, n: usize) -> Ingester {
+    populated_with(setup, n, false)
+}
+
+/// [`populated`], with or without `-native-histograms`.
+pub fn populated_with(setup: &Setup, n: usize, native_histograms: bool) -> Ingester {
     let health = Health::register(&prometheus::Registry::new()).unwrap();
     let ingester = Ingester::new(
         Config {
             max_series: usize::MAX,
+            native_histograms,
             ..Config::default()
         },
         health,

@@ -83,5 +83,41 @@ fn ingest(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, ingest);
+/// `-native-histograms` off and on, alternated (A B A B) in one run on
+/// medium reports: the bar is on within 10% of off.
+fn native_histograms(c: &mut Criterion) {
+    let setup = common::setup();
+    let reports = common::encoded_reports(&setup.fleet, Shape::Medium, common::REPORTS, 7);
+    let mut group = c.benchmark_group("native_histograms");
+    group.throughput(Throughput::Elements(1));
+    for round in 1..=2 {
+        for (name, native_histograms) in [("off", false), ("on", true)] {
+            let health = Health::register(&prometheus::Registry::new()).unwrap();
+            let ingester = Ingester::new(
+                Config {
+                    native_histograms,
+                    ..Config::default()
+                },
+                health,
+            );
+            let snapshot = setup.index.snapshot();
+            for r in &reports {
+                ingester.ingest_bytes(r, &*snapshot).unwrap();
+            }
+            let id = BenchmarkId::new(format!("ingest_bytes({name})"), format!("round{round}"));
+            group.bench_with_input(id, &reports, |b, reports| {
+                let mut i = 0;
+                b.iter(|| {
+                    let bytes = &reports[i % reports.len()];
+                    i += 1;
+                    let snapshot = setup.index.load();
+                    ingester.ingest_bytes(bytes, &**snapshot).unwrap();
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, ingest, native_histograms);
 criterion_main!(benches);

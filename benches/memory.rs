@@ -35,11 +35,16 @@ fn main() {
     // Each measurement runs in a fresh process, so memory freed by one can
     // not be reused by the next and hide its growth.
     match std::env::var(MODE_ENV).as_deref() {
-        Ok("series") => measure(false),
-        Ok("with-stat") => measure(true),
+        Ok("series") => measure(false, false),
+        Ok("series-native") => measure(false, true),
+        Ok("with-stat") => measure(true, false),
         _ => {
             for (mode, what) in [
                 ("series", "the series store (as with -prometheus-url)"),
+                (
+                    "series-native",
+                    "the series store with -native-histograms (their buckets' cost)",
+                ),
                 (
                     "with-stat",
                     "the series store and the embedded Stat store (the default)",
@@ -61,7 +66,7 @@ fn main() {
     }
 }
 
-fn measure(embedded_stat: bool) {
+fn measure(embedded_stat: bool, native_histograms: bool) {
     let setup = common::setup();
     let snapshot = setup.index.snapshot();
     // Every report is encoded before the first measurement and decoded one
@@ -75,6 +80,7 @@ fn measure(embedded_stat: bool) {
         Config {
             max_series: usize::MAX,
             embedded_stat,
+            native_histograms,
             ..Config::default()
         },
         health,

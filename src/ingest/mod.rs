@@ -21,6 +21,8 @@ pub mod health;
 pub mod hist;
 pub mod instances;
 pub mod labels;
+pub mod native;
+pub mod protobuf;
 pub mod report;
 pub mod rollup;
 pub mod series;
@@ -79,6 +81,9 @@ pub struct Config {
     /// Keep evicted series for [`Ingester::walk_evicted`] (remote write's
     /// stale markers); off when nothing would drain them.
     pub stale_markers: bool,
+    /// Keep each series' latency and duration as native histogram buckets
+    /// too (`-native-histograms`, [`native`]).
+    pub native_histograms: bool,
 }
 
 impl Default for Config {
@@ -90,6 +95,7 @@ impl Default for Config {
             embedded_stat: true,
             export: Export::default(),
             stale_markers: false,
+            native_histograms: false,
         }
     }
 }
@@ -347,6 +353,7 @@ impl Ingester {
         tally.truncated += u64::from(w.push(method)) + u64::from(w.push(path));
 
         let mut spilled: SmallVec<[Response; 4]> = SmallVec::new();
+        let native = self.config.native_histograms;
         let landed = self.update_folding(
             &self.mesh,
             &self.mesh_overflow,
@@ -355,7 +362,7 @@ impl Ingester {
             |data, ceiling| {
                 data.touched = now.secs;
                 let budget = ceiling.map(|c| (&self.budget, c));
-                add_scope(data, report, scope, budget, &mut spilled);
+                add_scope(data, report, scope, budget, native, &mut spilled);
             },
         );
         // The workload pair is the first labels of the request series.
@@ -510,11 +517,12 @@ impl Ingester {
         disconnects: &[(u64, u64)],
         tally: &mut Tally,
     ) {
+        let native = self.config.native_histograms;
         let add = |data: &mut TcpData| {
             data.touched = now;
             data.opens += u64::from(connects);
             for &(duration_ms, bytes_sent) in disconnects {
-                data.observe_close(duration_ms, bytes_sent);
+                data.observe_close_native(duration_ms, bytes_sent, native);
             }
         };
         self.update_folding(&self.tcp, &self.tcp_overflow, labels, tally, |d, _| add(d));
@@ -587,12 +595,13 @@ fn add_scope(
     report: Report<'_>,
     scope: &Scope,
     budget: Option<(&Budget, usize)>,
+    native: bool,
     folded: &mut SmallVec<[Response; 4]>,
 ) {
     data.requests += u64::from(scope.count);
     for rsp in report.responses(scope) {
         let status = rsp.status;
-        data.observe_latencies(report.latencies(rsp));
+        data.observe_latencies_native(report.latencies(rsp), native);
         for eos in report.ends(rsp) {
             let n = u64::from(eos.streams);
             if n == 0 {

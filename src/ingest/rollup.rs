@@ -21,6 +21,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::labels::{LabelBuf, LabelRef, LabelSet, Schema};
+use super::native::Native;
 use super::series::{MeshData, TcpData};
 use super::table::{SHARDS, SeriesData, Table};
 
@@ -84,6 +85,7 @@ impl Merge for MeshData {
         for r in &other.responses {
             self.absorb_responses(r.status, r.success, r.count);
         }
+        merge_native(&mut self.native, &other.native);
         self.touched = self.touched.max(other.touched);
     }
 }
@@ -91,13 +93,21 @@ impl Merge for MeshData {
 impl Merge for TcpData {
     fn merge(&mut self, other: &Self) {
         self.opens += other.opens;
-        self.closes += other.closes;
         self.write_bytes = self.write_bytes.saturating_add(other.write_bytes);
         for (a, b) in self.duration.iter_mut().zip(&other.duration) {
             *a += b;
         }
         self.duration_sum_ms = self.duration_sum_ms.saturating_add(other.duration_sum_ms);
+        merge_native(&mut self.native, &other.native);
         self.touched = self.touched.max(other.touched);
+    }
+}
+
+/// Sums a series' native buckets into the roll-up's (kept only when some
+/// series has them: `-native-histograms`).
+fn merge_native(into: &mut Option<Box<Native>>, from: &Option<Box<Native>>) {
+    if let Some(from) = from {
+        into.get_or_insert_default().merge(from);
     }
 }
 

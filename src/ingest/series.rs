@@ -2,6 +2,7 @@
 
 use smallvec::SmallVec;
 
+use super::native::{self, Native};
 use super::table::SeriesData;
 
 /// `response_latency_ms` bucket bounds in milliseconds: the original's layout,
@@ -55,6 +56,10 @@ pub struct Response {
 /// Everything the three mesh metrics know about one request label set.
 /// Counters are u64 (the wire's u32 values are summed without wrapping); the
 /// latency sum is kept in tenths of a millisecond, exact.
+///
+/// 280 bytes whether or not native histograms are on: their buckets are
+/// one pointer, null with the flag off (`smallvec`'s `union` layout pays
+/// for it), pinned by a test below.
 #[derive(Clone, Debug, Default)]
 pub struct MeshData {
     pub requests: u64,
@@ -62,6 +67,8 @@ pub struct MeshData {
     pub latency_sum_tenths: u64,
     /// Usually one or two classes (200/success, 500/failure) per label set.
     pub responses: SmallVec<[Response; 2]>,
+    /// The latencies' native histogram buckets (`-native-histograms`).
+    pub native: Option<Box<Native>>,
     pub touched: u32,
 }
 
@@ -70,6 +77,17 @@ impl MeshData {
     pub fn observe_latency(&mut self, tenths: u32, count: u32) {
         self.latency[latency_bucket(tenths)] += u64::from(count);
         self.latency_sum_tenths += u64::from(tenths) * u64::from(count);
+    }
+
+    /// [`Self::observe_latencies`], and with `native` the native buckets too.
+    pub fn observe_latencies_native(&mut self, latencies: &[(u32, u32)], native: bool) {
+        self.observe_latencies(latencies);
+        if native && !latencies.is_empty() {
+            let h = self.native.get_or_insert_default();
+            for &(latency, count) in latencies {
+                h.add(native::latency_index(latency), u64::from(count));
+            }
+        }
     }
 
     /// Adds a response's latencies. The wire orders them by value, so the
@@ -128,22 +146,41 @@ impl SeriesData for MeshData {
 }
 
 /// The tcp metrics of one (direction, peer, source, target) label set.
+///
+/// 160 bytes with or without native histograms: the closes are the
+/// duration histogram's count, not a field of their own, which leaves room
+/// for the native buckets' pointer.
 #[derive(Clone, Debug, Default)]
 pub struct TcpData {
     pub opens: u64,
-    pub closes: u64,
     pub write_bytes: u64,
     pub duration: [u64; TCP_DURATION_BUCKETS],
     pub duration_sum_ms: u64,
+    /// The durations' native histogram buckets (`-native-histograms`).
+    pub native: Option<Box<Native>>,
     pub touched: u32,
 }
 
 impl TcpData {
     pub fn observe_close(&mut self, duration_ms: u64, bytes_sent: u64) {
-        self.closes += 1;
         self.duration[tcp_duration_bucket(duration_ms)] += 1;
         self.duration_sum_ms = self.duration_sum_ms.saturating_add(duration_ms);
         self.write_bytes = self.write_bytes.saturating_add(bytes_sent);
+    }
+
+    /// [`Self::observe_close`], and with `native` the native buckets too.
+    pub fn observe_close_native(&mut self, duration_ms: u64, bytes_sent: u64, native: bool) {
+        self.observe_close(duration_ms, bytes_sent);
+        if native {
+            self.native
+                .get_or_insert_default()
+                .add(native::duration_index(duration_ms), 1);
+        }
+    }
+
+    /// Connections closed: every close is one duration observation.
+    pub fn closes(&self) -> u64 {
+        self.duration.iter().sum()
     }
 }
 
@@ -190,6 +227,30 @@ mod tests {
             assert_eq!(a.latency, b.latency);
             assert_eq!(a.latency_sum_tenths, b.latency_sum_tenths);
         }
+    }
+
+    /// What a series costs does not change with native histograms off.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn series_data_sizes_are_pinned() {
+        assert_eq!(std::mem::size_of::<MeshData>(), 280);
+        assert_eq!(std::mem::size_of::<TcpData>(), 160);
+    }
+
+    #[test]
+    fn native_buckets_only_when_asked() {
+        let mut d = MeshData::default();
+        d.observe_latencies_native(&[(0, 1), (6_100, 4)], false);
+        assert!(d.native.is_none());
+        d.observe_latencies_native(&[(0, 1), (6_100, 4)], true);
+        let h = d.native.as_deref().unwrap();
+        assert_eq!(h.count(), 5);
+        assert_eq!(h.zero_count(), 1);
+        let mut t = TcpData::default();
+        t.observe_close_native(40, 1, false);
+        t.observe_close_native(40, 1, true);
+        assert_eq!(t.closes(), 2);
+        assert_eq!(t.native.as_deref().map(Native::count), Some(1));
     }
 
     #[test]

@@ -26,6 +26,7 @@ use smallvec::{SmallVec, smallvec};
 use super::Ingester;
 use super::labels::{self, LabelRef, LabelSet, Schema};
 use super::rollup::{self, AnyProjected, Projected};
+use super::native::Native;
 use super::series::{LATENCY_BOUNDS_MS, MeshData, TCP_DURATION_BOUNDS_MS, TcpData};
 use super::table::SHARDS;
 
@@ -137,18 +138,7 @@ pub trait Visit {
     /// that prints them (the text exposition) takes the whole histogram in
     /// one call.
     fn histogram(&mut self, labels: Labels<'_>, h: Histogram<'_>) {
-        let mut cumulative = 0;
-        for (count, bound) in h.buckets.iter().zip(h.bounds) {
-            cumulative += count;
-            self.sample(
-                h.names.bucket,
-                labels,
-                Extra::Le(bound),
-                Value::Count(cumulative),
-            );
-        }
-        self.sample(h.names.sum, labels, Extra::None, h.sum);
-        self.sample(h.names.count, labels, Extra::None, Value::Count(cumulative));
+        classic_samples(self, labels, h);
     }
 
     /// Whether a resumable walk should stop after the current series.
@@ -175,6 +165,28 @@ impl<V: Visit> Visit for Stale<'_, V> {
     }
 }
 
+/// A histogram's classic samples: cumulative `_bucket{le}` ones, then
+/// `_sum` and `_count`; returns the count.
+pub fn classic_samples<V: Visit + ?Sized>(
+    visit: &mut V,
+    labels: Labels<'_>,
+    h: Histogram<'_>,
+) -> u64 {
+    let mut cumulative = 0;
+    for (count, bound) in h.buckets.iter().zip(h.bounds) {
+        cumulative += count;
+        visit.sample(
+            h.names.bucket,
+            labels,
+            Extra::Le(bound),
+            Value::Count(cumulative),
+        );
+    }
+    visit.sample(h.names.sum, labels, Extra::None, h.sum);
+    visit.sample(h.names.count, labels, Extra::None, Value::Count(cumulative));
+    cumulative
+}
+
 /// The store's metric families, in exposition order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
@@ -197,19 +209,24 @@ enum TableOf {
 /// Names of one histogram family's three sample kinds.
 #[derive(Debug)]
 pub struct HistogramNames {
+    /// The family's name: a native histogram's series name.
+    pub family: &'static str,
     pub bucket: &'static str,
     pub sum: &'static str,
     pub count: &'static str,
 }
 
 /// One series' histogram: per-bucket counts (not cumulative), each with its
-/// bound, and the sum.
+/// bound, and the sum; with `-native-histograms`, also its native buckets
+/// (over the same observations, so of the same count and sum), which only
+/// the protobuf outputs carry.
 #[derive(Clone, Copy, Debug)]
 pub struct Histogram<'a> {
     pub names: &'static HistogramNames,
     pub bounds: &'static [Bound],
     pub buckets: &'a [u64],
     pub sum: Value,
+    pub native: Option<&'a Native>,
 }
 
 impl Family {
@@ -297,12 +314,14 @@ static TCP_LE: LazyLock<Vec<Bound>> =
     LazyLock::new(|| bounds(TCP_DURATION_BOUNDS_MS.iter().copied()));
 
 const LATENCY: HistogramNames = HistogramNames {
+    family: "response_latency_ms",
     bucket: "response_latency_ms_bucket",
     sum: "response_latency_ms_sum",
     count: "response_latency_ms_count",
 };
 
 const TCP_DURATION: HistogramNames = HistogramNames {
+    family: "tcp_connection_duration_ms",
     bucket: "tcp_connection_duration_ms_bucket",
     sum: "tcp_connection_duration_ms_sum",
     count: "tcp_connection_duration_ms_count",
@@ -568,7 +587,7 @@ fn mesh_has(family: Family, d: &MeshData) -> bool {
 fn tcp_has(family: Family, d: &TcpData) -> bool {
     match family {
         Family::TcpOpen | Family::TcpClose | Family::TcpWriteBytes => true,
-        Family::TcpDuration => d.closes > 0,
+        Family::TcpDuration => d.duration.iter().any(|&c| c > 0),
         _ => false,
     }
 }
@@ -602,6 +621,7 @@ fn mesh_series(families: &[Family], values: LabelRef<'_>, d: &MeshData, visit: &
                 labels,
                 &d.latency,
                 Value::Tenths(d.latency_sum_tenths),
+                d.native.as_deref(),
                 visit,
             ),
             _ => {}
@@ -621,7 +641,9 @@ fn tcp_series(families: &[Family], values: LabelRef<'_>, d: &TcpData, visit: &mu
         }
         match f {
             Family::TcpOpen => visit.sample(f.name(), labels, Extra::None, Value::Count(d.opens)),
-            Family::TcpClose => visit.sample(f.name(), labels, Extra::None, Value::Count(d.closes)),
+            Family::TcpClose => {
+                visit.sample(f.name(), labels, Extra::None, Value::Count(d.closes()));
+            }
             Family::TcpWriteBytes => {
                 visit.sample(f.name(), labels, Extra::None, Value::Count(d.write_bytes));
             }
@@ -631,6 +653,7 @@ fn tcp_series(families: &[Family], values: LabelRef<'_>, d: &TcpData, visit: &mu
                 labels,
                 &d.duration,
                 Value::Count(d.duration_sum_ms),
+                d.native.as_deref(),
                 visit,
             ),
             _ => {}
@@ -644,6 +667,7 @@ fn histogram<const N: usize>(
     labels: Labels<'_>,
     buckets: &[u64; N],
     sum: Value,
+    native: Option<&Native>,
     visit: &mut impl Visit,
 ) {
     visit.histogram(
@@ -653,6 +677,7 @@ fn histogram<const N: usize>(
             bounds,
             buckets,
             sum,
+            native,
         },
     );
 }
@@ -743,15 +768,25 @@ pub(crate) mod tests {
     /// escaping, latency-less series, tcp series with and without closes,
     /// and both overflow series (the cap is small).
     fn store() -> Ingester {
-        store_exporting(crate::ingest::Export::Pods)
+        store_configured(crate::ingest::Export::Pods, false)
     }
 
     fn store_exporting(export: crate::ingest::Export) -> Ingester {
+        store_configured(export, false)
+    }
+
+    /// [`store`], with or without native histogram buckets.
+    pub(crate) fn store_with(native_histograms: bool) -> Ingester {
+        store_configured(crate::ingest::Export::Pods, native_histograms)
+    }
+
+    fn store_configured(export: crate::ingest::Export, native_histograms: bool) -> Ingester {
         let health = Health::register(&prometheus::Registry::new()).unwrap();
         let ingester = Ingester::new(
             Config {
                 max_series: 8,
                 export,
+                native_histograms,
                 ..Config::default()
             },
             health,

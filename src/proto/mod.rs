@@ -67,6 +67,14 @@ pub mod prometheus {
     tonic::include_proto!("prometheus");
 }
 
+/// The Prometheus client data model
+/// (`proto/io/prometheus/client/metrics.proto`): the protobuf exposition's
+/// `MetricFamily`.
+#[allow(clippy::all, missing_docs)]
+pub mod client_model {
+    tonic::include_proto!("io.prometheus.client");
+}
+
 /// The public API's messages again, with proto3 JSON (serde, through pbjson):
 /// the same wire as [`public`] and [`common`], but `google.protobuf.Duration`
 /// is `pbjson_types::Duration`. Convert by a protobuf round trip (see

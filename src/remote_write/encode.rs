@@ -21,7 +21,9 @@ use prost::encoding::{encode_varint, encoded_len_varint};
 use smallvec::SmallVec;
 
 use super::external::{External, ExternalLabels};
-use crate::ingest::walk::{Extra, Labels, Value, Visit};
+use crate::ingest::native::Native;
+use crate::ingest::protobuf::{NativeFields, put_native};
+use crate::ingest::walk::{Extra, Histogram, Labels, Value, Visit, classic_samples};
 
 /// The label that carries the metric name.
 pub const NAME_LABEL: &str = "__name__";
@@ -53,6 +55,21 @@ const KEY_2_LEN: u8 = key(2, LEN);
 const KEY_SAMPLE_VALUE: u8 = key(1, FIXED64);
 /// `Sample.timestamp` (int64).
 const KEY_SAMPLE_TIMESTAMP: u8 = key(2, VARINT);
+/// `TimeSeries.histograms`.
+const KEY_HISTOGRAMS: u8 = key(4, LEN);
+/// `Histogram.count_int`, `.sum` and `.timestamp`.
+const KEY_HISTOGRAM_COUNT: u8 = key(1, VARINT);
+const KEY_HISTOGRAM_SUM: u8 = key(3, FIXED64);
+const KEY_HISTOGRAM_TIMESTAMP: u8 = key(15, VARINT);
+
+/// The native fields of remote write's `Histogram`.
+const REMOTE_WRITE_NATIVE: NativeFields = NativeFields {
+    schema: 4,
+    zero_threshold: 5,
+    zero_count: 6,
+    positive_span: 11,
+    positive_delta: 12,
+};
 
 /// A length-delimited field of `len` bytes: key, length, content.
 fn field_len(len: usize) -> usize {
@@ -71,6 +88,8 @@ pub struct Encoder<F> {
     sink: F,
     external: ExternalLabels,
     series: SeriesLabels,
+    /// A native histogram's message, reused.
+    histogram: Vec<u8>,
 }
 
 /// The current series' labels (empty values left out), sorted by name and
@@ -170,6 +189,7 @@ impl<F: FnMut(Batch)> Encoder<F> {
             sink,
             external: ExternalLabels::default(),
             series: SeriesLabels::default(),
+            histogram: Vec::new(),
         }
     }
 
@@ -195,11 +215,6 @@ impl<F: FnMut(Batch)> Encoder<F> {
     /// A sample of the current series: its labels are merged, in name
     /// order, with `__name__` and the sample's own.
     fn push_sample(&mut self, name: &str, extra: &[(&str, &str)], value: f64) {
-        let mut own: SmallVec<[(&str, &str); 4]> = SmallVec::new();
-        own.push((NAME_LABEL, name));
-        own.extend(extra.iter().copied().filter(|(_, v)| !v.is_empty()));
-        own.sort_unstable_by(|a, b| a.0.cmp(b.0));
-
         // prost leaves out fields holding their default value.
         let sample_len = if value != 0.0 { 9 } else { 0 }
             + if self.timestamp_ms != 0 {
@@ -207,12 +222,62 @@ impl<F: FnMut(Batch)> Encoder<F> {
             } else {
                 0
             };
+        let timestamp_ms = self.timestamp_ms;
+        self.push_series(name, extra, KEY_2_LEN, sample_len, |out| {
+            if value != 0.0 {
+                out.push(KEY_SAMPLE_VALUE);
+                out.extend_from_slice(&value.to_le_bytes());
+            }
+            if timestamp_ms != 0 {
+                out.push(KEY_SAMPLE_TIMESTAMP);
+                encode_varint(timestamp_ms as u64, out);
+            }
+        });
+    }
+
+    /// A native histogram of the current series, as one `TimeSeries` with
+    /// one `histograms` entry (counted as one sample).
+    fn push_native(&mut self, name: &str, count: u64, sum: f64, native: &Native) {
+        let h = &mut self.histogram;
+        h.clear();
+        h.push(KEY_HISTOGRAM_COUNT);
+        encode_varint(count, h);
+        h.push(KEY_HISTOGRAM_SUM);
+        h.extend_from_slice(&sum.to_le_bytes());
+        put_native(h, native, REMOTE_WRITE_NATIVE);
+        if self.timestamp_ms != 0 {
+            h.push(KEY_HISTOGRAM_TIMESTAMP);
+            encode_varint(self.timestamp_ms as u64, h);
+        }
+        let body = std::mem::take(&mut self.histogram);
+        self.push_series(name, &[], KEY_HISTOGRAMS, body.len(), |out| {
+            out.extend_from_slice(&body)
+        });
+        self.histogram = body;
+    }
+
+    /// One `TimeSeries`: the current series' labels merged with `__name__`
+    /// and `extra`, then one field `key` of `payload_len` bytes that
+    /// `payload` writes (a `Sample` or a `Histogram`).
+    fn push_series(
+        &mut self,
+        name: &str,
+        extra: &[(&str, &str)],
+        key: u8,
+        payload_len: usize,
+        payload: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let mut own: SmallVec<[(&str, &str); 4]> = SmallVec::new();
+        own.push((NAME_LABEL, name));
+        own.extend(extra.iter().copied().filter(|(_, v)| !v.is_empty()));
+        own.sort_unstable_by(|a, b| a.0.cmp(b.0));
+
         let series_len = own
             .iter()
             .map(|&(n, v)| label_field_len(n, v))
             .sum::<usize>()
             + self.series.len()
-            + field_len(sample_len);
+            + field_len(payload_len);
 
         let out = &mut self.raw;
         out.reserve(field_len(series_len));
@@ -231,16 +296,9 @@ impl<F: FnMut(Batch)> Encoder<F> {
         for (field, _) in stored {
             out.extend_from_slice(&series.bytes[field.clone()]);
         }
-        out.push(KEY_2_LEN);
-        encode_varint(sample_len as u64, out);
-        if value != 0.0 {
-            out.push(KEY_SAMPLE_VALUE);
-            out.extend_from_slice(&value.to_le_bytes());
-        }
-        if self.timestamp_ms != 0 {
-            out.push(KEY_SAMPLE_TIMESTAMP);
-            encode_varint(self.timestamp_ms as u64, out);
-        }
+        out.push(key);
+        encode_varint(payload_len as u64, out);
+        payload(out);
         self.samples += 1;
         if self.samples >= self.max_samples {
             self.flush();
@@ -284,6 +342,16 @@ impl<F: FnMut(Batch)> Visit for Encoder<F> {
         let mut digits = itoa::Buffer::new();
         self.push_sample(name, &extra.pairs(&mut digits), value.as_f64());
     }
+
+    /// The classic samples, as a scrape has them; with native buckets
+    /// (`-native-histograms`) also the native histogram, under the family's
+    /// own name, as Prometheus stores a scraped one.
+    fn histogram(&mut self, labels: Labels<'_>, h: Histogram<'_>) {
+        let count = classic_samples(self, labels, h);
+        if let Some(native) = h.native {
+            self.push_native(h.names.family, count, h.sum.as_f64(), native);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -303,6 +371,7 @@ mod tests {
 
     fn series(labels: &[(&str, &str)], value: f64, timestamp: i64) -> TimeSeries {
         TimeSeries {
+            histograms: vec![],
             labels: labels
                 .iter()
                 .map(|(n, v)| Label {
@@ -459,5 +528,84 @@ mod tests {
         let mut batches = Vec::new();
         Encoder::new(1, 4, |b| batches.push(b)).finish();
         assert!(batches.is_empty());
+    }
+
+    /// With native buckets, each histogram series also pushes one native
+    /// histogram under the family's name, with the classic count and sum,
+    /// and its buckets as the store keeps them; without, nothing changes.
+    #[test]
+    fn native_histograms_are_pushed_beside_the_classic_samples() {
+        let encode = |native: bool| {
+            let ingester = crate::ingest::walk::tests::store_with(native);
+            let mut batches = Vec::new();
+            let mut enc = Encoder::new(1_700_000_000_123, usize::MAX, |b| batches.push(b));
+            ingester.walk(&mut enc);
+            enc.finish();
+            let mut all: Vec<TimeSeries> =
+                batches.iter().flat_map(|b| decode(b).timeseries).collect();
+            // Two stores hash their series to shards differently.
+            all.sort_by_cached_key(|t| format!("{:?}", t.labels));
+            all
+        };
+        let (off, on) = (encode(false), encode(true));
+        assert!(off.iter().all(|t| t.histograms.is_empty()));
+        let (natives, classic): (Vec<_>, Vec<_>) =
+            on.into_iter().partition(|t| !t.histograms.is_empty());
+        assert!(classic == off, "the classic samples are the same");
+        let name = |t: &TimeSeries| {
+            t.labels
+                .iter()
+                .find(|l| l.name == NAME_LABEL)
+                .unwrap()
+                .value
+                .clone()
+        };
+        let counts: Vec<&TimeSeries> = off
+            .iter()
+            .filter(|t| name(t).ends_with("_count") && name(t) != "tcp_open_total")
+            .collect();
+        assert_eq!(natives.len(), counts.len());
+        assert!(natives.iter().any(|t| name(t) == "response_latency_ms"));
+        assert!(
+            natives
+                .iter()
+                .any(|t| name(t) == "tcp_connection_duration_ms")
+        );
+        for t in &natives {
+            assert!(t.samples.is_empty());
+            let [h] = &t.histograms[..] else {
+                panic!("one histogram per series: {t:?}")
+            };
+            // The classic count of the same series.
+            let classic = counts
+                .iter()
+                .find(|c| {
+                    name(c) == format!("{}_count", name(t))
+                        && c.labels
+                            .iter()
+                            .filter(|l| l.name != NAME_LABEL)
+                            .eq(t.labels.iter().filter(|l| l.name != NAME_LABEL))
+                })
+                .expect("a classic series of the same labels");
+            use crate::proto::prometheus::histogram::{Count, ZeroCount};
+            let Some(Count::CountInt(count)) = h.count else {
+                panic!("an integer count")
+            };
+            assert_eq!(count as f64, classic.samples[0].value);
+            assert_eq!(h.schema, crate::ingest::native::SCHEMA);
+            assert_eq!(h.timestamp, 1_700_000_000_123);
+            let Some(ZeroCount::ZeroCountInt(zero)) = h.zero_count else {
+                panic!("an integer zero count")
+            };
+            let mut bucket = 0i64;
+            let mut total = zero as i64;
+            for d in &h.positive_deltas {
+                bucket += d;
+                total += bucket;
+            }
+            assert_eq!(total as u64, count);
+            let spanned: u32 = h.positive_spans.iter().map(|s| s.length).sum();
+            assert_eq!(spanned as usize, h.positive_deltas.len());
+        }
     }
 }

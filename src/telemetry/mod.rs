@@ -103,6 +103,12 @@ pub struct Args {
     /// write the same series.
     #[arg(long, value_name = "NAME=VALUE", value_parser = remote_write::parse_external_label)]
     pub remote_write_external_label: Vec<(String, String)>,
+    /// Also expose `response_latency_ms` and `tcp_connection_duration_ms`
+    /// as Prometheus native histograms (schema 3): on `/metrics` to a
+    /// scraper that asks for the protobuf format, and in remote write. A
+    /// text scrape keeps the classic buckets.
+    #[arg(long)]
+    pub native_histograms: bool,
 }
 
 /// Every flag at its default (`conduit run` sets the rest as values).
@@ -162,6 +168,7 @@ impl Args {
                 embedded_stat: self.prometheus_url.is_none(),
                 export: self.export,
                 stale_markers: self.remote_write_url.is_some(),
+                native_histograms: self.native_histograms,
             },
             health,
         ));

@@ -60,6 +60,12 @@ impl Prometheus {
     /// [`Prometheus::start`] on a port chosen beforehand (so a component can
     /// be given its URL before Prometheus runs).
     pub async fn start_on(port: u16, targets: &[SocketAddr]) -> Self {
+        Self::start_with(port, targets, &[]).await
+    }
+
+    /// [`Prometheus::start_on`] with extra command-line flags (e.g.
+    /// `--enable-feature=native-histograms`).
+    pub async fn start_with(port: u16, targets: &[SocketAddr], flags: &[&str]) -> Self {
         let binary = binary();
         let dir = TempDir::new();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -79,6 +85,7 @@ impl Prometheus {
             ))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--log.level=warn")
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
