@@ -39,8 +39,12 @@ pub enum Command {
     SimulateProxy(crate::simulate::Args),
     /// The control plane in one process (`--demo`: with simulated traffic).
     Run(crate::run::Args),
-    /// Request rate, success rate and latency of deployments or pods.
+    /// Request rate, success rate and latency of namespaces, deployments or pods.
     Stat(crate::client::stat::Args),
+    /// Who calls whom: source → destination pairs with their traffic.
+    Edges(crate::client::edges::Args),
+    /// Whether the control plane is up and healthy, one line per check.
+    Check(crate::client::check::Args),
     /// List resources of the mesh (`get pods`).
     Get(crate::client::get::Args),
     /// The versions of this client and of the public API.
@@ -129,6 +133,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Controller(Controller::Tap(args)) => args.run(shutdown).await,
         Command::Tap(args) => args.run(shutdown).await,
         Command::Stat(args) => args.run().await,
+        Command::Edges(args) => args.run().await,
+        Command::Check(args) => args.run().await,
         Command::Get(args) => args.run().await,
         Command::Version(args) => args.run().await,
         Command::Web(args) => args.run(shutdown).await,

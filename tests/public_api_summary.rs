@@ -11,7 +11,6 @@ use api::*;
 use conduit::proto::http_api::{
     EDGES_PATH, HEALTH_PATH, ROUTES_PATH, STAT_PATH, STAT_SUMMARY_PATH,
 };
-use conduit::proto::proxy::telemetry::{RequestScope, eos_ctx::End};
 use conduit::proto::public::{
     AggregationType, EdgesRequest, EdgesResponse, HealthResponse, MetricName, MetricRequest,
     MetricResponse, StatSummaryRequest, StatSummaryResponse, TimeWindow, metric_value,
@@ -21,63 +20,6 @@ use support::*;
 
 const PROTOBUF: Option<&str> = Some("application/octet-stream");
 const JSON: Option<&str> = Some("application/json");
-
-/// shop/web (one pod) calls shop/books (two pods, one reporting), whose
-/// first pod calls data/db (one pod, not reporting).
-fn cluster() -> String {
-    yaml_docs(&[
-        &mk_deployment("shop", "web"),
-        &mk_replica_set("shop", "web-5d8f", Some("web")),
-        &mk_pod("shop", "web-5d8f-abcde", "192.0.2.10", Some("web-5d8f")),
-        &mk_deployment("shop", "books"),
-        &mk_replica_set("shop", "books-77aa", Some("books")),
-        &mk_pod("shop", "books-77aa-xyz12", "192.0.2.20", Some("books-77aa")),
-        &mk_pod("shop", "books-77aa-xyz34", "192.0.2.21", Some("books-77aa")),
-        &mk_deployment("data", "db"),
-        &mk_replica_set("data", "db-11bb", Some("db")),
-        &mk_pod("data", "db-11bb-qqqqq", "192.0.2.30", Some("db-11bb")),
-    ])
-}
-
-/// web → books: 10 requests, 9 OK in 12 ms, one 500 in 250 ms.
-/// books → db: 4 requests, all OK in 30 ms.
-async fn traffic(t: &Running) {
-    let mut client = t.client().await;
-    let web = report(
-        "shop",
-        "web-5d8f-abcde",
-        vec![RequestScope {
-            ctx: ctx("192.0.2.10", "192.0.2.20", get(), "/books"),
-            count: 10,
-            responses: vec![
-                response(200, &[(120, 9)], vec![eos(End::GrpcStatusCode(0), 9)]),
-                response(500, &[(2500, 1)], vec![eos(End::Other(true), 1)]),
-            ],
-        }],
-    );
-    let books = report(
-        "shop",
-        "books-77aa-xyz12",
-        vec![RequestScope {
-            ctx: ctx("192.0.2.20", "192.0.2.30", get(), "/rows"),
-            count: 4,
-            responses: vec![response(
-                200,
-                &[(300, 4)],
-                vec![eos(End::GrpcStatusCode(0), 4)],
-            )],
-        }],
-    );
-    client.report(web).await.unwrap();
-    client.report(books).await.unwrap();
-}
-
-fn unframed<M: Message + Default>(body: &[u8]) -> M {
-    assert!(body.len() >= 4, "a frame has a 4-byte length: {body:?}");
-    let len = u32::from_le_bytes(body[..4].try_into().unwrap()) as usize;
-    assert_eq!(len, body.len() - 4, "one frame, length little-endian");
-    M::decode(&body[4..]).unwrap()
-}
 
 async fn summary(api: &RunningApi, req: StatSummaryRequest) -> StatSummaryResponse {
     let rsp = post(api.http, STAT_SUMMARY_PATH, PROTOBUF, &req.encode_to_vec()).await;
@@ -133,8 +75,8 @@ fn close(a: f64, b: f64) -> bool {
 
 #[tokio::test]
 async fn stat_summary_rows_agree_with_stat_and_count_meshed_pods() {
-    let t = start_telemetry(&cluster(), &[]).await;
-    traffic(&t).await;
+    let t = start_telemetry(&three_tier_cluster(), &[]).await;
+    three_tier_traffic(&t).await;
     let api = start_public_api(&t.grpc.to_string(), &unused_addr().await.to_string()).await;
     let window = TimeWindow::OneMin as i32;
 
@@ -283,8 +225,8 @@ async fn stat_summary_rows_agree_with_stat_and_count_meshed_pods() {
 
 #[tokio::test]
 async fn edges_are_the_call_graph_with_stat_s_numbers() {
-    let t = start_telemetry(&cluster(), &[]).await;
-    traffic(&t).await;
+    let t = start_telemetry(&three_tier_cluster(), &[]).await;
+    three_tier_traffic(&t).await;
     let api = start_public_api(&t.grpc.to_string(), &unused_addr().await.to_string()).await;
     let edges = |resource: &str, namespace: &str| EdgesRequest {
         resource: resource.into(),
@@ -363,7 +305,7 @@ async fn edges_are_the_call_graph_with_stat_s_numbers() {
 
 #[tokio::test]
 async fn routes_checks_its_request_and_says_why_it_cannot_answer() {
-    let t = start_telemetry(&cluster(), &[]).await;
+    let t = start_telemetry(&three_tier_cluster(), &[]).await;
     let api = start_public_api(&t.grpc.to_string(), &unused_addr().await.to_string()).await;
     let rsp = post(api.http, ROUTES_PATH, JSON, br#"{"deployment":"books"}"#).await;
     assert_eq!(rsp.status, 400, "{}", rsp.text());
@@ -388,8 +330,8 @@ fn health_of(rsp: &HealthResponse) -> Vec<(&str, bool)> {
 
 #[tokio::test]
 async fn health_names_the_component_that_is_down() {
-    let t = start_telemetry(&cluster(), &[]).await;
-    traffic(&t).await;
+    let t = start_telemetry(&three_tier_cluster(), &[]).await;
+    three_tier_traffic(&t).await;
     // A stand-in for the tap component: the real one needs proxies' tap
     // ports to be of use, and the probe only needs its refusal of an empty
     // request (INVALID_ARGUMENT), which the stand-in gives as tap does.

@@ -80,3 +80,58 @@ fn demo_shows_every_deployment_with_live_rates() {
     );
     drop(demo);
 }
+
+/// `conduit edges deployments` against the demo: exactly the demo's call
+/// graph, every edge with live traffic; and `conduit check` all green.
+#[test]
+fn demo_edges_are_its_call_graph_and_check_is_green() {
+    use conduit::simulate::fleet::DEMO_CALLS;
+    let bin = env!("CARGO_BIN_EXE_conduit");
+    let started = Instant::now();
+    let demo = Demo::start();
+    let name = |i: usize| format!("{}/{}", DEMO_LAYOUT[i].0, DEMO_LAYOUT[i].1);
+    let expected: BTreeSet<(String, String)> = DEMO_CALLS
+        .iter()
+        .map(|&(a, b)| (name(a), name(b)))
+        .collect();
+    let mut last = String::new();
+    loop {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "edges never matched the demo's calls {expected:?}; last answer: {last}"
+        );
+        let out = Command::new(bin)
+            .args(["edges", "deploy", "-o", "json", "--api-addr", &demo.api])
+            .output()
+            .unwrap();
+        last = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        if out.status.success()
+            && let Ok(rows) = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+        {
+            let live: BTreeSet<(String, String)> = rows
+                .iter()
+                .filter(|r| r["requestRate"].as_f64().is_some_and(|v| v > 0.0))
+                .map(|r| {
+                    (
+                        r["src"].as_str().unwrap_or_default().to_string(),
+                        r["dst"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect();
+            if live == expected && rows.len() == expected.len() {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let out = Command::new(bin)
+        .args(["check", "--api-addr", &demo.api])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.ends_with("Status check results are √\n"), "{text}");
+    assert!(!text.contains('×') && !text.contains('‼'), "{text}");
+    drop(demo);
+}
