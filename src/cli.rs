@@ -45,7 +45,9 @@ pub enum Command {
     Edges(crate::client::edges::Args),
     /// Whether the control plane is up and healthy, one line per check.
     Check(crate::client::check::Args),
-    /// List resources of the mesh (`get pods`).
+    /// The web dashboard's address, opened in a browser.
+    Dashboard(crate::client::dashboard::Args),
+    /// List resources of the mesh (`get pods`, `get deployments`).
     Get(crate::client::get::Args),
     /// The versions of this client and of the public API.
     Version(crate::client::version::Args),
@@ -135,6 +137,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stat(args) => args.run().await,
         Command::Edges(args) => args.run().await,
         Command::Check(args) => args.run().await,
+        Command::Dashboard(args) => args.run().await,
         Command::Get(args) => args.run().await,
         Command::Version(args) => args.run().await,
         Command::Web(args) => args.run(shutdown).await,

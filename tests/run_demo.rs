@@ -133,5 +133,87 @@ fn demo_edges_are_its_call_graph_and_check_is_green() {
     assert!(out.status.success(), "{text}");
     assert!(text.ends_with("Status check results are √\n"), "{text}");
     assert!(!text.contains('×') && !text.contains('‼'), "{text}");
+
+    // get deployments: every demo deployment, all its pods reporting.
+    let out = Command::new(bin)
+        .args(["get", "deployments", "--api-addr", &demo.api])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["NAME", "RUNNING", "MESHED", "LAST", "REPORT"],
+        "{text}"
+    );
+    let rows: BTreeSet<(String, String)> = lines[1..]
+        .iter()
+        .map(|cells| (cells[0].to_string(), cells[2].to_string()))
+        .collect();
+    let want: BTreeSet<(String, String)> = DEMO_LAYOUT
+        .iter()
+        .map(|(ns, name, pods)| (format!("{ns}/{name}"), format!("{pods}/{pods}")))
+        .collect();
+    assert_eq!(rows, want, "{text}");
+
+    // tap -o json: one proto3 JSON TapEvent per line; an unknown method
+    // is refused at once, on one line.
+    let (ns, name, _) = DEMO_LAYOUT[0];
+    let mut tap = Command::new(bin)
+        .args([
+            "tap",
+            "deploy",
+            &format!("{ns}/{name}"),
+            "-o",
+            "json",
+            "--method",
+            "get",
+            "--api-addr",
+            &demo.api,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(tap.stdout.take().unwrap()).lines().next();
+    let _ = tap.kill();
+    let _ = tap.wait();
+    let first = first.expect("a tap event").unwrap();
+    let event: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(
+        event["http"]["requestInit"]["method"]["registered"], "GET",
+        "{first}"
+    );
+    let out = Command::new(bin)
+        .args([
+            "tap",
+            "deploy",
+            &format!("{ns}/{name}"),
+            "--method",
+            "FETCH",
+        ])
+        .args(["--api-addr", &demo.api])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "conduit: unknown --method \"FETCH\": use one of GET, POST, PUT, DELETE, PATCH, \
+         OPTIONS, CONNECT, HEAD, TRACE\n"
+    );
+
+    // dashboard --show url: the address, nothing opened.
+    let out = Command::new(bin)
+        .args(["dashboard", "--show", "url", "--web-addr", &demo.web])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("Dashboard available at:\nhttp://{}/\n", demo.web)
+    );
     drop(demo);
 }

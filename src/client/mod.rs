@@ -6,6 +6,7 @@
 //! address, never a panic.
 
 pub mod check;
+pub mod dashboard;
 pub mod edges;
 pub mod get;
 pub mod stat;
