@@ -39,9 +39,15 @@ pub enum Command {
     SimulateProxy(crate::simulate::Args),
     /// The control plane in one process (`--demo`: with simulated traffic).
     Run(crate::run::Args),
-    /// Request rate, success rate and latency of deployments or pods.
+    /// Request rate, success rate and latency of namespaces, deployments or pods.
     Stat(crate::client::stat::Args),
-    /// List resources of the mesh (`get pods`).
+    /// Who calls whom: source → destination pairs with their traffic.
+    Edges(crate::client::edges::Args),
+    /// Whether the control plane is up and healthy, one line per check.
+    Check(crate::client::check::Args),
+    /// The web dashboard's address, opened in a browser.
+    Dashboard(crate::client::dashboard::Args),
+    /// List resources of the mesh (`get pods`, `get deployments`).
     Get(crate::client::get::Args),
     /// The versions of this client and of the public API.
     Version(crate::client::version::Args),
@@ -129,6 +135,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Controller(Controller::Tap(args)) => args.run(shutdown).await,
         Command::Tap(args) => args.run(shutdown).await,
         Command::Stat(args) => args.run().await,
+        Command::Edges(args) => args.run().await,
+        Command::Check(args) => args.run().await,
+        Command::Dashboard(args) => args.run().await,
         Command::Get(args) => args.run().await,
         Command::Version(args) => args.run().await,
         Command::Web(args) => args.run(shutdown).await,

@@ -143,15 +143,16 @@ async fn stat_tables_like_kubectl() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],
-        "NAME         REQUEST_RATE   SUCCESS_RATE   P50_LATENCY   P99_LATENCY"
+        "NAME         MESHED   REQUEST_RATE   SUCCESS_RATE   P50_LATENCY   P99_LATENCY"
     );
     assert_eq!(lines.len(), 2, "{text}");
     let cells: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(cells[0], "shop/books");
-    assert!(cells[1].ends_with("rps"), "{}", cells[1]);
-    assert_eq!(&cells[2..4], ["90.00%", "12ms"]);
+    assert_eq!(cells[1], "0/1", "books' one pod has not reported");
+    assert!(cells[2].ends_with("rps"), "{}", cells[2]);
+    assert_eq!(&cells[3..5], ["90.00%", "12ms"]);
     assert_eq!(
-        lines[1].find(cells[2]),
+        lines[1].find(cells[3]),
         lines[0].find("SUCCESS_RATE"),
         "columns align under their headers"
     );
@@ -429,4 +430,229 @@ fn logs_are_plain_off_a_terminal_and_json_when_asked() {
     let serving: serde_json::Value = serde_json::from_str(json.lines().last().unwrap()).unwrap();
     assert_eq!(serving["fields"]["message"], "serving");
     assert!(!json.contains('\u{1b}'));
+}
+
+/// The three-tier mesh (shop/web → shop/books → data/db) behind a
+/// public-api, and the `--api-addr` flag the commands take.
+async fn three_tier() -> (Running, RunningApi, String) {
+    let t = start_telemetry(&three_tier_cluster(), &[]).await;
+    three_tier_traffic(&t).await;
+    let api = start_public_api(&t.grpc.to_string(), &unused_addr().await.to_string()).await;
+    let addr = api.http.to_string();
+    (t, api, addr)
+}
+
+fn json_rows(out: &Output) -> Vec<serde_json::Value> {
+    assert!(out.status.success(), "{}", stderr(out));
+    serde_json::from_str(&stdout(out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
+}
+
+#[tokio::test]
+async fn stat_namespaces_from_to_and_meshed() {
+    let (_t, _api, addr) = three_tier().await;
+
+    let ns = json_rows(&conduit(&["stat", "ns", "-o", "json", "--api-addr", &addr]).await);
+    let names: Vec<&str> = ns.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["data", "shop"]);
+    assert_eq!(ns[0]["successRate"], 1.0);
+    assert_eq!(ns[0]["p50LatencyMs"], 30);
+    assert_eq!(ns[1]["successRate"], 0.9);
+
+    let from = json_rows(
+        &conduit(&[
+            "stat",
+            "deploy",
+            "--from",
+            "shop/web",
+            "-o",
+            "json",
+            "--api-addr",
+            &addr,
+        ])
+        .await,
+    );
+    assert_eq!(from.len(), 1, "{from:?}");
+    assert_eq!(from[0]["name"], "shop/books");
+    assert_eq!(from[0]["successRate"], 0.9);
+
+    let out = conduit(&["stat", "pods", "--to", "data/db", "--api-addr", &addr]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(&lines[1][..2], ["shop/books-77aa-xyz12", "1/1"], "{text}");
+    assert_eq!(lines[1][3], "100.00%", "{text}");
+
+    let out = conduit(&["stat", "deploy", "--api-addr", &addr]).await;
+    let text = stdout(&out);
+    let meshed: Vec<(&str, &str)> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            (cells[0], cells[1])
+        })
+        .collect();
+    assert_eq!(
+        meshed,
+        [("data/db", "0/1"), ("shop/books", "1/2")],
+        "{text}"
+    );
+
+    // Mistakes are one line each.
+    let out = conduit(&["stat", "deploy", "--from", "shop/nope", "--api-addr", &addr]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no deployment or pod"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn edges_of_a_three_tier_mesh() {
+    let (_t, _api, addr) = three_tier().await;
+    let rows = json_rows(&conduit(&["edges", "deploy", "-o", "json", "--api-addr", &addr]).await);
+    let keys: Vec<&str> = rows[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "dst",
+            "p50LatencyMs",
+            "p95LatencyMs",
+            "p99LatencyMs",
+            "requestRate",
+            "src",
+            "successRate"
+        ]
+    );
+    let pairs: Vec<(&str, &str, f64, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["src"].as_str().unwrap(),
+                r["dst"].as_str().unwrap(),
+                r["successRate"].as_f64().unwrap(),
+                r["p50LatencyMs"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("shop/books", "data/db", 1.0, 30),
+            ("shop/web", "shop/books", 0.9, 12)
+        ]
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r["requestRate"].as_f64().unwrap() > 0.0)
+    );
+
+    let out = conduit(&["edges", "po", "-n", "data", "--api-addr", &addr]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "SRC                     DST                  REQUEST_RATE   SUCCESS_RATE   P50_LATENCY   P95_LATENCY   P99_LATENCY"
+    );
+    let cells: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        (cells[0], cells[1], cells[3], cells[4]),
+        (
+            "shop/books-77aa-xyz12",
+            "data/db-11bb-qqqqq",
+            "100.00%",
+            "30ms"
+        )
+    );
+    assert_eq!(lines.len(), 2, "{text}");
+
+    let out = conduit(&["edges", "deploy", "-n", "elsewhere", "--api-addr", &addr]).await;
+    assert!(out.status.success());
+    assert_eq!(stderr(&out), "No edges found.\n");
+}
+
+#[tokio::test]
+async fn check_is_green_then_names_telemetry_once_it_stops() {
+    let t = start_telemetry(&three_tier_cluster(), &[]).await;
+    three_tier_traffic(&t).await;
+    // A stand-in for the tap component, which needs proxies' tap ports to
+    // be of use: Health only needs its refusal of an empty request.
+    let (tap, _tap) = start_fake_tap(FakeTap {
+        then_error: Some(tonic::Status::invalid_argument("no target")),
+        ..FakeTap::default()
+    })
+    .await;
+    let telemetry_addr = t.grpc.to_string();
+    let api = start_public_api(&telemetry_addr, &tap.to_string()).await;
+    let addr = api.http.to_string();
+
+    let out = conduit(&["check", "--api-addr", &addr]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let v = format!("v{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "√ public API reachable at {addr}\n\
+             √ telemetry healthy: 4 pods listed, 2 reporting\n\
+             √ tap healthy: answering at {tap}\n\
+             √ client and server versions match ({v})\n\
+             √ pods reporting: 2 of 4\n\
+             Status check results are √\n"
+        )
+    );
+
+    drop(t);
+    let out = eventually("check failing on telemetry", REQUEST_DEADLINE, || async {
+        let out = conduit(&["check", "--api-addr", &addr]).await;
+        if out.status.code() == Some(1) {
+            Ok(out)
+        } else {
+            Err(stdout(&out))
+        }
+    })
+    .await;
+    let text = stdout(&out);
+    let telemetry = text
+        .lines()
+        .find(|l| l.starts_with("× telemetry healthy: "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        telemetry.contains(&telemetry_addr) && telemetry.contains("-telemetry-addr"),
+        "{telemetry}"
+    );
+    assert!(text.contains("√ tap healthy"), "{text}");
+    assert!(text.contains("× pods reporting: "), "{text}");
+    assert_eq!(stderr(&out), "conduit: 2 of the checks failed\n");
+
+    // No API at all: one failure, saying what to do.
+    let nowhere = unused_addr().await.to_string();
+    let out = conduit(&["check", "--api-addr", &nowhere]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "× public API reachable: cannot reach the public API at {nowhere}"
+        )) && text.contains("--api-addr"),
+        "{text}"
+    );
+    drop(api);
 }

@@ -46,13 +46,6 @@ fn framed<M: Message>(msg: &M) -> Vec<u8> {
     out
 }
 
-fn unframed<M: Message + Default>(body: &[u8]) -> M {
-    assert!(body.len() >= 4, "a frame has a 4-byte length: {body:?}");
-    let len = u32::from_le_bytes(body[..4].try_into().unwrap()) as usize;
-    assert_eq!(len, body.len() - 4, "one frame, length little-endian");
-    M::decode(&body[4..]).unwrap()
-}
-
 /// 10 requests web → books: 9 answered 200 with gRPC OK in 12 ms, one 500
 /// in 250 ms.
 fn web_to_books() -> conduit::proto::proxy::telemetry::ReportRequest {

@@ -1,5 +1,5 @@
-//! `conduit get pods`: the pods of the mesh as telemetry knows them, with
-//! when each last reported.
+//! `conduit get pods|deployments`: the pods of the mesh as telemetry knows
+//! them, with when each last reported, and the deployments they make up.
 
 use std::time::Duration;
 
@@ -18,6 +18,9 @@ pub enum What {
     /// Pods with their status, IP, deployment and last report.
     #[command(alias = "pod", alias = "po")]
     Pods(PodsArgs),
+    /// Deployments with their pods, how many report, and the last report.
+    #[command(alias = "deployment", alias = "deploy")]
+    Deployments(PodsArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -47,6 +50,7 @@ impl Args {
     pub async fn run(self) -> anyhow::Result<()> {
         match self.what {
             What::Pods(args) => args.run().await,
+            What::Deployments(args) => args.run_deployments().await,
         }
     }
 }
@@ -71,6 +75,82 @@ impl PodsArgs {
             }
             Output::Table if pods.is_empty() => eprintln!("No pods found."),
             Output::Table => print!("{}", render_table(&pods)),
+        }
+        Ok(())
+    }
+}
+
+/// One deployment of `get deployments`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    pub name: String,
+    /// Pods in phase Running.
+    pub running_pods: u32,
+    pub total_pods: u32,
+    /// Pods that have reported.
+    pub meshed_pods: u32,
+    /// Seconds since the most recent report of any of its pods.
+    pub last_report_secs: Option<u64>,
+}
+
+/// The deployments the pods belong to, sorted by name (pods of none are
+/// left out).
+pub fn deployments(pods: &[Pod]) -> Vec<Deployment> {
+    let mut by: std::collections::BTreeMap<&str, Deployment> = Default::default();
+    for p in pods.iter().filter(|p| !p.deployment.is_empty()) {
+        let d = by.entry(&p.deployment).or_insert_with(|| Deployment {
+            name: p.deployment.clone(),
+            ..Deployment::default()
+        });
+        d.total_pods += 1;
+        d.running_pods += u32::from(p.status == "Running");
+        d.meshed_pods += u32::from(p.added);
+        let since = p
+            .since_last_report
+            .filter(|_| p.added)
+            .and_then(|d| Duration::try_from(d).ok())
+            .map(|d| d.as_secs());
+        d.last_report_secs = match (d.last_report_secs, since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    by.into_values().collect()
+}
+
+pub fn render_deployments(deployments: &[Deployment]) -> String {
+    let rows: Vec<Vec<String>> = deployments
+        .iter()
+        .map(|d| {
+            vec![
+                d.name.clone(),
+                format!("{}/{}", d.running_pods, d.total_pods),
+                format!("{}/{}", d.meshed_pods, d.total_pods),
+                d.last_report_secs.map_or_else(
+                    || "-".to_string(),
+                    |s| format!("{} ago", age(Duration::from_secs(s))),
+                ),
+            ]
+        })
+        .collect();
+    table::render(&["NAME", "RUNNING", "MESHED", "LAST REPORT"], &rows)
+}
+
+impl PodsArgs {
+    async fn run_deployments(self) -> anyhow::Result<()> {
+        let client = ApiClient::new(&self.api.api_addr)?;
+        let rsp: ListPodsResponse = client.call(LIST_PODS_PATH, &Empty {}).await?;
+        let pods: Vec<Pod> = rsp
+            .pods
+            .into_iter()
+            .filter(|p| in_namespace(&p.name, self.namespace.as_deref()))
+            .collect();
+        let deployments = deployments(&pods);
+        match self.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&deployments)?),
+            Output::Table if deployments.is_empty() => eprintln!("No deployments found."),
+            Output::Table => print!("{}", render_deployments(&deployments)),
         }
         Ok(())
     }
@@ -151,5 +231,19 @@ shop/lonely    Pending   -            -            -
 "
         );
         assert_eq!(age(Duration::from_secs(7300)), "2h1m");
+        let mut more = pods.clone();
+        more.push(Pod {
+            name: "shop/books-2".into(),
+            deployment: "shop/books".into(),
+            status: "Pending".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            render_deployments(&deployments(&more)),
+            "\
+NAME         RUNNING   MESHED   LAST REPORT
+shop/books   1/2       1/2      1m15s ago
+"
+        );
     }
 }

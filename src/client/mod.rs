@@ -1,9 +1,13 @@
-//! The CLI's client commands — `stat`, `get pods`, `version` — and the HTTP
+//! The CLI's client commands — `stat`, `edges`, `check`, `get pods`,
+//! `tap`, `version` — and the HTTP
 //! client they share. They speak the public API (`--api-addr`, default
 //! `127.0.0.1:8085`) with protobuf bodies, as the contract in
 //! [`crate::proto::http_api`] says; every failure is one line naming the
 //! address, never a panic.
 
+pub mod check;
+pub mod dashboard;
+pub mod edges;
 pub mod get;
 pub mod stat;
 mod table;

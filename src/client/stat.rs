@@ -1,16 +1,18 @@
-//! `conduit stat deployments|pods [NAME]`: one summarized Stat request for
-//! request rate, success rate and latency, grouped by target deployment or
-//! pod, printed as a kubectl-style table or as JSON.
+//! `conduit stat namespaces|deployments|pods [NAME] [--from|--to NS/NAME]`:
+//! one StatSummary call (request rate, success rate and latency of each
+//! row, the same numbers as Stat's, and the MESHED pods), printed as a
+//! kubectl-style table or as JSON.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use super::{ApiArgs, ApiClient, in_namespace, table};
-use crate::proto::http_api::{LIST_PODS_PATH, STAT_PATH};
+use crate::proto::http_api::{LIST_PODS_PATH, STAT_SUMMARY_PATH};
 use crate::proto::public::{
     AggregationType, Empty, HistogramLabel, ListPodsResponse, MetricMetadata, MetricName,
-    MetricRequest, MetricResponse, Pod, TimeWindow, metric_value,
+    MetricRequest, MetricResponse, Pod, StatSummaryRequest, StatSummaryResponse, TimeWindow,
+    metric_value,
 };
 
 /// Namespace of a NAME given without one (kubectl's default namespace).
@@ -18,6 +20,8 @@ const DEFAULT_NAMESPACE: &str = "default";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Resource {
+    #[value(name = "namespaces", alias = "namespace", alias = "ns")]
+    Namespaces,
     #[value(name = "deployments", alias = "deployment", alias = "deploy")]
     Deployments,
     #[value(name = "pods", alias = "pod", alias = "po")]
@@ -38,7 +42,7 @@ pub enum Window {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
-    /// NAME, REQUEST_RATE, SUCCESS_RATE, P50_LATENCY, P99_LATENCY.
+    /// NAME, MESHED, REQUEST_RATE, SUCCESS_RATE, P50_LATENCY, P99_LATENCY.
     Table,
     /// A JSON array of rows.
     Json,
@@ -48,7 +52,7 @@ pub enum Output {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// What to group by: deployments or pods.
+    /// What to group by: namespaces, deployments or pods.
     pub resource: Resource,
     /// Only this one: NAME (in -n's namespace, else "default") or NAMESPACE/NAME.
     pub name: Option<String>,
@@ -64,6 +68,14 @@ pub struct Args {
     /// Output format.
     #[arg(short = 'o', long, default_value = "table")]
     pub output: Output,
+    /// Only traffic sent by this deployment or pod (NAMESPACE/NAME): the
+    /// rows are its destinations.
+    #[arg(long, conflicts_with = "to")]
+    pub from: Option<String>,
+    /// Only traffic sent to this deployment or pod (NAMESPACE/NAME): the
+    /// rows are its sources.
+    #[arg(long)]
+    pub to: Option<String>,
     #[command(flatten)]
     pub api: ApiArgs,
 }
@@ -78,14 +90,20 @@ pub struct Row {
     pub p50_latency_ms: Option<i64>,
     pub p95_latency_ms: Option<i64>,
     pub p99_latency_ms: Option<i64>,
+    /// Pods that report, and all pods (the table's MESHED column).
+    #[serde(skip)]
+    pub meshed: Option<(u32, u32)>,
 }
 
 impl Args {
     pub async fn run(self) -> anyhow::Result<()> {
         let client = ApiClient::new(&self.api.api_addr)?;
-        let rsp: MetricResponse = client.call(STAT_PATH, &self.request()).await?;
-        let rows = rows(&rsp, self.group_by(), self.namespace.as_deref());
+        let rsp: StatSummaryResponse = client
+            .call(STAT_SUMMARY_PATH, &self.summary_request())
+            .await?;
+        let rows = summary_rows(&rsp, self.resource);
         if rows.is_empty()
+            && self.resource != Resource::Namespaces
             && let Some(name) = self.full_name()
         {
             // No traffic for a name: say so only if it exists, since a typo
@@ -107,8 +125,29 @@ impl Args {
 
     fn group_by(&self) -> AggregationType {
         match self.resource {
-            Resource::Deployments => AggregationType::TargetDeploy,
+            Resource::Deployments | Resource::Namespaces => AggregationType::TargetDeploy,
             Resource::Pods => AggregationType::TargetPod,
+        }
+    }
+
+    /// The StatSummary call behind the command.
+    pub fn summary_request(&self) -> StatSummaryRequest {
+        let resource = match self.resource {
+            Resource::Namespaces => "namespaces",
+            Resource::Deployments => "deployments",
+            Resource::Pods => "pods",
+        };
+        let name = match self.resource {
+            Resource::Namespaces => self.name.clone().unwrap_or_default(),
+            _ => self.full_name().unwrap_or_default(),
+        };
+        StatSummaryRequest {
+            resource: resource.to_string(),
+            namespace: self.namespace.clone().unwrap_or_default(),
+            name,
+            window: time_window(self.time_window) as i32,
+            from: self.from.clone().unwrap_or_default(),
+            to: self.to.clone().unwrap_or_default(),
         }
     }
 
@@ -128,16 +167,11 @@ impl Args {
         let mut filter = MetricMetadata::default();
         if let Some(full) = self.full_name() {
             match self.resource {
-                Resource::Deployments => filter.target_deploy = full,
+                Resource::Deployments | Resource::Namespaces => filter.target_deploy = full,
                 Resource::Pods => filter.target_pod = full,
             }
         }
-        let window = match self.time_window {
-            Window::TenSec => TimeWindow::TenSec,
-            Window::OneMin => TimeWindow::OneMin,
-            Window::TenMin => TimeWindow::TenMin,
-            Window::OneHour => TimeWindow::OneHour,
-        };
+        let window = time_window(self.time_window);
         MetricRequest {
             metrics: vec![
                 MetricName::RequestRate as i32,
@@ -150,6 +184,38 @@ impl Args {
             summarize: true,
         }
     }
+}
+
+/// The window flag as the wire's.
+pub fn time_window(w: Window) -> TimeWindow {
+    match w {
+        Window::TenSec => TimeWindow::TenSec,
+        Window::OneMin => TimeWindow::OneMin,
+        Window::TenMin => TimeWindow::TenMin,
+        Window::OneHour => TimeWindow::OneHour,
+    }
+}
+
+/// The rows of a StatSummary answer that saw traffic in the window, in its
+/// order (namespace, then name), named `namespace/name` (a namespace by
+/// itself).
+pub fn summary_rows(rsp: &StatSummaryResponse, resource: Resource) -> Vec<Row> {
+    rsp.rows
+        .iter()
+        .filter(|r| r.request_rate > 0.0 || r.success_rate.is_some() || r.p50_latency_ms.is_some())
+        .map(|r| Row {
+            name: match resource {
+                Resource::Namespaces => r.namespace.clone(),
+                _ => format!("{}/{}", r.namespace, r.name),
+            },
+            request_rate: Some(r.request_rate),
+            success_rate: r.success_rate,
+            p50_latency_ms: r.p50_latency_ms.map(i64::from),
+            p95_latency_ms: r.p95_latency_ms.map(i64::from),
+            p99_latency_ms: r.p99_latency_ms.map(i64::from),
+            meshed: Some((r.meshed_pods, r.total_pods)),
+        })
+        .collect()
 }
 
 /// A `namespace/name` the mesh does not have, as the one line the CLI
@@ -169,6 +235,12 @@ pub struct NotFound {
 /// same name lives in other namespaces, where.
 pub fn check_exists(resource: Resource, full: &str, pods: &[Pod]) -> Result<(), NotFound> {
     let (kind, names): (_, Vec<&str>) = match resource {
+        Resource::Namespaces => (
+            "namespace",
+            pods.iter()
+                .filter_map(|p| p.name.split_once('/').map(|(ns, _)| ns))
+                .collect(),
+        ),
         Resource::Deployments => (
             "deployment",
             pods.iter().map(|p| p.deployment.as_str()).collect(),
@@ -256,6 +328,7 @@ pub fn rows(rsp: &MetricResponse, by: AggregationType, namespace: Option<&str>) 
 }
 
 pub fn render_table(rows: &[Row], wide: bool) -> String {
+    let meshed = rows.iter().any(|r| r.meshed.is_some());
     let mut header = vec![
         "NAME",
         "REQUEST_RATE",
@@ -265,6 +338,9 @@ pub fn render_table(rows: &[Row], wide: bool) -> String {
     ];
     if wide {
         header.insert(4, "P95_LATENCY");
+    }
+    if meshed {
+        header.insert(1, "MESHED");
     }
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -280,6 +356,10 @@ pub fn render_table(rows: &[Row], wide: bool) -> String {
             ];
             if wide {
                 cells.insert(4, latency(r.p95_latency_ms));
+            }
+            if meshed {
+                let (up, all) = r.meshed.unwrap_or_default();
+                cells.insert(1, format!("{up}/{all}"));
             }
             cells
         })
@@ -369,6 +449,7 @@ mod tests {
                 p50_latency_ms: Some(12),
                 p95_latency_ms: Some(30),
                 p99_latency_ms: Some(48),
+                meshed: None,
             }
         );
     }
@@ -411,11 +492,17 @@ shop/books   20.0rps        98.50%         12ms          30ms          48ms
             all_namespaces: false,
             time_window: Window::TenSec,
             output: Output::Table,
+            from: None,
+            to: None,
             api: ApiArgs {
                 api_addr: String::new(),
             },
         };
         let filter = |a: Args| a.request().filter_by.unwrap().target_pod;
+        assert_eq!(
+            args(Some("web-1"), Some("shop")).summary_request().name,
+            "shop/web-1"
+        );
         assert_eq!(filter(args(Some("web-1"), Some("shop"))), "shop/web-1");
         assert_eq!(filter(args(Some("web-1"), None)), "default/web-1");
         assert_eq!(filter(args(Some("x/web-1"), Some("shop"))), "x/web-1");

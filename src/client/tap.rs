@@ -68,8 +68,35 @@ pub struct Args {
     /// Only requests whose path starts with this.
     #[arg(long)]
     pub path: Option<String>,
+    /// Output format: `text`, one `key=value` line per event, or `json`,
+    /// one proto3 JSON object (the API's `TapEvent`) per line.
+    #[arg(short = 'o', long, default_value = "text")]
+    pub output: Output,
     #[command(flatten)]
     pub api: ApiArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// A `--method` no proxy reports (the proxies name only the registered
+/// methods; any other never matches, so it is refused, not waited on).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown --method {0:?}: use one of {METHODS}")]
+pub struct UnknownMethod(String);
+
+const METHODS: &str = "GET, POST, PUT, DELETE, PATCH, OPTIONS, CONNECT, HEAD, TRACE";
+
+/// The method in the spelling the proxies report, or why it is refused.
+pub fn check_method(text: &str) -> Result<String, UnknownMethod> {
+    let upper = text.to_ascii_uppercase();
+    match crate::proto::common::http_method::Registered::from_str_name(&upper) {
+        Some(_) => Ok(upper),
+        None => Err(UnknownMethod(text.to_string())),
+    }
 }
 
 impl Args {
@@ -90,7 +117,11 @@ impl Args {
             from_port: self.from_port.unwrap_or(0),
             from_ip: self.from_ip.clone().unwrap_or_default(),
             scheme: self.scheme.clone().unwrap_or_default(),
-            method: self.method.clone().unwrap_or_default(),
+            method: self
+                .method
+                .as_deref()
+                .map(|m| check_method(m).unwrap_or_else(|_| m.to_string()))
+                .unwrap_or_default(),
             authority: self.authority.clone().unwrap_or_default(),
             path: self.path.clone().unwrap_or_default(),
         }
@@ -106,13 +137,20 @@ impl Args {
     }
 
     async fn print(&self) -> anyhow::Result<()> {
+        if let Some(method) = &self.method {
+            check_method(method)?;
+        }
         let client = ApiClient::new(&self.api.api_addr)?;
         let mut events = client
             .stream::<_, TapEvent>(TAP_PATH, &self.request())
             .await?;
         while let Some(event) = events.next().await? {
             let mut out = std::io::stdout().lock();
-            if let Some(line) = event_line(&event) {
+            let line = match self.output {
+                Output::Text => event_line(&event),
+                Output::Json => Some(String::from_utf8(crate::proto::http_api::to_json(&event)?)?),
+            };
+            if let Some(line) = line {
                 // A closed stdout (`| head`) ends the tap quietly.
                 if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
                     return Ok(());
@@ -204,6 +242,17 @@ mod tests {
     use crate::proto::common::tap_event::http::{RequestInit, ResponseEnd, ResponseInit, StreamId};
     use crate::proto::common::{HttpMethod, http_method};
     use crate::proto::net::ip_to_proto;
+
+    #[test]
+    fn only_methods_a_proxy_reports_are_taken() {
+        assert_eq!(check_method("get").unwrap(), "GET");
+        assert_eq!(check_method("PATCH").unwrap(), "PATCH");
+        assert_eq!(
+            check_method("FETCH").unwrap_err().to_string(),
+            "unknown --method \"FETCH\": use one of GET, POST, PUT, DELETE, PATCH, OPTIONS, \
+             CONNECT, HEAD, TRACE"
+        );
+    }
 
     fn event(e: Event) -> TapEvent {
         let tcp = |ip: &str, port| TcpAddress {

@@ -23,6 +23,10 @@ pub const STAT_PATH: &str = "/api/v1/Stat";
 pub const VERSION_PATH: &str = "/api/v1/Version";
 pub const LIST_PODS_PATH: &str = "/api/v1/ListPods";
 pub const TAP_PATH: &str = "/api/v1/Tap";
+pub const STAT_SUMMARY_PATH: &str = "/api/v1/StatSummary";
+pub const EDGES_PATH: &str = "/api/v1/Edges";
+pub const ROUTES_PATH: &str = "/api/v1/Routes";
+pub const HEALTH_PATH: &str = "/api/v1/Health";
 
 /// The response header of a Stat or ListPods that some telemetry replicas
 /// could not contribute to, e.g. `1 of 3 telemetry replicas unreachable
@@ -111,6 +115,14 @@ json_form! {
     public::Pod => json::public::Pod,
     public::TapRequest => json::public::TapRequest,
     common::TapEvent => json::common::TapEvent,
+    public::StatSummaryRequest => json::public::StatSummaryRequest,
+    public::StatSummaryResponse => json::public::StatSummaryResponse,
+    public::EdgesRequest => json::public::EdgesRequest,
+    public::EdgesResponse => json::public::EdgesResponse,
+    public::RoutesRequest => json::public::RoutesRequest,
+    public::RoutesResponse => json::public::RoutesResponse,
+    public::HealthRequest => json::public::HealthRequest,
+    public::HealthResponse => json::public::HealthResponse,
 }
 
 /// Converts between the two generated copies of a message through its wire

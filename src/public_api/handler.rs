@@ -14,14 +14,17 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
 use super::replicas::{Answer, CallError, Failure, Telemetry};
 use crate::core::Shutdown;
 use crate::proto::common::TapEvent;
 use crate::proto::controller::tap::tap_client::TapClient;
 use crate::proto::http_api::{self, CodecError, Encoding, JsonForm, UnsupportedType};
-use crate::proto::public::{Empty, MetricRequest, TapRequest};
+use crate::proto::public::{
+    EdgesRequest, Empty, HealthRequest, MetricRequest, RoutesRequest, StatSummaryRequest,
+    TapRequest,
+};
 use crate::stat::StatError;
 
 /// Largest request body read: every request message is a few hundred bytes.
@@ -40,6 +43,10 @@ enum Route {
     Version,
     ListPods,
     Tap,
+    StatSummary,
+    Edges,
+    Routes,
+    Health,
 }
 
 impl Route {
@@ -49,6 +56,10 @@ impl Route {
             http_api::VERSION_PATH => Some(Self::Version),
             http_api::LIST_PODS_PATH => Some(Self::ListPods),
             http_api::TAP_PATH => Some(Self::Tap),
+            http_api::STAT_SUMMARY_PATH => Some(Self::StatSummary),
+            http_api::EDGES_PATH => Some(Self::Edges),
+            http_api::ROUTES_PATH => Some(Self::Routes),
+            http_api::HEALTH_PATH => Some(Self::Health),
             _ => None,
         }
     }
@@ -60,6 +71,10 @@ impl Route {
             Self::Version => "Version",
             Self::ListPods => "ListPods",
             Self::Tap => "Tap",
+            Self::StatSummary => "StatSummary",
+            Self::Edges => "Edges",
+            Self::Routes => "Routes",
+            Self::Health => "Health",
         }
     }
 
@@ -71,6 +86,10 @@ impl Route {
             Some(Self::Version) => http_api::VERSION_PATH,
             Some(Self::ListPods) => http_api::LIST_PODS_PATH,
             Some(Self::Tap) => http_api::TAP_PATH,
+            Some(Self::StatSummary) => http_api::STAT_SUMMARY_PATH,
+            Some(Self::Edges) => http_api::EDGES_PATH,
+            Some(Self::Routes) => http_api::ROUTES_PATH,
+            Some(Self::Health) => http_api::HEALTH_PATH,
             None => "unknown",
         }
     }
@@ -83,6 +102,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     partial: IntCounterVec,
+    edge_sources_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -110,16 +130,27 @@ impl Metrics {
             ),
             &["call"],
         )?;
-        for call in [Route::Stat, Route::ListPods] {
+        for call in [
+            Route::Stat,
+            Route::ListPods,
+            Route::StatSummary,
+            Route::Edges,
+        ] {
             partial.with_label_values(&[call.name()]);
         }
+        let edge_sources_dropped = IntCounter::new(
+            "conduit_public_api_edges_sources_dropped_total",
+            "Sources left out of Edges answers past the per-answer cap (the busiest are kept).",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(partial.clone()))?;
+        registry.register(Box::new(edge_sources_dropped.clone()))?;
         Ok(Self {
             requests,
             duration,
             partial,
+            edge_sources_dropped,
         })
     }
 
@@ -279,6 +310,27 @@ async fn dispatch(api: &Api, route: Option<Route>, req: Request) -> Result<Respo
         Route::Tap => {
             let request: TapRequest = decode(encoding, &body)?;
             tap(api, encoding, request).await
+        }
+        Route::StatSummary => {
+            let request: StatSummaryRequest = decode(encoding, &body)?;
+            let answer = super::summary::stat_summary(&api.telemetry, request).await;
+            api.merged(route, encoding, answer)
+        }
+        Route::Edges => {
+            let request: EdgesRequest = decode(encoding, &body)?;
+            let dropped = &api.metrics.edge_sources_dropped;
+            let answer = super::summary::edges(&api.telemetry, request, dropped).await;
+            api.merged(route, encoding, answer)
+        }
+        Route::Routes => {
+            let request: RoutesRequest = decode(encoding, &body)?;
+            let answer = super::summary::routes(&api.telemetry, request).await;
+            api.merged(route, encoding, answer)
+        }
+        Route::Health => {
+            let _: HealthRequest = decode(encoding, &body)?;
+            let health = super::summary::health(&api.telemetry, api.tap.clone(), &api.tap_addr);
+            unary(encoding, &health.await)
         }
     }
 }

@@ -352,6 +352,86 @@ impl Telemetry {
     }
 }
 
+impl Telemetry {
+    /// The embedded stores' raw windows for `request`, merged over every
+    /// replica (even one), for an answer Stat's groupings cannot give
+    /// (groups re-keyed, e.g. deployments summed into their namespace).
+    /// A replica answering from Prometheus makes the call fail: its raw
+    /// data is not there.
+    pub async fn windows(&self, request: MetricRequest) -> Result<Answer<Windows>, CallError> {
+        let q = Query::try_from(&request).map_err(CallError::Request)?;
+        let answers = self
+            .ask_all(|upstream| {
+                let request = with_deadline(request.clone());
+                async move { stat_client(upstream).windows(request).await }
+            })
+            .await;
+        let mut merged: Option<Windows> = None;
+        let mut failed = Vec::new();
+        for (replica, answer) in self.replicas.iter().zip(answers) {
+            match answer {
+                Ok(wire) => match Windows::from_wire(wire, &q) {
+                    Ok(windows) => match &mut merged {
+                        Some(merged) => merged.merge(windows),
+                        None => merged = Some(windows),
+                    },
+                    Err(error) => failed.push(Failure::of(
+                        replica,
+                        tonic::Status::internal(format!("unusable windows: {error}")),
+                    )),
+                },
+                Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                    return Err(CallError::Request(StatError::Unsupported(format!(
+                        "telemetry at {} answers Stat from Prometheus, which this answer \
+                         cannot be computed from",
+                        replica.addr
+                    ))));
+                }
+                Err(status) if callers_mistake(status.code()) => {
+                    return Err(CallError::Upstream(Failure::of(replica, status)));
+                }
+                Err(status) => failed.push(Failure::of(replica, status)),
+            }
+        }
+        let Some(merged) = merged else {
+            return Err(CallError::Upstream(self.first_failure(failed)));
+        };
+        Ok(Answer {
+            message: merged,
+            partial: Partial::of(self.replicas.len(), failed),
+        })
+    }
+
+    /// Whether Stat is answered from Prometheus, and if so how it fares:
+    /// `None` when the first replica answers from its embedded store (or
+    /// cannot be asked), else the outcome of a small Stat through it.
+    pub async fn prometheus_health(&self) -> Option<Result<(), Failure>> {
+        let first = self.replicas.first()?;
+        let probe = MetricRequest {
+            metrics: vec![crate::proto::public::MetricName::RequestRate as i32],
+            window: crate::proto::public::TimeWindow::TenSec as i32,
+            group_by: crate::proto::public::AggregationType::Mesh as i32,
+            filter_by: None,
+            summarize: true,
+        };
+        let windows = stat_client(first.upstream.clone())
+            .windows(with_deadline(probe.clone()))
+            .await;
+        match windows {
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {}
+            _ => return None,
+        }
+        let answer = stat_client(first.upstream.clone())
+            .stat(with_deadline(probe))
+            .await;
+        Some(
+            answer
+                .map(drop)
+                .map_err(|status| Failure::of(first, status)),
+        )
+    }
+}
+
 /// One replica's own Stat.
 async fn stat_on(replica: &Replica, request: MetricRequest) -> Result<MetricResponse, CallError> {
     stat_client(replica.upstream.clone())

@@ -248,3 +248,12 @@ pub async fn start_fake_tap(fake: FakeTap) -> (SocketAddr, ShutdownHandle) {
     );
     (addr, handle)
 }
+
+/// A unary protobuf answer: the 4-byte little-endian length, then the
+/// message (checked by hand, so a test does not trust the code under test).
+pub fn unframed<M: prost::Message + Default>(body: &[u8]) -> M {
+    assert!(body.len() >= 4, "a frame has a 4-byte length: {body:?}");
+    let len = u32::from_le_bytes(body[..4].try_into().unwrap()) as usize;
+    assert_eq!(len, body.len() - 4, "one frame, length little-endian");
+    M::decode(&body[4..]).unwrap()
+}

@@ -453,3 +453,59 @@ pub fn rss_kib() -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc/self/status")
 }
+
+// ---- A three-tier mesh: shop/web → shop/books → data/db ----
+
+/// shop/web (one pod) calls shop/books (two pods, one reporting), whose
+/// first pod calls data/db (one pod, not reporting).
+pub fn three_tier_cluster() -> String {
+    yaml_docs(&[
+        &mk_deployment("shop", "web"),
+        &mk_replica_set("shop", "web-5d8f", Some("web")),
+        &mk_pod("shop", "web-5d8f-abcde", "192.0.2.10", Some("web-5d8f")),
+        &mk_deployment("shop", "books"),
+        &mk_replica_set("shop", "books-77aa", Some("books")),
+        &mk_pod("shop", "books-77aa-xyz12", "192.0.2.20", Some("books-77aa")),
+        &mk_pod("shop", "books-77aa-xyz34", "192.0.2.21", Some("books-77aa")),
+        &mk_deployment("data", "db"),
+        &mk_replica_set("data", "db-11bb", Some("db")),
+        &mk_pod("data", "db-11bb-qqqqq", "192.0.2.30", Some("db-11bb")),
+    ])
+}
+
+/// web → books: 10 requests, 9 OK in 12 ms, one 500 in 250 ms.
+/// books → db: 4 requests, all OK in 30 ms.
+pub async fn three_tier_traffic(t: &Running) {
+    let mut client = t.client().await;
+    let web = report(
+        "shop",
+        "web-5d8f-abcde",
+        vec![conduit::proto::proxy::telemetry::RequestScope {
+            ctx: ctx("192.0.2.10", "192.0.2.20", get(), "/books"),
+            count: 10,
+            responses: vec![
+                response(
+                    200,
+                    &[(120, 9)],
+                    vec![eos(eos_ctx::End::GrpcStatusCode(0), 9)],
+                ),
+                response(500, &[(2500, 1)], vec![eos(eos_ctx::End::Other(true), 1)]),
+            ],
+        }],
+    );
+    let books = report(
+        "shop",
+        "books-77aa-xyz12",
+        vec![conduit::proto::proxy::telemetry::RequestScope {
+            ctx: ctx("192.0.2.20", "192.0.2.30", get(), "/rows"),
+            count: 4,
+            responses: vec![response(
+                200,
+                &[(300, 4)],
+                vec![eos(eos_ctx::End::GrpcStatusCode(0), 4)],
+            )],
+        }],
+    );
+    client.report(web).await.unwrap();
+    client.report(books).await.unwrap();
+}
