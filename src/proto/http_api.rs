@@ -23,6 +23,7 @@ pub const STAT_PATH: &str = "/api/v1/Stat";
 pub const VERSION_PATH: &str = "/api/v1/Version";
 pub const LIST_PODS_PATH: &str = "/api/v1/ListPods";
 pub const TAP_PATH: &str = "/api/v1/Tap";
+pub const LATENCY_DISTRIBUTION_PATH: &str = "/api/v1/LatencyDistribution";
 
 /// The response header of a Stat or ListPods that some telemetry replicas
 /// could not contribute to, e.g. `1 of 3 telemetry replicas unreachable
@@ -111,6 +112,8 @@ json_form! {
     public::Pod => json::public::Pod,
     public::TapRequest => json::public::TapRequest,
     common::TapEvent => json::common::TapEvent,
+    public::LatencyDistributionRequest => json::public::LatencyDistributionRequest,
+    public::LatencyDistributionResponse => json::public::LatencyDistributionResponse,
 }
 
 /// Converts between the two generated copies of a message through its wire

@@ -18,11 +18,16 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use super::replicas::{Answer, CallError, Failure, Telemetry};
 use crate::core::Shutdown;
+use crate::ingest::hist::{SparseHist, bucket_range};
 use crate::proto::common::TapEvent;
 use crate::proto::controller::tap::tap_client::TapClient;
 use crate::proto::http_api::{self, CodecError, Encoding, JsonForm, UnsupportedType};
-use crate::proto::public::{Empty, MetricRequest, TapRequest};
-use crate::stat::StatError;
+use crate::proto::public::{
+    AggregationType, Empty, LatencyBucket, LatencyDistributionRequest, LatencyDistributionResponse,
+    LatencySlot, MetricMetadata, MetricName, MetricRequest, TapRequest,
+};
+use crate::stat::windows::Group;
+use crate::stat::{StatError, round_ms};
 
 /// Largest request body read: every request message is a few hundred bytes.
 const MAX_REQUEST_BYTES: usize = 1 << 20;
@@ -40,6 +45,7 @@ enum Route {
     Version,
     ListPods,
     Tap,
+    LatencyDistribution,
 }
 
 impl Route {
@@ -49,6 +55,7 @@ impl Route {
             http_api::VERSION_PATH => Some(Self::Version),
             http_api::LIST_PODS_PATH => Some(Self::ListPods),
             http_api::TAP_PATH => Some(Self::Tap),
+            http_api::LATENCY_DISTRIBUTION_PATH => Some(Self::LatencyDistribution),
             _ => None,
         }
     }
@@ -60,6 +67,7 @@ impl Route {
             Self::Version => "Version",
             Self::ListPods => "ListPods",
             Self::Tap => "Tap",
+            Self::LatencyDistribution => "LatencyDistribution",
         }
     }
 
@@ -71,6 +79,7 @@ impl Route {
             Some(Self::Version) => http_api::VERSION_PATH,
             Some(Self::ListPods) => http_api::LIST_PODS_PATH,
             Some(Self::Tap) => http_api::TAP_PATH,
+            Some(Self::LatencyDistribution) => http_api::LATENCY_DISTRIBUTION_PATH,
             None => "unknown",
         }
     }
@@ -159,6 +168,8 @@ enum ApiError {
     Undecodable(CodecError),
     #[error("{0}")]
     BadRequest(StatError),
+    #[error("{0}")]
+    Invalid(String),
     #[error("{upstream} at {addr}: {}: {}", code_name(.status.code()), one_line(.status.message()))]
     Upstream {
         upstream: &'static str,
@@ -205,7 +216,9 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Body(_) | Self::Undecodable(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Body(_) | Self::Undecodable(_) | Self::BadRequest(_) | Self::Invalid(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::Upstream { status, .. } => http_status(status.code()),
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -280,6 +293,11 @@ async fn dispatch(api: &Api, route: Option<Route>, req: Request) -> Result<Respo
             let request: TapRequest = decode(encoding, &body)?;
             tap(api, encoding, request).await
         }
+        Route::LatencyDistribution => {
+            let request: LatencyDistributionRequest = decode(encoding, &body)?;
+            let answer = latency_distribution(api, request).await?;
+            api.merged(route, encoding, Ok(answer))
+        }
     }
 }
 
@@ -324,6 +342,104 @@ impl Api {
             status,
         }
     }
+}
+
+/// Longest `namespace/name` a LatencyDistribution names: Kubernetes'
+/// 63-byte namespace and 253-byte name, and the slash.
+const MAX_DEPLOYMENT_BYTES: usize = 63 + 1 + 253;
+
+/// The exact latency histogram of one deployment's inbound responses, over
+/// the window (read as Stat reads it, so the percentiles agree with Stat's)
+/// and per Stat step of it, from every replica's embedded store merged.
+async fn latency_distribution(
+    api: &Api,
+    request: LatencyDistributionRequest,
+) -> Result<Answer<LatencyDistributionResponse>, ApiError> {
+    let deployment = request.deployment.trim();
+    let well_formed = deployment.len() <= MAX_DEPLOYMENT_BYTES
+        && matches!(deployment.split_once('/'), Some((ns, name))
+            if !ns.is_empty() && !name.is_empty() && !name.contains('/'));
+    if !well_formed {
+        return Err(ApiError::Invalid(format!(
+            "deployment {:?} is not namespace/name",
+            one_line(&request.deployment)
+        )));
+    }
+    let ask = |summarize| MetricRequest {
+        metrics: vec![MetricName::Latency as i32],
+        window: request.window,
+        group_by: AggregationType::TargetDeploy as i32,
+        filter_by: Some(MetricMetadata {
+            target_deploy: deployment.to_string(),
+            ..MetricMetadata::default()
+        }),
+        summarize,
+    };
+    let (whole, steps) = tokio::join!(
+        api.telemetry.windows(ask(true)),
+        api.telemetry.windows(ask(false))
+    );
+    let upstream = |error| match error {
+        CallError::Upstream(Failure { addr, status }) => ApiError::Upstream {
+            upstream: "telemetry",
+            addr,
+            status,
+        },
+        CallError::Request(error) => ApiError::BadRequest(error),
+    };
+    let (whole, steps) = (whole.map_err(upstream)?, steps.map_err(upstream)?);
+    let partial = whole.partial.or(steps.partial);
+    let (Some(whole), Some(steps)) = (whole.message, steps.message) else {
+        return Ok(Answer {
+            message: LatencyDistributionResponse::default(),
+            partial,
+        });
+    };
+    let hist = whole
+        .groups
+        .get(deployment)
+        .and_then(|g| g.points.first())
+        .map(|t| t.latency.clone())
+        .unwrap_or_default();
+    let percentile = |q| hist.quantile(q).map_or(0, round_ms);
+    let empty = Group::empty(steps.point_ends_ms.len());
+    let group = steps.groups.get(deployment).unwrap_or(&empty);
+    let slots = steps
+        .point_ends_ms
+        .iter()
+        .zip(&group.points)
+        .map(|(&end, t)| LatencySlot {
+            end_ms: i64::try_from(end).unwrap_or(i64::MAX),
+            count: t.latency.count(),
+            buckets: latency_buckets(&t.latency),
+        })
+        .collect();
+    Ok(Answer {
+        message: LatencyDistributionResponse {
+            exact: true,
+            count: hist.count(),
+            buckets: latency_buckets(&hist),
+            p50_ms: percentile(0.50),
+            p95_ms: percentile(0.95),
+            p99_ms: percentile(0.99),
+            slots,
+        },
+        partial,
+    })
+}
+
+/// A histogram's non-empty buckets in milliseconds (the store counts tenths).
+fn latency_buckets(hist: &SparseHist) -> Vec<LatencyBucket> {
+    hist.buckets()
+        .map(|(idx, count)| {
+            let (low, width) = bucket_range(idx);
+            LatencyBucket {
+                lower_ms: low as f64 / 10.0,
+                upper_ms: (low + width) as f64 / 10.0,
+                count,
+            }
+        })
+        .collect()
 }
 
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {

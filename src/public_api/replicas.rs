@@ -352,6 +352,57 @@ impl Telemetry {
     }
 }
 
+impl Telemetry {
+    /// Every replica's embedded windows for one query, merged, or `None`
+    /// when telemetry answers Stat from Prometheus (FAILED_PRECONDITION),
+    /// which keeps no exact histograms.
+    pub async fn windows(
+        &self,
+        request: MetricRequest,
+    ) -> Result<Answer<Option<Windows>>, CallError> {
+        let q = Query::try_from(&request).map_err(CallError::Request)?;
+        let answers = self
+            .ask_all(|upstream| {
+                let request = with_deadline(request.clone());
+                async move { stat_client(upstream).windows(request).await }
+            })
+            .await;
+        let mut merged: Option<Windows> = None;
+        let mut failed = Vec::new();
+        for (replica, answer) in self.replicas.iter().zip(answers) {
+            match answer {
+                Ok(wire) => match Windows::from_wire(wire, &q) {
+                    Ok(windows) => match &mut merged {
+                        Some(merged) => merged.merge(windows),
+                        None => merged = Some(windows),
+                    },
+                    Err(error) => failed.push(Failure::of(
+                        replica,
+                        tonic::Status::internal(format!("unusable windows: {error}")),
+                    )),
+                },
+                Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                    return Ok(Answer {
+                        message: None,
+                        partial: None,
+                    });
+                }
+                Err(status) if callers_mistake(status.code()) => {
+                    return Err(CallError::Upstream(Failure::of(replica, status)));
+                }
+                Err(status) => failed.push(Failure::of(replica, status)),
+            }
+        }
+        let Some(merged) = merged else {
+            return Err(CallError::Upstream(self.first_failure(failed)));
+        };
+        Ok(Answer {
+            message: Some(merged),
+            partial: Partial::of(self.replicas.len(), failed),
+        })
+    }
+}
+
 /// One replica's own Stat.
 async fn stat_on(replica: &Replica, request: MetricRequest) -> Result<MetricResponse, CallError> {
     stat_client(replica.upstream.clone())
