@@ -657,6 +657,72 @@ fn the_dashboard_in_headless_chromium_against_the_demo() {
         }
     });
 
+    // Topology: a node per deployment, an edge per call of the demo's call
+    // graph, the failing call not drawn as healthy; the layout is the same
+    // after a refresh, and a node opens its deployment.
+    let mut edges: Vec<String> = DEMO_CALLS
+        .iter()
+        .map(|&(a, b)| {
+            format!(
+                "{}/{}>{}/{}",
+                DEMO_LAYOUT[a].0, DEMO_LAYOUT[a].1, DEMO_LAYOUT[b].0, DEMO_LAYOUT[b].1
+            )
+        })
+        .collect();
+    edges.sort();
+    let failing = DEMO_LAYOUT.len() - 1;
+    let caller_of_failing = DEMO_CALLS
+        .iter()
+        .find(|&&(_, b)| b == failing)
+        .map(|&(a, _)| a)
+        .expect("the failing deployment has a caller");
+    let failing_edge = format!(
+        "{}/{}>{}/{}",
+        DEMO_LAYOUT[caller_of_failing].0,
+        DEMO_LAYOUT[caller_of_failing].1,
+        DEMO_LAYOUT[failing].0,
+        DEMO_LAYOUT[failing].1
+    );
+    browser.goto(&demo.url("/topology"));
+    let topology = format!(
+        r#"
+        if (!document.getElementById('error').hidden) return document.getElementById('error').textContent;
+        const nodes = [...document.querySelectorAll('#topology g.node')].map(n => n.dataset.node).sort();
+        if (JSON.stringify(nodes) !== JSON.stringify({wanted})) return 'nodes ' + nodes;
+        const paths = [...document.querySelectorAll('#topology path.edge')];
+        const edges = paths.map(e => e.dataset.src + '>' + e.dataset.dst).sort();
+        if (JSON.stringify(edges) !== JSON.stringify({edges})) return 'edges ' + edges;
+        const widths = paths.map(e => Number(e.getAttribute('stroke-width')));
+        if (!paths.every(e => Number(e.dataset.rate) > 0)) return 'an edge without traffic';
+        if (Math.max(...widths) <= Math.min(...widths)) return 'edges not weighted by rate';
+        const bad = paths.find(e => e.dataset.src + '>' + e.dataset.dst === '{failing_edge}');
+        if (bad.classList.contains('good')) return 'the failing call is drawn as healthy';
+        window.layoutSeen = window.layoutSeen || [...document.querySelectorAll('#topology g.node')].map(n => n.dataset.node + '@' + n.getAttribute('transform')).sort().join();
+        return null;
+        "#,
+        edges = serde_json::to_string(&edges).unwrap(),
+    );
+    page_shows(&browser, "topology", &topology);
+    std::thread::sleep(Duration::from_secs(6));
+    page_shows(
+        &browser,
+        "topology-stable",
+        r#"
+        const now = [...document.querySelectorAll('#topology g.node')].map(n => n.dataset.node + '@' + n.getAttribute('transform')).sort().join();
+        return now === window.layoutSeen ? null : 'moved: ' + now + ' vs ' + window.layoutSeen;
+        "#,
+    );
+    browser.execute(&format!(
+        r#"document.querySelector('#topology g.node[data-node="{deployment}"]').dispatchEvent(new MouseEvent('click', {{bubbles: true}})); return null;"#
+    ));
+    page_shows(
+        &browser,
+        "topology-click",
+        &format!(
+            r#"return location.pathname === '/deployments/{deployment}' ? null : location.pathname;"#
+        ),
+    );
+
     // Top: the deployment's requests grouped by path, as `conduit top`
     // shows them; every path is one the demo's deployment serves.
     let paths = serde_json::to_string(&demo_paths(index)).unwrap();

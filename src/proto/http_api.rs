@@ -23,6 +23,10 @@ pub const STAT_PATH: &str = "/api/v1/Stat";
 pub const VERSION_PATH: &str = "/api/v1/Version";
 pub const LIST_PODS_PATH: &str = "/api/v1/ListPods";
 pub const TAP_PATH: &str = "/api/v1/Tap";
+pub const STAT_SUMMARY_PATH: &str = "/api/v1/StatSummary";
+pub const EDGES_PATH: &str = "/api/v1/Edges";
+pub const ROUTES_PATH: &str = "/api/v1/Routes";
+pub const HEALTH_PATH: &str = "/api/v1/Health";
 pub const LATENCY_DISTRIBUTION_PATH: &str = "/api/v1/LatencyDistribution";
 
 /// The response header of a Stat or ListPods that some telemetry replicas
@@ -112,6 +116,14 @@ json_form! {
     public::Pod => json::public::Pod,
     public::TapRequest => json::public::TapRequest,
     common::TapEvent => json::common::TapEvent,
+    public::StatSummaryRequest => json::public::StatSummaryRequest,
+    public::StatSummaryResponse => json::public::StatSummaryResponse,
+    public::EdgesRequest => json::public::EdgesRequest,
+    public::EdgesResponse => json::public::EdgesResponse,
+    public::RoutesRequest => json::public::RoutesRequest,
+    public::RoutesResponse => json::public::RoutesResponse,
+    public::HealthRequest => json::public::HealthRequest,
+    public::HealthResponse => json::public::HealthResponse,
     public::LatencyDistributionRequest => json::public::LatencyDistributionRequest,
     public::LatencyDistributionResponse => json::public::LatencyDistributionResponse,
 }

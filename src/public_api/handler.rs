@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
 use super::replicas::{Answer, CallError, Failure, Telemetry};
 use crate::core::Shutdown;
@@ -23,8 +23,9 @@ use crate::proto::common::TapEvent;
 use crate::proto::controller::tap::tap_client::TapClient;
 use crate::proto::http_api::{self, CodecError, Encoding, JsonForm, UnsupportedType};
 use crate::proto::public::{
-    AggregationType, Empty, LatencyBucket, LatencyDistributionRequest, LatencyDistributionResponse,
-    LatencySlot, MetricMetadata, MetricName, MetricRequest, TapRequest,
+    AggregationType, EdgesRequest, Empty, HealthRequest, LatencyBucket, LatencyDistributionRequest,
+    LatencyDistributionResponse, LatencySlot, MetricMetadata, MetricName, MetricRequest,
+    RoutesRequest, StatSummaryRequest, TapRequest,
 };
 use crate::stat::windows::Group;
 use crate::stat::{StatError, round_ms};
@@ -45,6 +46,10 @@ enum Route {
     Version,
     ListPods,
     Tap,
+    StatSummary,
+    Edges,
+    Routes,
+    Health,
     LatencyDistribution,
 }
 
@@ -55,6 +60,10 @@ impl Route {
             http_api::VERSION_PATH => Some(Self::Version),
             http_api::LIST_PODS_PATH => Some(Self::ListPods),
             http_api::TAP_PATH => Some(Self::Tap),
+            http_api::STAT_SUMMARY_PATH => Some(Self::StatSummary),
+            http_api::EDGES_PATH => Some(Self::Edges),
+            http_api::ROUTES_PATH => Some(Self::Routes),
+            http_api::HEALTH_PATH => Some(Self::Health),
             http_api::LATENCY_DISTRIBUTION_PATH => Some(Self::LatencyDistribution),
             _ => None,
         }
@@ -67,6 +76,10 @@ impl Route {
             Self::Version => "Version",
             Self::ListPods => "ListPods",
             Self::Tap => "Tap",
+            Self::StatSummary => "StatSummary",
+            Self::Edges => "Edges",
+            Self::Routes => "Routes",
+            Self::Health => "Health",
             Self::LatencyDistribution => "LatencyDistribution",
         }
     }
@@ -79,6 +92,10 @@ impl Route {
             Some(Self::Version) => http_api::VERSION_PATH,
             Some(Self::ListPods) => http_api::LIST_PODS_PATH,
             Some(Self::Tap) => http_api::TAP_PATH,
+            Some(Self::StatSummary) => http_api::STAT_SUMMARY_PATH,
+            Some(Self::Edges) => http_api::EDGES_PATH,
+            Some(Self::Routes) => http_api::ROUTES_PATH,
+            Some(Self::Health) => http_api::HEALTH_PATH,
             Some(Self::LatencyDistribution) => http_api::LATENCY_DISTRIBUTION_PATH,
             None => "unknown",
         }
@@ -92,6 +109,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     partial: IntCounterVec,
+    edge_sources_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -119,16 +137,27 @@ impl Metrics {
             ),
             &["call"],
         )?;
-        for call in [Route::Stat, Route::ListPods] {
+        for call in [
+            Route::Stat,
+            Route::ListPods,
+            Route::StatSummary,
+            Route::Edges,
+        ] {
             partial.with_label_values(&[call.name()]);
         }
+        let edge_sources_dropped = IntCounter::new(
+            "conduit_public_api_edges_sources_dropped_total",
+            "Sources left out of Edges answers past the per-answer cap (the busiest are kept).",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(partial.clone()))?;
+        registry.register(Box::new(edge_sources_dropped.clone()))?;
         Ok(Self {
             requests,
             duration,
             partial,
+            edge_sources_dropped,
         })
     }
 
@@ -293,6 +322,27 @@ async fn dispatch(api: &Api, route: Option<Route>, req: Request) -> Result<Respo
             let request: TapRequest = decode(encoding, &body)?;
             tap(api, encoding, request).await
         }
+        Route::StatSummary => {
+            let request: StatSummaryRequest = decode(encoding, &body)?;
+            let answer = super::summary::stat_summary(&api.telemetry, request).await;
+            api.merged(route, encoding, answer)
+        }
+        Route::Edges => {
+            let request: EdgesRequest = decode(encoding, &body)?;
+            let dropped = &api.metrics.edge_sources_dropped;
+            let answer = super::summary::edges(&api.telemetry, request, dropped).await;
+            api.merged(route, encoding, answer)
+        }
+        Route::Routes => {
+            let request: RoutesRequest = decode(encoding, &body)?;
+            let answer = super::summary::routes(&api.telemetry, request).await;
+            api.merged(route, encoding, answer)
+        }
+        Route::Health => {
+            let _: HealthRequest = decode(encoding, &body)?;
+            let health = super::summary::health(&api.telemetry, api.tap.clone(), &api.tap_addr);
+            unary(encoding, &health.await)
+        }
         Route::LatencyDistribution => {
             let request: LatencyDistributionRequest = decode(encoding, &body)?;
             let answer = latency_distribution(api, request).await?;
@@ -387,14 +437,21 @@ async fn latency_distribution(
         },
         CallError::Request(error) => ApiError::BadRequest(error),
     };
-    let (whole, steps) = (whole.map_err(upstream)?, steps.map_err(upstream)?);
-    let partial = whole.partial.or(steps.partial);
-    let (Some(whole), Some(steps)) = (whole.message, steps.message) else {
-        return Ok(Answer {
-            message: LatencyDistributionResponse::default(),
-            partial,
-        });
+    let (whole, steps) = match (whole, steps) {
+        (Ok(whole), Ok(steps)) => (whole, steps),
+        // Telemetry answers Stat from Prometheus, which keeps no exact
+        // histograms: said so (`exact` false), not an error.
+        (Err(CallError::Request(StatError::Unsupported(_))), _)
+        | (_, Err(CallError::Request(StatError::Unsupported(_)))) => {
+            return Ok(Answer {
+                message: LatencyDistributionResponse::default(),
+                partial: None,
+            });
+        }
+        (whole, steps) => (whole.map_err(upstream)?, steps.map_err(upstream)?),
     };
+    let partial = whole.partial.or(steps.partial);
+    let (whole, steps) = (whole.message, steps.message);
     let hist = whole
         .groups
         .get(deployment)

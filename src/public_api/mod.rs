@@ -15,6 +15,7 @@
 
 mod handler;
 pub mod replicas;
+pub mod summary;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

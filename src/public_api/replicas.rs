@@ -353,13 +353,12 @@ impl Telemetry {
 }
 
 impl Telemetry {
-    /// Every replica's embedded windows for one query, merged, or `None`
-    /// when telemetry answers Stat from Prometheus (FAILED_PRECONDITION),
-    /// which keeps no exact histograms.
-    pub async fn windows(
-        &self,
-        request: MetricRequest,
-    ) -> Result<Answer<Option<Windows>>, CallError> {
+    /// The embedded stores' raw windows for `request`, merged over every
+    /// replica (even one), for an answer Stat's groupings cannot give
+    /// (groups re-keyed, e.g. deployments summed into their namespace).
+    /// A replica answering from Prometheus makes the call fail: its raw
+    /// data is not there.
+    pub async fn windows(&self, request: MetricRequest) -> Result<Answer<Windows>, CallError> {
         let q = Query::try_from(&request).map_err(CallError::Request)?;
         let answers = self
             .ask_all(|upstream| {
@@ -382,10 +381,11 @@ impl Telemetry {
                     )),
                 },
                 Err(status) if status.code() == tonic::Code::FailedPrecondition => {
-                    return Ok(Answer {
-                        message: None,
-                        partial: None,
-                    });
+                    return Err(CallError::Request(StatError::Unsupported(format!(
+                        "telemetry at {} answers Stat from Prometheus, which this answer \
+                         cannot be computed from",
+                        replica.addr
+                    ))));
                 }
                 Err(status) if callers_mistake(status.code()) => {
                     return Err(CallError::Upstream(Failure::of(replica, status)));
@@ -397,9 +397,38 @@ impl Telemetry {
             return Err(CallError::Upstream(self.first_failure(failed)));
         };
         Ok(Answer {
-            message: Some(merged),
+            message: merged,
             partial: Partial::of(self.replicas.len(), failed),
         })
+    }
+
+    /// Whether Stat is answered from Prometheus, and if so how it fares:
+    /// `None` when the first replica answers from its embedded store (or
+    /// cannot be asked), else the outcome of a small Stat through it.
+    pub async fn prometheus_health(&self) -> Option<Result<(), Failure>> {
+        let first = self.replicas.first()?;
+        let probe = MetricRequest {
+            metrics: vec![crate::proto::public::MetricName::RequestRate as i32],
+            window: crate::proto::public::TimeWindow::TenSec as i32,
+            group_by: crate::proto::public::AggregationType::Mesh as i32,
+            filter_by: None,
+            summarize: true,
+        };
+        let windows = stat_client(first.upstream.clone())
+            .windows(with_deadline(probe.clone()))
+            .await;
+        match windows {
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {}
+            _ => return None,
+        }
+        let answer = stat_client(first.upstream.clone())
+            .stat(with_deadline(probe))
+            .await;
+        Some(
+            answer
+                .map(drop)
+                .map_err(|status| Failure::of(first, status)),
+        )
     }
 }
 

@@ -41,6 +41,13 @@ pub enum StatError {
     /// Prometheus could not be reached or gave no usable answer.
     #[error("Prometheus unavailable: {0}")]
     PrometheusUnavailable(String),
+    /// A request of the public API that is not well formed (its message
+    /// says which field, and what it takes).
+    #[error("{0}")]
+    Invalid(String),
+    /// An answer the serving backend cannot give.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// A parsed, validated request.

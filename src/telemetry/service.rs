@@ -24,6 +24,8 @@ fn stat_status(error: StatError) -> Status {
         StatError::UnknownEnum { .. } => Status::invalid_argument(error.to_string()),
         StatError::PrometheusRejected(_) => Status::invalid_argument(error.to_string()),
         StatError::PrometheusUnavailable(_) => Status::unavailable(error.to_string()),
+        StatError::Invalid(_) => Status::invalid_argument(error.to_string()),
+        StatError::Unsupported(_) => Status::failed_precondition(error.to_string()),
     }
 }
 

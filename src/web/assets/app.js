@@ -257,26 +257,6 @@ async function statSeries(signal, groupBy, filterBy) {
   return out;
 }
 
-// Pods per deployment and per namespace: how many there are, and how many
-// have a proxy that reports to telemetry (MESHED, as `conduit stat` and
-// Linkerd show it).
-function meshedCounts(pods) {
-  const byDeploy = new Map();
-  const byNs = new Map();
-  const add = (map, key, pod) => {
-    if (!map.has(key)) map.set(key, { meshed: 0, total: 0 });
-    const m = map.get(key);
-    m.total += 1;
-    if (pod.added) m.meshed += 1;
-  };
-  for (const p of pods) {
-    if (!p.deployment) continue;
-    add(byDeploy, p.deployment, p);
-    add(byNs, p.deployment.split('/')[0], p);
-  }
-  return { byDeploy, byNs };
-}
-
 // Summaries and trends of one grouping, merged by group.
 async function statWithTrend(signal, groupBy, filterBy) {
   const [summary, series] = await Promise.all([
@@ -609,8 +589,8 @@ function withMeshed(rows, meshed) {
   return rows;
 }
 
-// Deployment rows summed up by namespace: rates add, success is weighted
-// by rate; latency percentiles cannot be added, so they are left out.
+// Deployment rows gathered by namespace: how many, and their request-rate
+// trends added up step by step.
 function byNamespace(rows) {
   const out = new Map();
   for (const row of rows.values()) {
@@ -651,9 +631,29 @@ function deploymentRows(rows, end) {
   );
 }
 
+// StatSummary rows (namespaces or deployments) by `namespace` or
+// `namespace/name`: MESHED and the golden metrics as `conduit stat` shows
+// them.
+async function summaryRows(signal, resource, namespace) {
+  const rsp = await api('StatSummary', { resource, namespace: namespace || '', window: chosenWindow }, signal);
+  const out = new Map();
+  for (const r of rsp.rows || []) {
+    const key = resource === 'namespaces' ? r.name || r.namespace : `${r.namespace}/${r.name}`;
+    out.set(key, {
+      name: key,
+      meshed: { meshed: r.meshedPods || 0, total: r.totalPods || 0 },
+      rate: r.requestRate ?? null,
+      success: r.successRate ?? null,
+      p50: r.p50LatencyMs ?? null,
+      p99: r.p99LatencyMs ?? null,
+    });
+  }
+  return out;
+}
+
 function overviewPage(signal) {
   const totals = cards('totals');
-  const namespaces = table('namespaces', ['Namespace', 'Meshed', 'Deployments', 'Request rate', 'Success rate', 'Trend'], 'No namespaces yet.');
+  const namespaces = table('namespaces', ['Namespace', 'Meshed', 'Deployments', ...STAT_HEADERS, 'Trend'], 'No namespaces yet.');
   const overview = table('overview', ['Deployment', 'Meshed', ...STAT_HEADERS, 'Trend'], 'No deployments yet.');
   const updated = h('span', { class: 'muted' });
   render(
@@ -663,26 +663,26 @@ function overviewPage(signal) {
     h('section', {}, h('h2', {}, 'Deployments'), overview),
   );
   every(signal, async () => {
-    const [rows, mesh, pods] = await Promise.all([
+    const [rows, mesh, nsRows, deployRows] = await Promise.all([
       statWithTrend(signal, 'TARGET_DEPLOY'),
       stat(signal, 'MESH', {}, true),
-      api('ListPods', {}, signal),
+      summaryRows(signal, 'namespaces'),
+      summaryRows(signal, 'deployments'),
     ]);
     totals.set(mesh.get(''));
-    const meshed = meshedCounts(pods.pods || []);
-    withMeshed(rows, meshed.byDeploy);
+    withMeshed(rows, new Map([...deployRows].map(([k, r]) => [k, r.meshed])));
     const end = newestTimestamp(rows);
+    const trends = byNamespace(rows);
     namespaces.fill(
-      [...byNamespace(rows).values()].sort(byName).map((n) =>
+      [...nsRows.values()].sort(byName).map((n) =>
         h(
           'tr',
           { 'data-namespace': n.name },
           h('td', {}, link(`/namespaces/${encodeURIComponent(n.name)}`, n.name)),
-          meshedCell(meshed.byNs.get(n.name)),
-          h('td', { class: 'num' }, String(n.deployments)),
-          h('td', { class: 'num', 'data-metric': 'rate' }, fmtRate(n.rate)),
-          h('td', { class: `num ${successClass(n.success)}`, 'data-metric': 'success' }, fmtSuccess(n.success)),
-          h('td', { class: 'trend' }, sparkline(n.series, end)),
+          meshedCell(n.meshed),
+          h('td', { class: 'num' }, String((trends.get(n.name) || { deployments: 0 }).deployments)),
+          statCells(n),
+          h('td', { class: 'trend' }, sparkline((trends.get(n.name) || { series: [] }).series, end)),
         ),
       ),
     );
@@ -702,11 +702,14 @@ function namespacePage(signal, ns) {
   let shown = false;
   render(h('p', { class: 'muted' }, `Loading namespace ${ns}…`));
   every(signal, async () => {
-    const [rows, list] = await Promise.all([statWithTrend(signal, 'TARGET_DEPLOY'), api('ListPods', {}, signal)]);
+    const [rows, list, summary] = await Promise.all([
+      statWithTrend(signal, 'TARGET_DEPLOY'),
+      api('ListPods', {}, signal),
+      summaryRows(signal, 'deployments', ns),
+    ]);
     const members = (list.pods || []).filter((p) => p.name.split('/')[0] === ns).sort(byName);
-    const meshed = meshedCounts(members);
     for (const key of [...rows.keys()]) if (key.split('/')[0] !== ns) rows.delete(key);
-    withMeshed(rows, meshed.byDeploy);
+    withMeshed(rows, new Map([...summary].filter(([k]) => k.split('/')[0] === ns).map(([k, r]) => [k, r.meshed])));
     if (!rows.size && !members.length) {
       const known = [...new Set((list.pods || []).map((p) => p.name.split('/')[0]))].sort();
       notFound(`No namespace ${ns}`, `No pod of the mesh runs in namespace ${ns} and no traffic to it was seen.`, [
@@ -989,19 +992,20 @@ function deploymentPage(signal, ns, dep) {
 const ROUTE_HEADERS = ['Request rate', 'Success rate', 'P50', 'P95', 'P99'];
 addNumericHeaders(ROUTE_HEADERS);
 
-// The deployment's routes; null when the public API has no Routes call.
+// The deployment's routes, or {unavailable: why} when the public API
+// cannot give them (the rest of the page still shows).
 async function routesOf(signal, deployment) {
   try {
     return await api('Routes', { deployment, window: chosenWindow }, signal);
   } catch (e) {
-    if (e.status === 404 && /no API call/.test(e.message)) return null;
-    throw e;
+    if (e.down || e.name === 'AbortError') throw e;
+    return { unavailable: e.message };
   }
 }
 
 function fillRoutes(routes, note, rsp) {
-  if (!rsp) {
-    note.textContent = '(this public API has no Routes call)';
+  if (rsp.unavailable) {
+    note.textContent = `(unavailable: ${rsp.unavailable})`;
     routes.fill([]);
     return;
   }
@@ -1079,7 +1083,7 @@ function topologyPage(signal) {
     const el = svg('svg', { viewBox: `0 0 ${width} ${height}`, width, height, role: 'img', 'aria-label': 'Topology' });
     const defs = svg('defs');
     for (const cls of ['good', 'warn', 'bad', 'none']) {
-      const marker = svg('marker', { id: `arrow-${cls}`, viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' });
+      const marker = svg('marker', { id: `arrow-${cls}`, viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 11, markerHeight: 11, markerUnits: 'userSpaceOnUse', orient: 'auto-start-reverse' });
       marker.append(svg('path', { d: 'M0,0L10,5L0,10z', class: `arrow ${cls}` }));
       defs.append(marker);
     }
@@ -1530,6 +1534,23 @@ function route() {
   ]);
 }
 
+// The control plane's parts as the public API sees them, in the footer;
+// checked again every REFRESH_MS.
+async function health() {
+  const el = document.getElementById('health');
+  try {
+    const rsp = await api('Health', {});
+    el.replaceChildren(
+      ...(rsp.components || []).map((c) =>
+        h('span', { class: `health ${c.healthy ? 'good' : 'bad'}`, title: c.message || '', 'data-component': c.name }, h('span', { class: 'dot' }), c.name),
+      ),
+    );
+  } catch (e) {
+    el.replaceChildren(h('span', { class: 'health bad' }, h('span', { class: 'dot' }), 'public API unreachable'));
+  }
+  setTimeout(health, REFRESH_MS);
+}
+
 function navigate(href) {
   history.pushState(null, '', href);
   route();
@@ -1547,6 +1568,7 @@ document.addEventListener('DOMContentLoaded', () => {
   route();
   const uuid = document.body.dataset.uuid;
   if (uuid) document.getElementById('install-id').textContent = `install ${uuid}`;
+  health();
   api('Version', {}).then(
     (v) => {
       document.getElementById('version').textContent = `Conduit ${v.releaseVersion} (built ${v.buildDate})`;
