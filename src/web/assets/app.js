@@ -548,6 +548,9 @@ function every(signal, refresh) {
       if (!signal.aborted) {
         clearError();
         showPartial(partialNote);
+        // When the first page showed its figures (page-load benchmarks
+        // read it).
+        if (!performance.getEntriesByName('conduit:first-render').length) performance.mark('conduit:first-render');
       }
     } catch (e) {
       if (!signal.aborted && e.name !== 'AbortError') showError(e);
