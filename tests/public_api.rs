@@ -642,3 +642,26 @@ async fn latency_distribution_is_the_stores_exact_buckets() {
         );
     }
 }
+
+/// Telemetry answering Stat from Prometheus keeps no exact histograms: the
+/// answer says so (`exact` false, nothing else) rather than failing. The
+/// answer comes from telemetry's configuration alone, so no Prometheus
+/// needs to run behind `-prometheus-url`.
+#[tokio::test]
+async fn latency_distribution_says_when_stat_comes_from_prometheus() {
+    let prometheus = format!("-prometheus-url=http://{}", unused_addr().await);
+    let t = start_telemetry(&cluster(), &[&prometheus]).await;
+    let api = start_public_api(&t.grpc.to_string(), &unused_addr().await.to_string()).await;
+    let rsp = post(
+        api.http,
+        http_api::LATENCY_DISTRIBUTION_PATH,
+        JSON,
+        br#"{"deployment":"shop/books","window":"ONE_MIN"}"#,
+    )
+    .await;
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    let json: serde_json::Value = serde_json::from_str(&rsp.text()).unwrap();
+    assert_eq!(json["exact"], false, "{json}");
+    assert_eq!(json["buckets"], serde_json::json!([]));
+    assert_eq!(json["slots"], serde_json::json!([]));
+}
