@@ -1426,6 +1426,7 @@ function topPage(signal) {
     return;
   }
   const groups = new Map(); // key -> row
+  let dropped = 0; // requests of kinds past MAX_TOP_ROWS, not shown
   const pending = new Map(); // request id -> key
   let dirty = false;
   const redraw = () => {
@@ -1463,7 +1464,10 @@ function topPage(signal) {
       const path = init.path || '';
       const key = `${source} ${destination} ${method} ${path}`;
       if (!groups.has(key)) {
-        if (groups.size >= MAX_TOP_ROWS) return;
+        if (groups.size >= MAX_TOP_ROWS) {
+          dropped += 1;
+          return;
+        }
         groups.set(key, { key, source, destination, method, path, count: 0, best: null, worst: null, last: null, ok: 0, done: 0 });
       }
       groups.get(key).count += 1;
@@ -1488,6 +1492,7 @@ function topPage(signal) {
   status.textContent = `Waiting for requests to ${target}…`;
   streamTap({ [kind]: target, maxRps: 100 }, signal, onEvent, (n) => {
     status.textContent = `${n} events from ${target}`;
+    if (dropped) status.textContent += ` (${dropped} requests of further kinds not shown: the table holds ${MAX_TOP_ROWS} rows)`;
   }).then(
     () => {
       redraw();
