@@ -26,7 +26,7 @@ use crate::k8s::{Index, Kind, cluster_file};
 use crate::simulate::{self, Shape};
 
 /// The demo mesh's seed: the same names, IPs and traffic on every run.
-const DEMO_SEED: u64 = 42;
+pub const DEMO_SEED: u64 = 42;
 
 /// Every kind some component reads: the index they share holds them all.
 const KINDS: &[Kind] = &[

@@ -16,8 +16,9 @@ use conduit::proto::http_api::{self, LIST_PODS_PATH, STAT_PATH, TAP_PATH, VERSIO
 use conduit::proto::net::ip_to_proto;
 use conduit::proto::proxy::telemetry::{RequestScope, eos_ctx::End};
 use conduit::proto::public::{
-    AggregationType, HistogramLabel, ListPodsResponse, MetricMetadata, MetricName, MetricRequest,
-    MetricResponse, TimeWindow, metric_value,
+    AggregationType, HistogramLabel, LatencyDistributionRequest, LatencyDistributionResponse,
+    ListPodsResponse, MetricMetadata, MetricName, MetricRequest, MetricResponse, TimeWindow,
+    metric_value,
 };
 use prost::Message;
 use support::*;
@@ -561,4 +562,99 @@ async fn shutdown_ends_open_tap_streams() {
         "ended cleanly with the final chunk: {:?}",
         String::from_utf8_lossy(&raw)
     );
+}
+
+#[tokio::test]
+async fn latency_distribution_is_the_stores_exact_buckets() {
+    let t = start_telemetry(&cluster(), &[]).await;
+    let mut client = t.client().await;
+    client.report(web_to_books()).await.unwrap();
+    let api = start_public_api(&t.grpc.to_string(), &unused_addr().await.to_string()).await;
+    let path = http_api::LATENCY_DISTRIBUTION_PATH;
+
+    // Protobuf: the 9 responses in 12 ms and the one in 250 ms, each in
+    // the bucket holding it, the percentiles as Stat gives them.
+    let req = LatencyDistributionRequest {
+        deployment: "shop/books".into(),
+        window: TimeWindow::OneMin as i32,
+    };
+    let rsp = post(api.http, path, PROTOBUF, &req.encode_to_vec()).await;
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    let answer: LatencyDistributionResponse = unframed(&rsp.body);
+    assert!(answer.exact);
+    assert_eq!(answer.count, 10);
+    let holding = |ms: f64| {
+        answer
+            .buckets
+            .iter()
+            .find(|b| b.lower_ms <= ms && ms < b.upper_ms)
+            .map(|b| b.count)
+    };
+    assert_eq!(holding(12.0), Some(9), "{:?}", answer.buckets);
+    assert_eq!(holding(250.0), Some(1), "{:?}", answer.buckets);
+    assert_eq!(answer.buckets.len(), 2);
+    for b in &answer.buckets {
+        assert!(
+            b.upper_ms > b.lower_ms && b.upper_ms <= b.lower_ms * 1.01 + 0.1,
+            "{b:?}"
+        );
+    }
+    assert_eq!(answer.p50_ms, 12);
+    assert!((248..=252).contains(&answer.p99_ms), "{}", answer.p99_ms);
+    // Per step: every response is in some step, none twice.
+    assert!(!answer.slots.is_empty() && answer.slots.len() <= 6);
+    assert_eq!(answer.slots.iter().map(|s| s.count).sum::<u64>(), 10);
+    assert!(answer.slots.windows(2).all(|w| w[0].end_ms < w[1].end_ms));
+
+    // JSON, and a deployment with no traffic: exact, and empty.
+    let rsp = post(
+        api.http,
+        path,
+        JSON,
+        br#"{"deployment":"shop/web","window":"TEN_MIN"}"#,
+    )
+    .await;
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    let json: serde_json::Value = serde_json::from_str(&rsp.text()).unwrap();
+    assert_eq!(json["exact"], true);
+    assert_eq!(json["count"], "0");
+    assert_eq!(json["buckets"], serde_json::json!([]));
+
+    // Not namespace/name: the caller's mistake, said so.
+    for bad in [
+        r#"{"deployment":"books"}"#,
+        r#"{"deployment":"shop/"}"#,
+        r#"{"deployment":"a/b/c"}"#,
+    ] {
+        let rsp = post(api.http, path, JSON, bad.as_bytes()).await;
+        assert_eq!(rsp.status, 400, "{bad}");
+        assert!(
+            rsp.text().contains("is not namespace/name"),
+            "{}",
+            rsp.text()
+        );
+    }
+}
+
+/// Telemetry answering Stat from Prometheus keeps no exact histograms: the
+/// answer says so (`exact` false, nothing else) rather than failing. The
+/// answer comes from telemetry's configuration alone, so no Prometheus
+/// needs to run behind `-prometheus-url`.
+#[tokio::test]
+async fn latency_distribution_says_when_stat_comes_from_prometheus() {
+    let prometheus = format!("-prometheus-url=http://{}", unused_addr().await);
+    let t = start_telemetry(&cluster(), &[&prometheus]).await;
+    let api = start_public_api(&t.grpc.to_string(), &unused_addr().await.to_string()).await;
+    let rsp = post(
+        api.http,
+        http_api::LATENCY_DISTRIBUTION_PATH,
+        JSON,
+        br#"{"deployment":"shop/books","window":"ONE_MIN"}"#,
+    )
+    .await;
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    let json: serde_json::Value = serde_json::from_str(&rsp.text()).unwrap();
+    assert_eq!(json["exact"], false, "{json}");
+    assert_eq!(json["buckets"], serde_json::json!([]));
+    assert_eq!(json["slots"], serde_json::json!([]));
 }

@@ -6,6 +6,8 @@
 //! (the parent of Cargo's `CARGO_TARGET_TMPDIR`, i.e. `target/` unless
 //! `CARGO_TARGET_DIR` moves it).
 
+#[path = "support/api.rs"]
+mod api;
 #[path = "support/demo.rs"]
 mod demo;
 mod support;
@@ -24,7 +26,9 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use clap::Parser as _;
 use conduit::core::ShutdownHandle;
-use conduit::simulate::fleet::{DEMO_CALLS, DEMO_LAYOUT};
+use conduit::run::DEMO_SEED;
+use conduit::simulate::fleet::{DEMO_CALLS, DEMO_LAYOUT, demo_fleet};
+use conduit::simulate::traffic::model_with_calls;
 use demo::Demo;
 use serde_json::Value;
 use support::eventually_blocking;
@@ -64,6 +68,40 @@ fn demo_peers(i: usize, callers: bool) -> Vec<String> {
         .collect();
     peers.sort();
     peers
+}
+
+/// The demo's namespaces, sorted, each with its pod count.
+fn demo_namespaces() -> Vec<(String, usize)> {
+    let mut out: Vec<(String, usize)> = Vec::new();
+    for &(ns, _, pods) in DEMO_LAYOUT {
+        match out.iter_mut().find(|(n, _)| n == ns) {
+            Some((_, count)) => *count += pods,
+            None => out.push((ns.to_string(), pods)),
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The demo's slow route: its deployment (`namespace/name`), its median
+/// latency in ms and its share of the deployment's requests.
+fn demo_slow_route() -> (String, f64, f64) {
+    let model = model_with_calls(&demo_fleet(DEMO_SEED), DEMO_CALLS, DEMO_SEED);
+    let (j, route) = model
+        .routes
+        .iter()
+        .enumerate()
+        .flat_map(|(j, routes)| routes.iter().map(move |r| (j, r)))
+        .max_by(|a, b| a.1.p50_ms.total_cmp(&b.1.p50_ms))
+        .expect("the demo has routes");
+    let (ns, name, _) = DEMO_LAYOUT[j];
+    (format!("{ns}/{name}"), route.p50_ms, route.weight)
+}
+
+/// The paths deployment `i` of [`DEMO_LAYOUT`] serves.
+fn demo_paths(i: usize) -> Vec<String> {
+    let model = model_with_calls(&demo_fleet(DEMO_SEED), DEMO_CALLS, DEMO_SEED);
+    model.routes[i].iter().map(|r| r.path.clone()).collect()
 }
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
@@ -407,8 +445,21 @@ fn the_dashboard_in_headless_chromium_against_the_demo() {
                 if (r.querySelector('[data-metric=success]').textContent === '—') return r.dataset.deployment + ' has no success rate';
             }}
             if (document.querySelector('#totals [data-metric=rate] .value').textContent === '—') return 'no mesh totals';
+            const namespaces = [...document.querySelectorAll('#namespaces tbody tr[data-namespace]')]
+                .map(r => [r.dataset.namespace, r.querySelector('[data-metric=meshed]').textContent]);
+            if (JSON.stringify(namespaces) !== JSON.stringify({namespaces})) return 'namespaces ' + JSON.stringify(namespaces);
+            for (const r of rows) {{
+                if (!/^[0-9]+\/[0-9]+$/.test(r.querySelector('[data-metric=meshed]').textContent)) return r.dataset.deployment + ' has no MESHED';
+            }}
             return null;
-            "#
+            "#,
+            namespaces = serde_json::to_string(
+                &demo_namespaces()
+                    .into_iter()
+                    .map(|(ns, pods)| (ns, format!("{pods}/{pods}")))
+                    .collect::<Vec<_>>()
+            )
+            .unwrap(),
         ),
     );
 
@@ -446,6 +497,123 @@ fn the_dashboard_in_headless_chromium_against_the_demo() {
         ),
     );
 
+    // Its charts: request rate, success rate and latency over the window,
+    // each axis labelled in its unit, and on hover the values of the step
+    // under the pointer.
+    page_shows(
+        &browser,
+        "deployment-charts",
+        r#"
+        for (const [id, unit, lines] of [['chart-rate', 'rps', 1], ['chart-success', '%', 1], ['chart-latency', 'ms', 3]]) {
+            const c = document.getElementById(id);
+            if (!c) return 'no ' + id;
+            const labels = [...c.querySelectorAll('.axis.y text')].map(t => t.textContent);
+            if (labels.length < 2) return id + ' has ' + labels.length + ' y labels';
+            if (!labels.every(l => l.endsWith(' ' + unit) || (unit === '%' && /[0-9]%$/.test(l)))) return id + ' labels ' + labels.join(', ');
+            if (c.querySelectorAll('.axis.x text').length < 2) return id + ' has no time axis';
+            const drawn = [...c.querySelectorAll('path.line')].filter(p => Number(p.dataset.points) >= 2);
+            if (drawn.length !== lines) return id + ' has ' + drawn.length + ' lines of 2+ points';
+        }
+        const hover = (id) => {
+            const c = document.getElementById(id);
+            const o = c.querySelector('rect.overlay').getBoundingClientRect();
+            c.querySelector('rect.overlay').dispatchEvent(new MouseEvent('mousemove', {
+                clientX: o.right - 3, clientY: o.top + o.height / 2, bubbles: true }));
+            const tip = c.querySelector('.chart-tip');
+            return tip.hidden ? '' : tip.textContent;
+        };
+        const rate = hover('chart-rate');
+        if (!/requests: [0-9.]+ rps/.test(rate)) return 'rate hover: ' + rate;
+        const latency = hover('chart-latency');
+        if (!/P50: [0-9]+ ms.*P95: [0-9]+ ms.*P99: [0-9]+ ms/.test(latency)) return 'latency hover: ' + latency;
+        return null;
+        "#,
+    );
+
+    // The latency distribution of the deployment with the demo's slow
+    // route: exact buckets, the percentiles marked, and the slow route's
+    // mass (its share of the requests) drawn near the P99 mark.
+    let (slow, slow_p50, slow_share) = demo_slow_route();
+    browser.goto(&demo.url(&format!("/deployments/{slow}")));
+    page_shows(
+        &browser,
+        "latency-distribution",
+        &format!(
+            r#"
+            if (!document.getElementById('error').hidden) return document.getElementById('error').textContent;
+            const d = document.getElementById('latency-distribution');
+            if (!d || d.dataset.exact !== 'true') return 'no exact distribution';
+            const marks = Object.fromEntries([...d.querySelectorAll('[data-mark]')].map(m => [m.dataset.mark, Number(m.dataset.ms)]));
+            if (!(marks.P50 && marks.P95 && marks.P99)) return 'marks ' + JSON.stringify(marks);
+            if (!(marks.P50 <= marks.P95 && marks.P95 <= marks.P99)) return 'marks out of order ' + JSON.stringify(marks);
+            if (marks.P99 < {slow_p50}) return 'P99 ' + marks.P99 + ' ms is below the slow route median';
+            const bars = [...d.querySelectorAll('#latency-histogram rect.bar')].map(b => [Number(b.dataset.lower), Number(b.dataset.upper), Number(b.dataset.count)]);
+            const total = bars.reduce((n, b) => n + b[2], 0);
+            if (total < 50) return total + ' responses';
+            const near = bars.filter(b => b[0] >= marks.P99 / 5 && b[1] <= marks.P99 * 1.5).reduce((n, b) => n + b[2], 0);
+            if (near / total < {near_share}) return 'only ' + (near / total).toFixed(3) + ' of the mass near P99 ' + marks.P99;
+            const fast = bars.filter(b => b[1] <= marks.P99 / 10).reduce((n, b) => n + b[2], 0);
+            if (fast / total < 0.3) return 'the fast routes are missing: ' + (fast / total).toFixed(3);
+            const card = Number(document.querySelector('#deployment-summary [data-metric=p99] .value').textContent.replace(' ms', ''));
+            if (Math.abs(card - marks.P99) > 0.1 * card) return 'P99 card ' + card + ' vs mark ' + marks.P99;
+            if (d.querySelectorAll('#latency-heatmap rect.cell').length < 10) return 'no heatmap';
+            d.parentElement.scrollIntoView({{block: 'start'}});
+            return null;
+            "#,
+            near_share = slow_share * 0.6,
+        ),
+    );
+
+    // Not found, inside the layout: an unknown deployment and an unknown page.
+    browser.goto(&demo.url("/deployments/storefront/nope"));
+    page_shows(
+        &browser,
+        "not-found-deployment",
+        r#"
+        const nf = document.getElementById('not-found');
+        if (!nf) return 'no not-found state: ' + document.getElementById('app').textContent.slice(0, 200);
+        if (nf.querySelector('h1').textContent !== 'No deployment storefront/nope') return nf.textContent;
+        if (!document.querySelector('header.topbar nav')) return 'not inside the layout';
+        if (!nf.querySelector('a[href="/deployments/storefront/web"]')) return 'no links to the namespace deployments';
+        return null;
+        "#,
+    );
+    browser.goto(&demo.url("/nope"));
+    page_shows(
+        &browser,
+        "not-found-page",
+        r#"
+        const nf = document.getElementById('not-found');
+        if (!nf || nf.querySelector('h1').textContent !== 'Page not found') return document.getElementById('app').textContent.slice(0, 200);
+        if (!/no page at \/nope/.test(nf.textContent)) return nf.textContent;
+        if (!document.querySelector('header.topbar nav')) return 'not inside the layout';
+        return null;
+        "#,
+    );
+
+    // A namespace: its deployments, each with MESHED.
+    let (ns, _) = demo_namespaces().into_iter().next().unwrap();
+    let in_ns: Vec<String> = demo_deployments()
+        .into_iter()
+        .filter(|d| d.starts_with(&format!("{ns}/")))
+        .collect();
+    browser.goto(&demo.url(&format!("/namespaces/{ns}")));
+    page_shows(
+        &browser,
+        "namespace",
+        &format!(
+            r#"
+            if (!document.getElementById('error').hidden) return document.getElementById('error').textContent;
+            const rows = [...document.querySelectorAll('#namespace-deployments tbody tr[data-deployment]')];
+            if (JSON.stringify(rows.map(r => r.dataset.deployment)) !== JSON.stringify({in_ns})) return 'rows ' + rows.map(r => r.dataset.deployment);
+            for (const r of rows) if (!/^([0-9]+)\/\1$/.test(r.querySelector('[data-metric=meshed]').textContent)) return r.dataset.deployment + ' MESHED ' + r.querySelector('[data-metric=meshed]').textContent;
+            if (!document.querySelector('#namespace-pods tbody tr[data-pod]')) return 'no pods';
+            return null;
+            "#,
+            in_ns = serde_json::to_string(&in_ns).unwrap(),
+        ),
+    );
+
     // Pods: every pod, each with a recent report.
     let count = demo_pods();
     browser.goto(&demo.url("/pods"));
@@ -465,12 +633,9 @@ fn the_dashboard_in_headless_chromium_against_the_demo() {
         ),
     );
 
-    // Tap: live events of a deployment, until Stop.
+    // Tap: opened with a target, it starts by itself and shows live
+    // events of the deployment, until Stop.
     browser.goto(&demo.url(&format!("/tap?deployment={deployment}")));
-    browser.execute(
-        r#"document.getElementById('tap-max-rps').value = '20';
-           document.getElementById('tap-start').click(); return null;"#,
-    );
     page_shows(
         &browser,
         "tap",
@@ -492,4 +657,150 @@ fn the_dashboard_in_headless_chromium_against_the_demo() {
             Err(status.to_string())
         }
     });
+
+    // Topology: a node per deployment, an edge per call of the demo's call
+    // graph, the failing call not drawn as healthy; the layout is the same
+    // after a refresh, and a node opens its deployment.
+    let mut edges: Vec<String> = DEMO_CALLS
+        .iter()
+        .map(|&(a, b)| {
+            format!(
+                "{}/{}>{}/{}",
+                DEMO_LAYOUT[a].0, DEMO_LAYOUT[a].1, DEMO_LAYOUT[b].0, DEMO_LAYOUT[b].1
+            )
+        })
+        .collect();
+    edges.sort();
+    let failing = DEMO_LAYOUT.len() - 1;
+    let caller_of_failing = DEMO_CALLS
+        .iter()
+        .find(|&&(_, b)| b == failing)
+        .map(|&(a, _)| a)
+        .expect("the failing deployment has a caller");
+    let failing_edge = format!(
+        "{}/{}>{}/{}",
+        DEMO_LAYOUT[caller_of_failing].0,
+        DEMO_LAYOUT[caller_of_failing].1,
+        DEMO_LAYOUT[failing].0,
+        DEMO_LAYOUT[failing].1
+    );
+    browser.goto(&demo.url("/topology"));
+    let topology = format!(
+        r#"
+        if (!document.getElementById('error').hidden) return document.getElementById('error').textContent;
+        const nodes = [...document.querySelectorAll('#topology g.node')].map(n => n.dataset.node).sort();
+        if (JSON.stringify(nodes) !== JSON.stringify({wanted})) return 'nodes ' + nodes;
+        const paths = [...document.querySelectorAll('#topology path.edge')];
+        const edges = paths.map(e => e.dataset.src + '>' + e.dataset.dst).sort();
+        if (JSON.stringify(edges) !== JSON.stringify({edges})) return 'edges ' + edges;
+        const widths = paths.map(e => Number(e.getAttribute('stroke-width')));
+        if (!paths.every(e => Number(e.dataset.rate) > 0)) return 'an edge without traffic';
+        if (Math.max(...widths) <= Math.min(...widths)) return 'edges not weighted by rate';
+        const bad = paths.find(e => e.dataset.src + '>' + e.dataset.dst === '{failing_edge}');
+        if (bad.classList.contains('good')) return 'the failing call is drawn as healthy';
+        window.layoutSeen = window.layoutSeen || [...document.querySelectorAll('#topology g.node')].map(n => n.dataset.node + '@' + n.getAttribute('transform')).sort().join();
+        return null;
+        "#,
+        edges = serde_json::to_string(&edges).unwrap(),
+    );
+    page_shows(&browser, "topology", &topology);
+    std::thread::sleep(Duration::from_secs(6));
+    page_shows(
+        &browser,
+        "topology-stable",
+        r#"
+        const now = [...document.querySelectorAll('#topology g.node')].map(n => n.dataset.node + '@' + n.getAttribute('transform')).sort().join();
+        return now === window.layoutSeen ? null : 'moved: ' + now + ' vs ' + window.layoutSeen;
+        "#,
+    );
+    browser.execute(&format!(
+        r#"document.querySelector('#topology g.node[data-node="{deployment}"]').dispatchEvent(new MouseEvent('click', {{bubbles: true}})); return null;"#
+    ));
+    page_shows(
+        &browser,
+        "topology-click",
+        &format!(
+            r#"return location.pathname === '/deployments/{deployment}' ? null : location.pathname;"#
+        ),
+    );
+
+    // Top: the deployment's requests grouped by path, as `conduit top`
+    // shows them; every path is one the demo's deployment serves.
+    let paths = serde_json::to_string(&demo_paths(index)).unwrap();
+    browser.goto(&demo.url(&format!("/top?deployment={deployment}")));
+    page_shows(
+        &browser,
+        "top",
+        &format!(
+            r#"
+            if (!document.getElementById('error').hidden) return document.getElementById('error').textContent;
+            const paths = {paths};
+            const rows = [...document.querySelectorAll('#top tbody tr[data-path]')];
+            const total = rows.reduce((n, r) => n + Number(r.dataset.count), 0);
+            if (total < 5) return total + ' requests: ' + document.getElementById('top-status').textContent;
+            for (const r of rows) if (!paths.includes(r.dataset.path)) return 'unexpected path ' + r.dataset.path;
+            const counts = rows.map(r => Number(r.dataset.count));
+            if (counts.some((c, i) => i && c > counts[i - 1])) return 'not busiest first: ' + counts;
+            if (!rows.some(r => /%$/.test(r.lastElementChild.textContent))) return 'no success rates';
+            return null;
+            "#
+        ),
+    );
+}
+
+/// Nothing answers at `-api-addr`: every page says the API is down,
+/// inside the layout; and in front of two telemetry replicas of which one
+/// is unreachable, the pages say their answers are partial. The public API
+/// and the dashboard are the real components, in-process on loopback.
+#[test]
+fn the_dashboard_says_when_the_api_is_down_or_an_answer_is_partial() {
+    let demo = Demo::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (down, partial, _handles) = rt.block_on(async {
+        let unused = api::unused_addr().await.to_string();
+        let (down, _, down_handle) = start_web(&unused).await;
+        let api = api::start_public_api(&format!("{},{unused}", demo.telemetry), &demo.tap).await;
+        let (partial, _, partial_handle) = start_web(&api.http.to_string()).await;
+        (down, partial, (down_handle, partial_handle, api))
+    });
+    let browser = Browser::start();
+    for path in ["/", "/deployments/storefront/web", "/topology"] {
+        browser.goto(&format!("http://{down}{path}"));
+        page_shows(
+            &browser,
+            "api-down",
+            r#"
+            const e = document.getElementById('error');
+            if (e.hidden || e.dataset.state !== 'api-down') return 'no API-down state: ' + e.textContent;
+            if (!/public API is not answering/.test(e.textContent) || !/cannot reach the public API at/.test(e.textContent)) return e.textContent;
+            if (!document.querySelector('header.topbar nav')) return 'not inside the layout';
+            return null;
+            "#,
+        );
+    }
+    let wanted = serde_json::to_string(&demo_deployments()).unwrap();
+    for (path, shows) in [
+        ("/", "#overview tbody tr[data-deployment]"),
+        (
+            &*format!("/deployments/{}", demo_deployments()[0]),
+            "#deployment-pods tbody tr[data-pod]",
+        ),
+    ] {
+        browser.goto(&format!("http://{partial}{path}"));
+        page_shows(
+            &browser,
+            "partial",
+            &format!(
+                r#"
+                const p = document.getElementById('partial');
+                if (p.hidden) return 'no partial note';
+                if (!/Partial answer: 1 of 2 telemetry replicas unreachable/.test(p.textContent)) return p.textContent;
+                if (!document.querySelector('{shows}')) return 'no figures';
+                const wanted = {wanted};
+                if (document.getElementById('overview') && document.querySelectorAll('#overview tbody tr[data-deployment]').length !== wanted.length) return 'rows';
+                return null;
+                "#
+            ),
+        );
+    }
 }

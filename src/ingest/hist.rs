@@ -33,7 +33,7 @@ pub const fn bucket_of(v: u32) -> u16 {
 pub const MAX_BUCKET: u16 = bucket_of(u32::MAX);
 
 /// The smallest value in a bucket and the bucket's width.
-fn bucket_range(idx: u16) -> (u64, u64) {
+pub fn bucket_range(idx: u16) -> (u64, u64) {
     let idx = u32::from(idx);
     if idx < SUB {
         return (u64::from(idx), 1);

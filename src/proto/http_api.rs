@@ -27,6 +27,7 @@ pub const STAT_SUMMARY_PATH: &str = "/api/v1/StatSummary";
 pub const EDGES_PATH: &str = "/api/v1/Edges";
 pub const ROUTES_PATH: &str = "/api/v1/Routes";
 pub const HEALTH_PATH: &str = "/api/v1/Health";
+pub const LATENCY_DISTRIBUTION_PATH: &str = "/api/v1/LatencyDistribution";
 
 /// The response header of a Stat or ListPods that some telemetry replicas
 /// could not contribute to, e.g. `1 of 3 telemetry replicas unreachable
@@ -123,6 +124,8 @@ json_form! {
     public::RoutesResponse => json::public::RoutesResponse,
     public::HealthRequest => json::public::HealthRequest,
     public::HealthResponse => json::public::HealthResponse,
+    public::LatencyDistributionRequest => json::public::LatencyDistributionRequest,
+    public::LatencyDistributionResponse => json::public::LatencyDistributionResponse,
 }
 
 /// Converts between the two generated copies of a message through its wire

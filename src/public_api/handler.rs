@@ -18,14 +18,17 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, R
 
 use super::replicas::{Answer, CallError, Failure, Telemetry};
 use crate::core::Shutdown;
+use crate::ingest::hist::{SparseHist, bucket_range};
 use crate::proto::common::TapEvent;
 use crate::proto::controller::tap::tap_client::TapClient;
 use crate::proto::http_api::{self, CodecError, Encoding, JsonForm, UnsupportedType};
 use crate::proto::public::{
-    EdgesRequest, Empty, HealthRequest, MetricRequest, RoutesRequest, StatSummaryRequest,
-    TapRequest,
+    AggregationType, EdgesRequest, Empty, HealthRequest, LatencyBucket, LatencyDistributionRequest,
+    LatencyDistributionResponse, LatencySlot, MetricMetadata, MetricName, MetricRequest,
+    RoutesRequest, StatSummaryRequest, TapRequest,
 };
-use crate::stat::StatError;
+use crate::stat::windows::Group;
+use crate::stat::{StatError, round_ms};
 
 /// Largest request body read: every request message is a few hundred bytes.
 const MAX_REQUEST_BYTES: usize = 1 << 20;
@@ -47,6 +50,7 @@ enum Route {
     Edges,
     Routes,
     Health,
+    LatencyDistribution,
 }
 
 impl Route {
@@ -60,6 +64,7 @@ impl Route {
             http_api::EDGES_PATH => Some(Self::Edges),
             http_api::ROUTES_PATH => Some(Self::Routes),
             http_api::HEALTH_PATH => Some(Self::Health),
+            http_api::LATENCY_DISTRIBUTION_PATH => Some(Self::LatencyDistribution),
             _ => None,
         }
     }
@@ -75,6 +80,7 @@ impl Route {
             Self::Edges => "Edges",
             Self::Routes => "Routes",
             Self::Health => "Health",
+            Self::LatencyDistribution => "LatencyDistribution",
         }
     }
 
@@ -90,6 +96,7 @@ impl Route {
             Some(Self::Edges) => http_api::EDGES_PATH,
             Some(Self::Routes) => http_api::ROUTES_PATH,
             Some(Self::Health) => http_api::HEALTH_PATH,
+            Some(Self::LatencyDistribution) => http_api::LATENCY_DISTRIBUTION_PATH,
             None => "unknown",
         }
     }
@@ -190,6 +197,8 @@ enum ApiError {
     Undecodable(CodecError),
     #[error("{0}")]
     BadRequest(StatError),
+    #[error("{0}")]
+    Invalid(String),
     #[error("{upstream} at {addr}: {}: {}", code_name(.status.code()), one_line(.status.message()))]
     Upstream {
         upstream: &'static str,
@@ -236,7 +245,9 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Body(_) | Self::Undecodable(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Body(_) | Self::Undecodable(_) | Self::BadRequest(_) | Self::Invalid(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::Upstream { status, .. } => http_status(status.code()),
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -332,6 +343,11 @@ async fn dispatch(api: &Api, route: Option<Route>, req: Request) -> Result<Respo
             let health = super::summary::health(&api.telemetry, api.tap.clone(), &api.tap_addr);
             unary(encoding, &health.await)
         }
+        Route::LatencyDistribution => {
+            let request: LatencyDistributionRequest = decode(encoding, &body)?;
+            let answer = latency_distribution(api, request).await?;
+            api.merged(route, encoding, Ok(answer))
+        }
     }
 }
 
@@ -376,6 +392,111 @@ impl Api {
             status,
         }
     }
+}
+
+/// Longest `namespace/name` a LatencyDistribution names: Kubernetes'
+/// 63-byte namespace and 253-byte name, and the slash.
+const MAX_DEPLOYMENT_BYTES: usize = 63 + 1 + 253;
+
+/// The exact latency histogram of one deployment's inbound responses, over
+/// the window (read as Stat reads it, so the percentiles agree with Stat's)
+/// and per Stat step of it, from every replica's embedded store merged.
+async fn latency_distribution(
+    api: &Api,
+    request: LatencyDistributionRequest,
+) -> Result<Answer<LatencyDistributionResponse>, ApiError> {
+    let deployment = request.deployment.trim();
+    let well_formed = deployment.len() <= MAX_DEPLOYMENT_BYTES
+        && matches!(deployment.split_once('/'), Some((ns, name))
+            if !ns.is_empty() && !name.is_empty() && !name.contains('/'));
+    if !well_formed {
+        return Err(ApiError::Invalid(format!(
+            "deployment {:?} is not namespace/name",
+            one_line(&request.deployment)
+        )));
+    }
+    let ask = |summarize| MetricRequest {
+        metrics: vec![MetricName::Latency as i32],
+        window: request.window,
+        group_by: AggregationType::TargetDeploy as i32,
+        filter_by: Some(MetricMetadata {
+            target_deploy: deployment.to_string(),
+            ..MetricMetadata::default()
+        }),
+        summarize,
+    };
+    let (whole, steps) = tokio::join!(
+        api.telemetry.windows(ask(true)),
+        api.telemetry.windows(ask(false))
+    );
+    let upstream = |error| match error {
+        CallError::Upstream(Failure { addr, status }) => ApiError::Upstream {
+            upstream: "telemetry",
+            addr,
+            status,
+        },
+        CallError::Request(error) => ApiError::BadRequest(error),
+    };
+    let (whole, steps) = match (whole, steps) {
+        (Ok(whole), Ok(steps)) => (whole, steps),
+        // Telemetry answers Stat from Prometheus, which keeps no exact
+        // histograms: said so (`exact` false), not an error.
+        (Err(CallError::Request(StatError::Unsupported(_))), _)
+        | (_, Err(CallError::Request(StatError::Unsupported(_)))) => {
+            return Ok(Answer {
+                message: LatencyDistributionResponse::default(),
+                partial: None,
+            });
+        }
+        (whole, steps) => (whole.map_err(upstream)?, steps.map_err(upstream)?),
+    };
+    let partial = whole.partial.or(steps.partial);
+    let (whole, steps) = (whole.message, steps.message);
+    let hist = whole
+        .groups
+        .get(deployment)
+        .and_then(|g| g.points.first())
+        .map(|t| t.latency.clone())
+        .unwrap_or_default();
+    let percentile = |q| hist.quantile(q).map_or(0, round_ms);
+    let empty = Group::empty(steps.point_ends_ms.len());
+    let group = steps.groups.get(deployment).unwrap_or(&empty);
+    let slots = steps
+        .point_ends_ms
+        .iter()
+        .zip(&group.points)
+        .map(|(&end, t)| LatencySlot {
+            end_ms: i64::try_from(end).unwrap_or(i64::MAX),
+            count: t.latency.count(),
+            buckets: latency_buckets(&t.latency),
+        })
+        .collect();
+    Ok(Answer {
+        message: LatencyDistributionResponse {
+            exact: true,
+            count: hist.count(),
+            buckets: latency_buckets(&hist),
+            p50_ms: percentile(0.50),
+            p95_ms: percentile(0.95),
+            p99_ms: percentile(0.99),
+            slots,
+        },
+        partial,
+    })
+}
+
+/// A histogram's non-empty buckets in milliseconds (the store counts tenths).
+fn latency_buckets(hist: &SparseHist) -> Vec<LatencyBucket> {
+    hist.buckets()
+        .map(|(idx, count)| {
+            let (low, width) = bucket_range(idx);
+            LatencyBucket {
+                lower_ms: low as f64 / 10.0,
+                upper_ms: (low + width) as f64 / 10.0,
+                count,
+            }
+        })
+        .collect()
 }
 
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {

@@ -5,8 +5,9 @@
 //! answers the same `index.html`, rendered once with the control plane's
 //! namespace), its static assets ([`assets`], embedded at compile time, so
 //! neither Node.js nor an asset directory is needed to build or run it),
-//! and a narrow forwarder ([`proxy`]) that passes the four public-api calls
-//! (`/api/v1/{Stat,ListPods,Version,Tap}`) through to `-api-addr`. The
+//! and a narrow forwarder ([`proxy`]) that passes the public-api calls the
+//! app makes (`/api/v1/{Stat,ListPods,Version,Tap,StatSummary,Edges,Routes,
+//! Health,LatencyDistribution}`) through to `-api-addr`. The
 //! browser talks to nothing else; the dashboard holds no state of its own.
 //!
 //! `-static-dir` and `-template-dir` are the original's flags for where its
@@ -169,6 +170,9 @@ enum Target<'a> {
     Page,
     Static(&'a str),
     Api(proxy::Call),
+    /// No page of the app: the app's page, with a 404 status, so a
+    /// browser sees the app say so and a client the status.
+    Unknown,
     Other,
 }
 
@@ -182,8 +186,9 @@ impl Target<'_> {
         }
         let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
         match first {
-            "" | "pods" | "tap" | "deployments" => Target::Page,
-            _ => Target::Other,
+            "" | "namespaces" | "deployments" | "pods" | "topology" | "tap" | "top" => Target::Page,
+            // The app shows its own not-found page, inside its layout.
+            _ => Target::Unknown,
         }
     }
 
@@ -192,7 +197,7 @@ impl Target<'_> {
             Target::Page => "page",
             Target::Static(_) => "static",
             Target::Api(_) => "api",
-            Target::Other => "other",
+            Target::Unknown | Target::Other => "other",
         }
     }
 }
@@ -203,7 +208,7 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
     let kind = target.kind();
     let rsp = match target {
         Target::Api(call) => state.site.api.forward(call, req, &state.shutdown).await,
-        Target::Page | Target::Static(_)
+        Target::Page | Target::Static(_) | Target::Unknown
             if !matches!(*req.method(), Method::GET | Method::HEAD) =>
         {
             (
@@ -214,6 +219,13 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
                 .into_response()
         }
         Target::Page => state.site.index.respond(req.headers()),
+        Target::Unknown => {
+            let mut rsp = state.site.index.respond(req.headers());
+            if rsp.status() == StatusCode::OK {
+                *rsp.status_mut() = StatusCode::NOT_FOUND;
+            }
+            rsp
+        }
         Target::Static(name) => match assets::find(name) {
             Some(asset) => asset.respond(req.headers()),
             None => not_found(&path),
@@ -264,7 +276,10 @@ mod tests {
         ));
         assert!(matches!(Target::of("/api/v1/Stat"), Target::Api(_)));
         assert!(matches!(Target::of("/api/v1/Nope"), Target::Other));
-        assert!(matches!(Target::of("/metrics"), Target::Other));
+        assert!(matches!(Target::of("/metrics"), Target::Unknown));
+        assert!(matches!(Target::of("/nope"), Target::Unknown));
+        assert!(matches!(Target::of("/topology"), Target::Page));
+        assert!(matches!(Target::of("/namespaces/demo"), Target::Page));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The dashboard's only way to the mesh: the four public-api calls, passed
+//! The dashboard's only way to the mesh: the public-api calls it makes, passed
 //! through to `-api-addr` as they are (method, media type and body in;
 //! status, media type and body out), so public-api's own checks and errors
 //! reach the browser unchanged. Tap's answer is streamed through frame by
@@ -34,34 +34,37 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// ours. A Tap's headers come with its first event.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(40);
 
-/// The public-api calls the dashboard may make.
+/// The public-api calls the dashboard may make, by the name after
+/// `/api/v1/`: the original four, the summaries the CLI shares with it, and
+/// the latency distribution. Anything else is not forwarded (404).
+const CALLS: &[&str] = &[
+    "Stat",
+    "ListPods",
+    "Version",
+    "Tap",
+    "StatSummary",
+    "Edges",
+    "Routes",
+    "Health",
+    "LatencyDistribution",
+];
+
+/// One of [`CALLS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Call {
-    Stat,
-    ListPods,
-    Version,
-    Tap,
-}
+pub struct Call(&'static str);
 
 impl Call {
     /// The call named by the path after `/api/v1/`.
     pub fn of(name: &str) -> Option<Self> {
-        match name {
-            "Stat" => Some(Self::Stat),
-            "ListPods" => Some(Self::ListPods),
-            "Version" => Some(Self::Version),
-            "Tap" => Some(Self::Tap),
-            _ => None,
-        }
+        CALLS.iter().find(|&&c| c == name).map(|&c| Self(c))
     }
 
-    fn path(self) -> &'static str {
-        match self {
-            Self::Stat => http_api::STAT_PATH,
-            Self::ListPods => http_api::LIST_PODS_PATH,
-            Self::Version => http_api::VERSION_PATH,
-            Self::Tap => http_api::TAP_PATH,
-        }
+    fn path(self) -> String {
+        format!("/api/v1/{}", self.0)
+    }
+
+    fn is_tap(self) -> bool {
+        self.0 == "Tap"
     }
 }
 
@@ -176,7 +179,7 @@ impl Upstream {
             .body(Full::new(body))
             .expect("the method came from a parsed request and the URI from a checked authority");
         let request = self.client.request(upstream);
-        let answered = if call == Call::Tap {
+        let answered = if call.is_tap() {
             // A tap's headers come with its first event, which a quiet
             // target may not send for a long time: only the browser leaving
             // (dropping this) or shutdown ends the wait.
@@ -209,7 +212,10 @@ impl Upstream {
             .take_until(shutdown.clone().signaled());
         let mut out = Response::new(Body::from_stream(frames));
         *out.status_mut() = parts.status;
-        for name in [header::CONTENT_TYPE, header::ALLOW] {
+        // `conduit-partial` says some telemetry replicas are missing from
+        // the answer; the page says so.
+        let partial = header::HeaderName::from_static(http_api::PARTIAL_HEADER);
+        for name in [header::CONTENT_TYPE, header::ALLOW, partial] {
             if let Some(value) = parts.headers.get(&name) {
                 out.headers_mut().insert(name, value.clone());
             }
@@ -235,15 +241,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_four_calls_are_forwarded() {
+    fn only_the_dashboards_calls_are_forwarded() {
         for (name, path) in [
-            ("Stat", "/api/v1/Stat"),
-            ("ListPods", "/api/v1/ListPods"),
-            ("Version", "/api/v1/Version"),
-            ("Tap", "/api/v1/Tap"),
+            ("Stat", http_api::STAT_PATH),
+            ("ListPods", http_api::LIST_PODS_PATH),
+            ("Version", http_api::VERSION_PATH),
+            ("Tap", http_api::TAP_PATH),
+            ("LatencyDistribution", http_api::LATENCY_DISTRIBUTION_PATH),
+            ("Edges", "/api/v1/Edges"),
         ] {
-            assert_eq!(Call::of(name).map(Call::path), Some(path));
+            assert_eq!(Call::of(name).map(Call::path).as_deref(), Some(path));
         }
+        assert!(Call::of("Tap").unwrap().is_tap());
         assert_eq!(Call::of("stat"), None);
         assert_eq!(Call::of("Stat/x"), None);
     }

@@ -15,6 +15,10 @@ pub struct Demo {
     pub web: String,
     /// public-api's address.
     pub api: String,
+    /// telemetry's gRPC address.
+    pub telemetry: String,
+    /// tap's gRPC address.
+    pub tap: String,
 }
 
 impl Demo {
@@ -47,9 +51,18 @@ impl Demo {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                for (prefix, key) in [("public-api: http://", "api"), ("web: http://", "web")] {
+                for (prefix, key) in [
+                    ("public-api: http://", "api"),
+                    ("web: http://", "web"),
+                    ("telemetry: gRPC on ", "telemetry"),
+                    ("tap: gRPC on ", "tap"),
+                ] {
                     if let Some(rest) = line.strip_prefix(prefix) {
-                        let addr = rest.split('/').next().unwrap_or_default().to_string();
+                        let addr = rest
+                            .split(['/', ',', ' '])
+                            .next()
+                            .unwrap_or_default()
+                            .to_string();
                         let _ = tx.send((key, addr));
                     }
                 }
@@ -59,13 +72,20 @@ impl Demo {
             child,
             web: String::new(),
             api: String::new(),
+            telemetry: String::new(),
+            tap: String::new(),
         };
-        while demo.web.is_empty() || demo.api.is_empty() {
+        while [&demo.web, &demo.api, &demo.telemetry, &demo.tap]
+            .iter()
+            .any(|a| a.is_empty())
+        {
             let (key, addr) = rx
                 .recv_timeout(START_DEADLINE)
-                .expect("the demo prints its public-api and web addresses");
+                .expect("the demo prints its telemetry, tap, public-api and web addresses");
             match key {
                 "api" => demo.api = addr,
+                "telemetry" => demo.telemetry = addr,
+                "tap" => demo.tap = addr,
                 _ => demo.web = addr,
             }
         }
