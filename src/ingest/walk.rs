@@ -25,8 +25,8 @@ use smallvec::{SmallVec, smallvec};
 
 use super::Ingester;
 use super::labels::{self, LabelRef, LabelSet, Schema};
-use super::rollup::{self, AnyProjected, Projected};
 use super::native::Native;
+use super::rollup::{self, AnyProjected, Projected};
 use super::series::{LATENCY_BOUNDS_MS, MeshData, TCP_DURATION_BOUNDS_MS, TcpData};
 use super::table::SHARDS;
 
