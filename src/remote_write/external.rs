@@ -40,7 +40,9 @@ const SAMPLE_LABELS: &[&str] = &["le", "http_status_code", "classification", "qu
 /// The label names of the component's own registry (ingester health,
 /// gRPC, remote write); `tests/replicas.rs` checks every name a running
 /// component exposes is refused.
-const REGISTRY_LABELS: &[&str] = &["reason", "side", "metric", "method", "code", "result", "folded"];
+const REGISTRY_LABELS: &[&str] = &[
+    "reason", "side", "metric", "method", "code", "result", "folded",
+];
 
 /// Whether the pushed series carry a label of this name themselves.
 fn carried_by_series(name: &str) -> bool {
