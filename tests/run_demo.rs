@@ -134,30 +134,38 @@ fn demo_edges_are_its_call_graph_and_check_is_green() {
     assert!(text.ends_with("Status check results are √\n"), "{text}");
     assert!(!text.contains('×') && !text.contains('‼'), "{text}");
 
-    // get deployments: every demo deployment, all its pods reporting.
-    let out = Command::new(bin)
-        .args(["get", "deployments", "--api-addr", &demo.api])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let lines: Vec<Vec<&str>> = text
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
-    assert_eq!(
-        lines[0],
-        ["NAME", "RUNNING", "MESHED", "LAST", "REPORT"],
-        "{text}"
-    );
-    let rows: BTreeSet<(String, String)> = lines[1..]
-        .iter()
-        .map(|cells| (cells[0].to_string(), cells[2].to_string()))
-        .collect();
+    // get deployments: every demo deployment, all its pods reporting (the
+    // edges can be complete before the last pod of a deployment reported,
+    // so this is polled within the same deadline).
     let want: BTreeSet<(String, String)> = DEMO_LAYOUT
         .iter()
         .map(|(ns, name, pods)| (format!("{ns}/{name}"), format!("{pods}/{pods}")))
         .collect();
-    assert_eq!(rows, want, "{text}");
+    loop {
+        let out = Command::new(bin)
+            .args(["get", "deployments", "--api-addr", &demo.api])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let lines: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            lines[0],
+            ["NAME", "RUNNING", "MESHED", "LAST", "REPORT"],
+            "{text}"
+        );
+        let rows: BTreeSet<(String, String)> = lines[1..]
+            .iter()
+            .map(|cells| (cells[0].to_string(), cells[2].to_string()))
+            .collect();
+        if rows == want {
+            break;
+        }
+        assert!(started.elapsed() < DEADLINE, "{rows:?} != {want:?}: {text}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
 
     // tap -o json: one proto3 JSON TapEvent per line; an unknown method
     // is refused at once, on one line.

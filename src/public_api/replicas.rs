@@ -301,38 +301,11 @@ impl Telemetry {
             });
         }
         let q = Query::try_from(&request).map_err(CallError::Request)?;
-        let answers = self
-            .ask_all(|upstream| {
-                let request = with_deadline(request.clone());
-                async move { stat_client(upstream).windows(request).await }
-            })
-            .await;
-        let mut merged: Option<Windows> = None;
-        let mut on_prometheus = None;
-        let mut failed = Vec::new();
-        for (replica, answer) in self.replicas.iter().zip(answers) {
-            match answer {
-                Ok(wire) => match Windows::from_wire(wire, &q) {
-                    Ok(windows) => match &mut merged {
-                        Some(merged) => merged.merge(windows),
-                        None => merged = Some(windows),
-                    },
-                    Err(error) => failed.push(Failure::of(
-                        replica,
-                        tonic::Status::internal(format!("unusable windows: {error}")),
-                    )),
-                },
-                Err(status) if status.code() == tonic::Code::FailedPrecondition => {
-                    if on_prometheus.is_none() {
-                        on_prometheus = Some(replica);
-                    }
-                }
-                Err(status) if callers_mistake(status.code()) => {
-                    return Err(CallError::Upstream(Failure::of(replica, status)));
-                }
-                Err(status) => failed.push(Failure::of(replica, status)),
-            }
-        }
+        let Gathered {
+            merged,
+            on_prometheus,
+            failed,
+        } = self.gather_windows(&request, &q).await?;
         if let Some(replica) = on_prometheus {
             // Prometheus scrapes (or is written to by) every replica: one
             // replica's Stat already covers them all, and a replica that is
@@ -352,6 +325,14 @@ impl Telemetry {
     }
 }
 
+/// Every replica's raw windows, merged: the replicas that answered, the
+/// first that answers Stat from Prometheus instead, the ones that failed.
+struct Gathered<'a> {
+    merged: Option<Windows>,
+    on_prometheus: Option<&'a Replica>,
+    failed: Vec<Failure>,
+}
+
 impl Telemetry {
     /// The embedded stores' raw windows for `request`, merged over every
     /// replica (even one), for an answer Stat's groupings cannot give
@@ -360,38 +341,17 @@ impl Telemetry {
     /// data is not there.
     pub async fn windows(&self, request: MetricRequest) -> Result<Answer<Windows>, CallError> {
         let q = Query::try_from(&request).map_err(CallError::Request)?;
-        let answers = self
-            .ask_all(|upstream| {
-                let request = with_deadline(request.clone());
-                async move { stat_client(upstream).windows(request).await }
-            })
-            .await;
-        let mut merged: Option<Windows> = None;
-        let mut failed = Vec::new();
-        for (replica, answer) in self.replicas.iter().zip(answers) {
-            match answer {
-                Ok(wire) => match Windows::from_wire(wire, &q) {
-                    Ok(windows) => match &mut merged {
-                        Some(merged) => merged.merge(windows),
-                        None => merged = Some(windows),
-                    },
-                    Err(error) => failed.push(Failure::of(
-                        replica,
-                        tonic::Status::internal(format!("unusable windows: {error}")),
-                    )),
-                },
-                Err(status) if status.code() == tonic::Code::FailedPrecondition => {
-                    return Err(CallError::Request(StatError::Unsupported(format!(
-                        "telemetry at {} answers Stat from Prometheus, which this answer \
-                         cannot be computed from",
-                        replica.addr
-                    ))));
-                }
-                Err(status) if callers_mistake(status.code()) => {
-                    return Err(CallError::Upstream(Failure::of(replica, status)));
-                }
-                Err(status) => failed.push(Failure::of(replica, status)),
-            }
+        let Gathered {
+            merged,
+            on_prometheus,
+            failed,
+        } = self.gather_windows(&request, &q).await?;
+        if let Some(replica) = on_prometheus {
+            return Err(CallError::Request(StatError::Unsupported(format!(
+                "telemetry at {} answers Stat from Prometheus, which this answer \
+                 cannot be computed from",
+                replica.addr
+            ))));
         }
         let Some(merged) = merged else {
             return Err(CallError::Upstream(self.first_failure(failed)));
@@ -400,6 +360,48 @@ impl Telemetry {
             message: merged,
             partial: Partial::of(self.replicas.len(), failed),
         })
+    }
+
+    /// Asks every replica for its raw windows of `request` and merges what
+    /// came back; a caller's mistake ends the call at once.
+    async fn gather_windows(
+        &self,
+        request: &MetricRequest,
+        q: &Query,
+    ) -> Result<Gathered<'_>, CallError> {
+        let answers = self
+            .ask_all(|upstream| {
+                let request = with_deadline(request.clone());
+                async move { stat_client(upstream).windows(request).await }
+            })
+            .await;
+        let mut gathered = Gathered {
+            merged: None,
+            on_prometheus: None,
+            failed: Vec::new(),
+        };
+        for (replica, answer) in self.replicas.iter().zip(answers) {
+            match answer {
+                Ok(wire) => match Windows::from_wire(wire, q) {
+                    Ok(windows) => match &mut gathered.merged {
+                        Some(merged) => merged.merge(windows),
+                        None => gathered.merged = Some(windows),
+                    },
+                    Err(error) => gathered.failed.push(Failure::of(
+                        replica,
+                        tonic::Status::internal(format!("unusable windows: {error}")),
+                    )),
+                },
+                Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                    gathered.on_prometheus.get_or_insert(replica);
+                }
+                Err(status) if callers_mistake(status.code()) => {
+                    return Err(CallError::Upstream(Failure::of(replica, status)));
+                }
+                Err(status) => gathered.failed.push(Failure::of(replica, status)),
+            }
+        }
+        Ok(gathered)
     }
 
     /// Whether Stat is answered from Prometheus, and if so how it fares:
