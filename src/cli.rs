@@ -43,6 +43,8 @@ pub enum Command {
     Stat(crate::client::stat::Args),
     /// Who calls whom: source → destination pairs with their traffic.
     Edges(crate::client::edges::Args),
+    /// One deployment's traffic per route (`routes deploy NAME`).
+    Routes(crate::client::routes::Args),
     /// Whether the control plane is up and healthy, one line per check.
     Check(crate::client::check::Args),
     /// The web dashboard's address, opened in a browser.
@@ -59,6 +61,8 @@ pub enum Command {
     Install(crate::install::Args),
 }
 
+// Parsed once per process: boxing the larger variants would save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Controller {
     /// The telemetry ingester: proxies' Report, ListPods and the mesh metrics.
@@ -136,6 +140,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tap(args) => args.run(shutdown).await,
         Command::Stat(args) => args.run().await,
         Command::Edges(args) => args.run().await,
+        Command::Routes(args) => args.run().await,
         Command::Check(args) => args.run().await,
         Command::Dashboard(args) => args.run().await,
         Command::Get(args) => args.run().await,

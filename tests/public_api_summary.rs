@@ -1,5 +1,5 @@
-//! The public API's calls added after v0.1.0 (StatSummary, Edges, Routes,
-//! Health) over real loopback sockets, against a telemetry component
+//! The public API's calls added after v0.1.0 (StatSummary, Edges, Health;
+//! Routes in `tests/routes.rs`) over real loopback sockets, against a telemetry component
 //! started in the test and fed real reports: their numbers are Stat's for
 //! the same window, in both the protobuf and the JSON form.
 
@@ -8,9 +8,7 @@ mod api;
 mod support;
 
 use api::*;
-use conduit::proto::http_api::{
-    EDGES_PATH, HEALTH_PATH, ROUTES_PATH, STAT_PATH, STAT_SUMMARY_PATH,
-};
+use conduit::proto::http_api::{EDGES_PATH, HEALTH_PATH, STAT_PATH, STAT_SUMMARY_PATH};
 use conduit::proto::public::{
     AggregationType, EdgesRequest, EdgesResponse, HealthResponse, MetricName, MetricRequest,
     MetricResponse, StatSummaryRequest, StatSummaryResponse, TimeWindow, metric_value,
@@ -301,24 +299,6 @@ async fn edges_are_the_call_graph_with_stat_s_numbers() {
     let rsp = post(api.http, EDGES_PATH, JSON, br#"{"resource":"namespaces"}"#).await;
     assert_eq!(rsp.status, 400, "{}", rsp.text());
     assert!(rsp.text().contains("not offered"), "{}", rsp.text());
-}
-
-#[tokio::test]
-async fn routes_checks_its_request_and_says_why_it_cannot_answer() {
-    let t = start_telemetry(&three_tier_cluster(), &[]).await;
-    let api = start_public_api(&t.grpc.to_string(), &unused_addr().await.to_string()).await;
-    let rsp = post(api.http, ROUTES_PATH, JSON, br#"{"deployment":"books"}"#).await;
-    assert_eq!(rsp.status, 400, "{}", rsp.text());
-    assert!(rsp.text().contains("namespace/name"), "{}", rsp.text());
-    let rsp = post(
-        api.http,
-        ROUTES_PATH,
-        JSON,
-        br#"{"deployment":"shop/books"}"#,
-    )
-    .await;
-    assert_eq!(rsp.status, 400, "{}", rsp.text());
-    assert!(rsp.text().contains("per-path"), "{}", rsp.text());
 }
 
 fn health_of(rsp: &HealthResponse) -> Vec<(&str, bool)> {

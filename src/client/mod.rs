@@ -1,4 +1,4 @@
-//! The CLI's client commands — `stat`, `edges`, `check`, `get pods`,
+//! The CLI's client commands — `stat`, `edges`, `routes`, `check`, `get pods`,
 //! `tap`, `version` — and the HTTP
 //! client they share. They speak the public API (`--api-addr`, default
 //! `127.0.0.1:8085`) with protobuf bodies, as the contract in
@@ -9,6 +9,7 @@ pub mod check;
 pub mod dashboard;
 pub mod edges;
 pub mod get;
+pub mod routes;
 pub mod stat;
 mod table;
 pub mod tap;

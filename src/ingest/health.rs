@@ -36,6 +36,10 @@ pub struct Health {
     pub folded_all: IntCounter,
     pub evicted: IntCounter,
     pub pairs_dropped: IntCounter,
+    /// Request scopes of new routes counted in their deployment's
+    /// `__overflow__` route, and left out of the routes entirely.
+    pub routes_folded: IntCounter,
+    pub routes_dropped: IntCounter,
     pub source_misses: IntCounter,
     pub target_misses: IntCounter,
     pub truncated: IntCounter,
@@ -92,6 +96,13 @@ impl Health {
             ),
             &["folded"],
         )?;
+        let routes_full = IntCounterVec::new(
+            Opts::new(
+                "conduit_telemetry_stat_routes_full_total",
+                "Request scopes of new routes the embedded Stat store had no room for (MAX_ROUTE_WINDOWS), by outcome: folded (counted in the deployment's __overflow__ route), dropped (left out of Routes).",
+            ),
+            &["outcome"],
+        )?;
         let health = Self {
             reports: IntCounter::new(
                 "conduit_telemetry_reports_total",
@@ -131,6 +142,8 @@ impl Health {
                 "conduit_telemetry_stat_pairs_dropped_total",
                 "Request scopes left out of the embedded Stat store because it holds -max-series workload pairs.",
             )?,
+            routes_folded: routes_full.with_label_values(&["folded"]),
+            routes_dropped: routes_full.with_label_values(&["dropped"]),
             source_misses: misses.with_label_values(&["source"]),
             target_misses: misses.with_label_values(&["target"]),
             truncated: IntCounter::new(
@@ -161,6 +174,7 @@ impl Health {
         registry.register(Box::new(health.handling.clone()))?;
         registry.register(Box::new(health.series_limit.clone()))?;
         registry.register(Box::new(folded))?;
+        registry.register(Box::new(routes_full))?;
         registry.register(Box::new(health.evicted.clone()))?;
         registry.register(Box::new(health.pairs_dropped.clone()))?;
         registry.register(Box::new(health.truncated.clone()))?;

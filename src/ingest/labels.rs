@@ -77,6 +77,10 @@ pub static MESH: Schema = schema!(
 /// A workload pair of the embedded Stat store: the first four mesh labels.
 pub static PAIR: Schema = schema!("source", "target", "source_deployment", "target_deployment",);
 
+/// A route of the embedded Stat store: the target deployment, the method
+/// and the `path` label (a route template for a deployment that has them).
+pub static ROUTE: Schema = schema!("target_deployment", "method", "path");
+
 /// The `tcp_*` families.
 pub static TCP: Schema = schema!(
     "direction",

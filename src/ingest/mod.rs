@@ -25,12 +25,14 @@ pub mod native;
 pub mod protobuf;
 pub mod report;
 pub mod rollup;
+pub mod routes;
 pub mod series;
 pub mod table;
 pub mod walk;
 pub mod window;
 
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -65,6 +67,18 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// those series after its five-minute lookback, as without markers.
 pub const MAX_STALE_SERIES: usize = 100_000;
 
+/// Routes the embedded store keeps windows for (one per deployment,
+/// method and `path` label): a deployment's routes with templates are
+/// dozens, and without templates its observed paths are what `conduit
+/// routes` lists, which a path flood must not turn into unbounded memory.
+/// At ~10 kB a busy route, ≈ 100 MB at most.
+pub const MAX_ROUTE_WINDOWS: usize = 10_000;
+
+/// Routes kept for deployments' `__overflow__` routes once
+/// [`MAX_ROUTE_WINDOWS`] is reached, so a deployment's route totals stay
+/// whole while new paths keep coming.
+pub const ROUTE_OVERFLOW_HEADROOM: usize = 1_000;
+
 pub use labels::OVERFLOW;
 
 #[derive(Clone, Debug)]
@@ -84,6 +98,9 @@ pub struct Config {
     /// Keep each series' latency and duration as native histogram buckets
     /// too (`-native-histograms`, [`native`]).
     pub native_histograms: bool,
+    /// Route templates per deployment (`-routes FILE`): the `path` label of
+    /// a request to a deployment with templates is the template it matched.
+    pub routes: Option<Arc<routes::Routes>>,
 }
 
 impl Default for Config {
@@ -96,6 +113,7 @@ impl Default for Config {
             export: Export::default(),
             stale_markers: false,
             native_histograms: false,
+            routes: None,
         }
     }
 }
@@ -142,6 +160,10 @@ pub struct Ingester {
     /// The embedded Stat store, with its own bound on workload pairs.
     windows: Table<WindowData>,
     window_budget: Budget,
+    /// The same per deployment, method and `path` label (Routes), with its
+    /// own bound.
+    route_windows: Table<WindowData>,
+    route_budget: Budget,
     instances: Instances,
     health: Health,
     /// Roll-ups of streamed scrapes in progress.
@@ -169,6 +191,8 @@ thread_local! {
     static SCRATCH: RefCell<LabelBuf> = RefCell::new(LabelBuf::default());
     /// A label set's folded form, built past the series cap only.
     static FOLDED: RefCell<LabelBuf> = RefCell::new(LabelBuf::default());
+    /// A route's key in the embedded store.
+    static ROUTE_KEY: RefCell<LabelBuf> = RefCell::new(LabelBuf::default());
     /// Decoding tables, reused across reports on each thread.
     static FLAT: RefCell<FlatReport> = RefCell::new(FlatReport::default());
 }
@@ -191,6 +215,8 @@ struct Tally {
     /// Updates folded, by [`Fold`] step.
     folded: [u64; 3],
     pairs_dropped: u64,
+    routes_folded: u64,
+    routes_dropped: u64,
 }
 
 impl Tally {
@@ -214,6 +240,8 @@ impl Ingester {
             tiers: Tiers::new(config.max_series),
             windows: Table::new(&labels::PAIR),
             window_budget: Budget::new(config.max_series),
+            route_windows: Table::new(&labels::ROUTE),
+            route_budget: Budget::new(MAX_ROUTE_WINDOWS),
             config,
             mesh: Table::new(&labels::MESH),
             mesh_overflow: Mutex::new(None),
@@ -256,6 +284,22 @@ impl Ingester {
         for shard in 0..table::SHARDS {
             self.windows.for_each_in_shard(shard, &mut visit);
         }
+    }
+
+    /// Visits every route of the embedded Stat store; the labels are
+    /// [`labels::ROUTE`]'s.
+    pub fn for_each_route(&self, mut visit: impl FnMut(labels::LabelRef<'_>, &WindowData)) {
+        for shard in 0..table::SHARDS {
+            self.route_windows.for_each_in_shard(shard, &mut visit);
+        }
+    }
+
+    /// Whether `deployment` has route templates (`-routes FILE`).
+    pub fn has_routes(&self, deployment: &str) -> bool {
+        self.config
+            .routes
+            .as_ref()
+            .is_some_and(|r| r.has(deployment))
     }
 
     /// Live request label sets (one per `requests_total` series).
@@ -316,6 +360,8 @@ impl Ingester {
             h.folded(step).inc_by(n);
         }
         h.pairs_dropped.inc_by(tally.pairs_dropped);
+        h.routes_folded.inc_by(tally.routes_folded);
+        h.routes_dropped.inc_by(tally.routes_dropped);
         h.handling.observe(started.elapsed().as_secs_f64());
         Ok(())
     }
@@ -340,15 +386,19 @@ impl Ingester {
         w.push(target.pod);
         w.push(source.deployment);
         w.push(target.deployment);
-        let method = if dropped.method {
-            ""
-        } else {
-            method_label(report, scope.method)
-        };
-        let path = if dropped.path {
-            ""
-        } else {
-            report.str(scope.path)
+        let reported_method = method_label(report, scope.method);
+        let method = if dropped.method { "" } else { reported_method };
+        // A deployment with route templates is counted by the template a
+        // request matched, whether or not `path` is dropped otherwise.
+        let route = self
+            .config
+            .routes
+            .as_ref()
+            .and_then(|r| r.route(target.deployment, reported_method, report.str(scope.path)));
+        let path = match route {
+            Some(template) => template,
+            None if dropped.path => "",
+            None => report.str(scope.path),
         };
         tally.truncated += u64::from(w.push(method)) + u64::from(w.push(path));
 
@@ -377,6 +427,43 @@ impl Ingester {
         if !spilled.is_empty() {
             self.spill_responses(w.view(), landed, spilled, now.secs, tally);
         }
+        if self.config.embedded_stat && !target.deployment.is_empty() {
+            self.add_route(report, scope, [target.deployment, method, path], now, tally);
+        }
+    }
+
+    /// Adds a scope to its route's windows; past [`MAX_ROUTE_WINDOWS`]
+    /// less the headroom, a new route is counted in its deployment's
+    /// `__overflow__` route, and past the bound itself left out (counted).
+    fn add_route(
+        &self,
+        report: Report<'_>,
+        scope: &Scope,
+        key: [&str; 3],
+        now: Now,
+        tally: &mut Tally,
+    ) {
+        ROUTE_KEY.with_borrow_mut(|k| {
+            let ordinary = MAX_ROUTE_WINDOWS - ROUTE_OVERFLOW_HEADROOM;
+            let add = |data: &mut WindowData| data.add_scope(report, scope, now.ms, now.secs);
+            k.start(&labels::ROUTE);
+            for value in key {
+                k.push(value);
+            }
+            let table = &self.route_windows;
+            if table.update_within(k.view(), &self.route_budget, ordinary, add) != Lookup::Full {
+                return;
+            }
+            k.start(&labels::ROUTE);
+            for value in [key[0], "", OVERFLOW] {
+                k.push(value);
+            }
+            if table.update(k.view(), &self.route_budget, add) == Lookup::Full {
+                tally.routes_dropped += 1;
+            } else {
+                tally.routes_folded += 1;
+            }
+        });
     }
 
     /// Runs `add` on the series of `labels`, or, once the cap leaves no room
@@ -549,6 +636,8 @@ impl Ingester {
         });
         if let Some(pair_cutoff) = now.checked_sub(window::PAIR_IDLE_SECS) {
             self.windows.evict_idle(pair_cutoff, &self.window_budget);
+            self.route_windows
+                .evict_idle(pair_cutoff, &self.route_budget);
         }
         if let Some(d) = expire_overflow(&self.mesh_overflow, cutoff).filter(|_| keep) {
             gone.mesh

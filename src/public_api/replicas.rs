@@ -21,11 +21,15 @@ use std::time::Duration;
 
 use super::Upstream;
 use super::handler::one_line;
+use crate::proto::controller::stat::RouteWindowsResponse;
 use crate::proto::controller::stat::stat_client::StatClient;
 use crate::proto::controller::telemetry::ListPodsRequest;
 use crate::proto::controller::telemetry::telemetry_client::TelemetryClient;
-use crate::proto::public::{ListPodsResponse, MetricRequest, MetricResponse};
-use crate::stat::windows::Windows;
+use crate::proto::public::{
+    ListPodsResponse, MetricRequest, MetricResponse, RoutesRequest, RoutesResponse,
+};
+use crate::stat::routes::RouteQuery;
+use crate::stat::windows::{Windows, WindowsError};
 use crate::stat::{Query, StatError};
 
 /// Most addresses `-telemetry-addr` may list: every Stat and ListPods asks
@@ -305,6 +309,7 @@ impl Telemetry {
             merged,
             on_prometheus,
             failed,
+            ..
         } = self.gather_windows(&request, &q).await?;
         if let Some(replica) = on_prometheus {
             // Prometheus scrapes (or is written to by) every replica: one
@@ -331,6 +336,8 @@ struct Gathered<'a> {
     merged: Option<Windows>,
     on_prometheus: Option<&'a Replica>,
     failed: Vec<Failure>,
+    /// Set when any replica said so (Routes: the deployment has templates).
+    flag: bool,
 }
 
 impl Telemetry {
@@ -345,6 +352,7 @@ impl Telemetry {
             merged,
             on_prometheus,
             failed,
+            ..
         } = self.gather_windows(&request, &q).await?;
         if let Some(replica) = on_prometheus {
             return Err(CallError::Request(StatError::Unsupported(format!(
@@ -369,24 +377,44 @@ impl Telemetry {
         request: &MetricRequest,
         q: &Query,
     ) -> Result<Gathered<'_>, CallError> {
-        let answers = self
-            .ask_all(|upstream| {
+        self.gather(
+            |upstream| {
                 let request = with_deadline(request.clone());
                 async move { stat_client(upstream).windows(request).await }
-            })
-            .await;
+            },
+            |wire| Ok((Windows::from_wire(wire, q)?, false)),
+        )
+        .await
+    }
+
+    /// `call` on every replica, each answer read into windows (and a flag
+    /// any replica may set) by `read` and merged.
+    async fn gather<T, F, Fut>(
+        &self,
+        call: F,
+        read: impl Fn(T) -> Result<(Windows, bool), WindowsError>,
+    ) -> Result<Gathered<'_>, CallError>
+    where
+        F: Fn(Upstream) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let answers = self.ask_all(call).await;
         let mut gathered = Gathered {
             merged: None,
             on_prometheus: None,
             failed: Vec::new(),
+            flag: false,
         };
         for (replica, answer) in self.replicas.iter().zip(answers) {
             match answer {
-                Ok(wire) => match Windows::from_wire(wire, q) {
-                    Ok(windows) => match &mut gathered.merged {
-                        Some(merged) => merged.merge(windows),
-                        None => gathered.merged = Some(windows),
-                    },
+                Ok(wire) => match read(wire) {
+                    Ok((windows, flag)) => {
+                        gathered.flag |= flag;
+                        match &mut gathered.merged {
+                            Some(merged) => merged.merge(windows),
+                            None => gathered.merged = Some(windows),
+                        }
+                    }
                     Err(error) => gathered.failed.push(Failure::of(
                         replica,
                         tonic::Status::internal(format!("unusable windows: {error}")),
@@ -402,6 +430,52 @@ impl Telemetry {
             }
         }
         Ok(gathered)
+    }
+
+    /// One deployment's routes over every replica's traffic: each
+    /// replica's route windows merged, then the rows computed once; a
+    /// replica answering from Prometheus answers for all.
+    pub async fn routes(
+        &self,
+        request: RoutesRequest,
+    ) -> Result<Answer<RoutesResponse>, CallError> {
+        if let [one] = &self.replicas[..] {
+            return Ok(Answer {
+                message: routes_on(one, request).await?,
+                partial: None,
+            });
+        }
+        let rq = RouteQuery::try_from(&request).map_err(CallError::Request)?;
+        let q = rq.stat_query();
+        let gathered = self
+            .gather(
+                |upstream| {
+                    let request = with_deadline(request.clone());
+                    async move { stat_client(upstream).route_windows(request).await }
+                },
+                |wire: RouteWindowsResponse| {
+                    let windows = Windows::from_wire(wire.windows.unwrap_or_default(), &q)?;
+                    Ok((windows, wire.templated))
+                },
+            )
+            .await?;
+        if let Some(replica) = gathered.on_prometheus {
+            return Ok(Answer {
+                message: routes_on(replica, request).await?,
+                partial: None,
+            });
+        }
+        let templated = gathered.flag;
+        let Some(merged) = gathered.merged else {
+            return Err(CallError::Upstream(self.first_failure(gathered.failed)));
+        };
+        Ok(Answer {
+            message: RoutesResponse {
+                routes: crate::stat::routes::rows(&merged, &rq),
+                templated,
+            },
+            partial: Partial::of(self.replicas.len(), gathered.failed),
+        })
     }
 
     /// Whether Stat is answered from Prometheus, and if so how it fares:
@@ -438,6 +512,15 @@ impl Telemetry {
 async fn stat_on(replica: &Replica, request: MetricRequest) -> Result<MetricResponse, CallError> {
     stat_client(replica.upstream.clone())
         .stat(request)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|status| CallError::Upstream(Failure::of(replica, status)))
+}
+
+/// One replica's own Routes.
+async fn routes_on(replica: &Replica, request: RoutesRequest) -> Result<RoutesResponse, CallError> {
+    stat_client(replica.upstream.clone())
+        .routes(with_deadline(request))
         .await
         .map(tonic::Response::into_inner)
         .map_err(|status| CallError::Upstream(Failure::of(replica, status)))

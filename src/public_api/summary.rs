@@ -24,11 +24,12 @@ use super::replicas::{Answer, CallError, Failure, Telemetry};
 use crate::proto::controller::tap::tap_client::TapClient;
 use crate::proto::public::{
     AggregationType, ComponentHealth, Edge, EdgesRequest, EdgesResponse, HealthResponse,
-    HistogramLabel, ListPodsResponse, MetricMetadata, MetricName, MetricRequest, MetricResponse,
-    RoutesRequest, RoutesResponse, StatSummaryRequest, StatSummaryResponse, StatSummaryRow,
-    TapRequest, TimeWindow, metric_value,
+    ListPodsResponse, MetricMetadata, MetricName, MetricRequest, MetricResponse, RoutesRequest,
+    RoutesResponse, StatSummaryRequest, StatSummaryResponse, StatSummaryRow, TapRequest,
+    TimeWindow,
 };
 use crate::stat::StatError;
+pub use crate::stat::numbers::{Numbers, numbers_by_key};
 use crate::stat::windows::{Group, Windows};
 
 /// Most sources one Edges answer asks about: each costs one Stat call, so
@@ -113,67 +114,6 @@ fn ns_name<'a>(field: &str, value: &'a str) -> Result<(&'a str, &'a str), StatEr
 
 fn namespace_of(key: &str) -> &str {
     key.split_once('/').map_or("", |(ns, _)| ns)
-}
-
-/// The three numbers of one group of a summarized Stat.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Numbers {
-    pub request_rate: f64,
-    pub success_rate: Option<f64>,
-    pub p50: Option<u32>,
-    pub p95: Option<u32>,
-    pub p99: Option<u32>,
-}
-
-/// The key naming a series' group (the one field its grouping sets).
-fn key_of(by: AggregationType, m: &MetricMetadata) -> &str {
-    match by {
-        AggregationType::TargetPod => &m.target_pod,
-        AggregationType::TargetDeploy => &m.target_deploy,
-        AggregationType::SourcePod => &m.source_pod,
-        AggregationType::SourceDeploy => &m.source_deploy,
-        AggregationType::Mesh => "",
-    }
-}
-
-/// A summarized Stat answer as numbers per group key.
-pub fn numbers_by_key(by: AggregationType, rsp: &MetricResponse) -> BTreeMap<String, Numbers> {
-    let mut out: BTreeMap<String, Numbers> = BTreeMap::new();
-    for series in &rsp.metrics {
-        let key = series
-            .metadata
-            .as_ref()
-            .map_or("", |m| key_of(by, m))
-            .to_string();
-        let Some(value) = series
-            .datapoints
-            .last()
-            .and_then(|d| d.value.as_ref())
-            .and_then(|v| v.value.as_ref())
-        else {
-            continue;
-        };
-        let n = out.entry(key).or_default();
-        match (MetricName::try_from(series.name), value) {
-            (Ok(MetricName::RequestRate), metric_value::Value::Gauge(g)) => n.request_rate = *g,
-            (Ok(MetricName::SuccessRate), metric_value::Value::Gauge(g)) => {
-                n.success_rate = Some(*g);
-            }
-            (Ok(MetricName::Latency), metric_value::Value::Histogram(h)) => {
-                for v in &h.values {
-                    let ms = Some(u32::try_from(v.value.max(0)).unwrap_or(u32::MAX));
-                    match HistogramLabel::try_from(v.label) {
-                        Ok(HistogramLabel::P50) => n.p50 = ms,
-                        Ok(HistogramLabel::P95) => n.p95 = ms,
-                        Ok(HistogramLabel::P99) => n.p99 = ms,
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    out
 }
 
 fn summary_request(
@@ -463,20 +403,33 @@ pub async fn edges(
     })
 }
 
-/// Per-route traffic of one deployment. Not answered yet: the embedded
-/// store keeps no per-path windows. The call is on the contract so its
-/// clients can be built; it answers 400 with this reason until then.
+/// Per-route traffic of one deployment ([`crate::stat::routes`]), over
+/// every replica. A deployment neither the index nor any traffic knows is
+/// NOT_FOUND, so a mistyped name is not an empty table.
 pub async fn routes(
-    _telemetry: &Telemetry,
+    telemetry: &Telemetry,
     req: RoutesRequest,
 ) -> Result<Answer<RoutesResponse>, CallError> {
-    ns_name("deployment", &req.deployment).map_err(CallError::Request)?;
-    window(req.window).map_err(CallError::Request)?;
-    Err(CallError::Request(StatError::Unsupported(
-        "Routes is not answered by this public API yet: the embedded store keeps no per-path \
-         windows"
-            .to_string(),
-    )))
+    let rq = crate::stat::routes::RouteQuery::try_from(&req).map_err(CallError::Request)?;
+    let answer = telemetry.routes(req).await?;
+    if answer.message.routes.is_empty() && !answer.message.templated {
+        let pods = telemetry.list_pods().await?;
+        if !pods
+            .message
+            .pods
+            .iter()
+            .any(|p| p.deployment == rq.deployment)
+        {
+            return Err(CallError::Upstream(Failure {
+                addr: "the cluster index".to_string(),
+                status: tonic::Status::not_found(format!(
+                    "deployment {:?}: no deployment of that name",
+                    rq.deployment
+                )),
+            }));
+        }
+    }
+    Ok(answer)
 }
 
 fn component(name: &str, healthy: bool, message: String) -> ComponentHealth {

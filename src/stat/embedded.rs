@@ -9,6 +9,7 @@ use super::windows::{Group, Windows};
 use super::{Query, filters, group_label, window_length, window_step};
 use crate::ingest::Ingester;
 use crate::ingest::labels::PAIR;
+use crate::ingest::window::WindowData;
 use crate::proto::public::MetricResponse;
 
 /// Answers a Stat query from the embedded store at the store's current time.
@@ -29,6 +30,36 @@ pub fn windows(ingester: &Ingester, q: &Query) -> Windows {
 /// Reads the slots of every pair `q` selects into its group's points, at
 /// store time `now_ms`; the result's times are wall-clock.
 pub fn windows_at(ingester: &Ingester, q: &Query, now_ms: u64) -> Windows {
+    let wanted = filters(&q.filter);
+    let label = group_label(q.group_by);
+    // Each label a query names, as its place in the pair's labels (a label
+    // pairs do not carry reads as empty, as an absent label does).
+    let place = |name: &str| PAIR.position(name).unwrap_or(usize::MAX);
+    let wanted: Vec<(usize, &str)> = wanted
+        .iter()
+        .map(|&(name, want)| (place(name), want))
+        .collect();
+    let group_by = label.map(place);
+    read_at(ingester, q, now_ms, |add| {
+        ingester.for_each_pair(|labels, data| {
+            if !wanted.iter().all(|&(i, want)| labels.get(i) == want) {
+                return;
+            }
+            let key = group_by.map_or(Cow::Borrowed(""), |i| labels.get(i));
+            add(&key, data);
+        });
+    })
+}
+
+/// The points of `q`'s window at store time `now_ms`, filled from what
+/// `visit` hands its callback: each store entry with the key of the group
+/// it adds to. The result's times are wall-clock.
+pub fn read_at(
+    ingester: &Ingester,
+    q: &Query,
+    now_ms: u64,
+    visit: impl FnOnce(&mut dyn FnMut(&str, &WindowData)),
+) -> Windows {
     let len = window_length(q.window).as_millis() as u64;
     let points: Vec<(u64, u64)> = if q.summarize {
         vec![(now_ms.saturating_sub(len), now_ms)]
@@ -44,23 +75,8 @@ pub fn windows_at(ingester: &Ingester, q: &Query, now_ms: u64) -> Windows {
             })
             .collect()
     };
-    let wanted = filters(&q.filter);
-    let label = group_label(q.group_by);
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
-    // Each label a query names, as its place in the pair's labels (a label
-    // pairs do not carry reads as empty, as an absent label does).
-    let place = |name: &str| PAIR.position(name).unwrap_or(usize::MAX);
-    let wanted: Vec<(usize, &str)> = wanted
-        .iter()
-        .map(|&(name, want)| (place(name), want))
-        .collect();
-    let group_by = label.map(place);
-    ingester.for_each_pair(|labels, data| {
-        if !wanted.iter().all(|&(i, want)| labels.get(i) == want) {
-            return;
-        }
-        let key = group_by.map_or(Cow::Borrowed(""), |i| labels.get(i));
-        let key = &*key;
+    visit(&mut |key, data| {
         let group = match groups.get_mut(key) {
             Some(g) => g,
             None => groups

@@ -21,7 +21,9 @@
 //! otherwise one datapoint per step, each over the step ending at it.
 
 pub mod embedded;
+pub mod numbers;
 pub mod promql;
+pub mod routes;
 pub mod windows;
 
 use std::time::Duration;

@@ -51,8 +51,8 @@ fn selector(metric: &str, q: &Query, extra: &[(&str, &str)]) -> String {
     format!("{metric}{{{}}}", matchers.join(","))
 }
 
-fn by(q: &Query, extra: Option<&str>) -> String {
-    let labels: Vec<&str> = extra.into_iter().chain(group_label(q.group_by)).collect();
+fn by(group: &[&str], extra: Option<&str>) -> String {
+    let labels: Vec<&str> = extra.into_iter().chain(group.iter().copied()).collect();
     if labels.is_empty() {
         String::new()
     } else {
@@ -77,13 +77,13 @@ const AGE_SUBQUERY_STEPS: u64 = 600;
 ///   extrapolates before a series' first sample;
 /// - at most the range (traffic older than the window, or stopped inside
 ///   it while its series is still scraped: the whole window), at least 1 s.
-fn request_rate(q: &Query, range: Duration) -> String {
+fn request_rate(q: &Query, group: &[&str], range: Duration) -> String {
     let r = promql_duration(range);
     let resolution = promql_duration(Duration::from_secs(
         (range.as_secs() / AGE_SUBQUERY_STEPS).max(1),
     ));
     let requests = selector("requests_total", q, &[]);
-    let g = by(q, None);
+    let g = by(group, None);
     format!(
         "sum(increase({requests}[{r}])){g} / clamp_min(clamp_max(\
          (time() - min(min_over_time(timestamp({requests})[{r}:{resolution}])){g}) \
@@ -92,22 +92,37 @@ fn request_rate(q: &Query, range: Duration) -> String {
     )
 }
 
+/// The labels a query's answer is grouped by.
+fn group_of(q: &Query) -> Vec<&'static str> {
+    group_label(q.group_by).into_iter().collect()
+}
+
 /// The PromQL of one metric (one per quantile for LATENCY), over `range`.
 pub fn queries(
     name: MetricName,
     q: &Query,
     range: Duration,
 ) -> Vec<(Option<HistogramLabel>, String)> {
+    queries_by(name, q, &group_of(q), range)
+}
+
+/// [`queries`], grouped by `group` instead of the query's grouping.
+fn queries_by(
+    name: MetricName,
+    q: &Query,
+    group: &[&str],
+    range: Duration,
+) -> Vec<(Option<HistogramLabel>, String)> {
     let r = promql_duration(range);
     match name {
-        MetricName::RequestRate => vec![(None, request_rate(q, range))],
+        MetricName::RequestRate => vec![(None, request_rate(q, group, range))],
         MetricName::SuccessRate => vec![(
             None,
             format!(
                 "sum(rate({}[{r}])){g} / sum(rate({}[{r}])){g}",
                 selector("responses_total", q, &[("classification", "success")]),
                 selector("responses_total", q, &[]),
-                g = by(q, None),
+                g = by(group, None),
             ),
         )],
         MetricName::Latency => [
@@ -122,7 +137,7 @@ pub fn queries(
                 format!(
                     "histogram_quantile({quantile}, sum(rate({}[{r}])){})",
                     selector("response_latency_ms_bucket", q, &[]),
-                    by(q, Some("le")),
+                    by(group, Some("le")),
                 ),
             )
         })
@@ -259,10 +274,18 @@ fn now_ms() -> i64 {
 
 /// A group's values by timestamp (several per timestamp for LATENCY's
 /// quantiles).
-type Points = BTreeMap<i64, Vec<(Option<HistogramLabel>, f64)>>;
+pub type Points = BTreeMap<i64, Vec<(Option<HistogramLabel>, f64)>>;
 
-/// Answers a Stat query through Prometheus.
-pub async fn stat(prometheus: &Prometheus, q: &Query) -> Result<MetricResponse, StatError> {
+/// One metric's answer: per group (the values of the grouping labels, in
+/// their order), its points.
+pub type Grouped = Vec<(MetricName, BTreeMap<Vec<String>, Points>)>;
+
+/// Runs `q`'s metrics grouped by `group`, over the window `q` names.
+pub async fn collect(
+    prometheus: &Prometheus,
+    q: &Query,
+    group: &[&str],
+) -> Result<Grouped, StatError> {
     let len = window_length(q.window);
     let (range, start, end, step) = {
         let end = now_ms();
@@ -274,15 +297,15 @@ pub async fn stat(prometheus: &Prometheus, q: &Query) -> Result<MetricResponse, 
             (step, start, end, promql_duration(step))
         }
     };
-    let group = group_label(q.group_by);
-    let mut metrics = Vec::new();
+    let mut out = Vec::new();
     for &name in &q.metrics {
-        let mut by_group: BTreeMap<String, Points> = BTreeMap::new();
-        for (label, query) in queries(name, q, range) {
+        let mut by_group: BTreeMap<Vec<String>, Points> = BTreeMap::new();
+        for (label, query) in queries_by(name, q, group, range) {
             for sample in prometheus.query_range(&query, start, end, &step).await? {
                 let key = group
-                    .and_then(|g| sample.labels.get(g).cloned())
-                    .unwrap_or_default();
+                    .iter()
+                    .map(|g| sample.labels.get(*g).cloned().unwrap_or_default())
+                    .collect();
                 let points = by_group.entry(key).or_default();
                 for v in sample.values.iter().filter(|v| v.value.is_finite()) {
                     points
@@ -292,7 +315,25 @@ pub async fn stat(prometheus: &Prometheus, q: &Query) -> Result<MetricResponse, 
                 }
             }
         }
-        for (key, points) in by_group {
+        out.push((name, by_group));
+    }
+    Ok(out)
+}
+
+/// Answers a Stat query through Prometheus.
+pub async fn stat(prometheus: &Prometheus, q: &Query) -> Result<MetricResponse, StatError> {
+    let grouped = collect(prometheus, q, &group_of(q)).await?;
+    Ok(response(q, grouped, |key| {
+        key.first().cloned().unwrap_or_default()
+    }))
+}
+
+/// A Stat answer from [`collect`]'s groups, each named in the metadata of
+/// `q`'s grouping by `key` of its label values.
+pub fn response(q: &Query, grouped: Grouped, key: impl Fn(&[String]) -> String) -> MetricResponse {
+    let mut metrics = Vec::new();
+    for (name, by_group) in grouped {
+        for (group, points) in by_group {
             let datapoints = points
                 .into_iter()
                 .map(|(ts, values)| {
@@ -318,12 +359,12 @@ pub async fn stat(prometheus: &Prometheus, q: &Query) -> Result<MetricResponse, 
                 .collect();
             metrics.push(MetricSeries {
                 name: name as i32,
-                metadata: Some(group_metadata(q.group_by, &key)),
+                metadata: Some(group_metadata(q.group_by, &key(&group))),
                 datapoints,
             });
         }
     }
-    Ok(MetricResponse { metrics })
+    MetricResponse { metrics }
 }
 
 #[cfg(test)]

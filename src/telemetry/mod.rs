@@ -109,6 +109,13 @@ pub struct Args {
     /// text scrape keeps the classic buckets.
     #[arg(long)]
     pub native_histograms: bool,
+    /// Route templates per deployment, one `namespace/deployment METHOD
+    /// /template` per line (`/books/{id}`, `/static/{file*}`): a request to
+    /// a deployment that has templates is counted under the template it
+    /// matched (`[DEFAULT]` when none did), in the `path` label and in
+    /// `conduit routes`. A bad file is refused at start with its line.
+    #[arg(long, value_name = "FILE")]
+    pub routes: Option<std::path::PathBuf>,
 }
 
 /// Every flag at its default (`conduit run` sets the rest as values).
@@ -149,6 +156,14 @@ impl Args {
         if self.remote_write_url.is_none() && !external_labels.is_empty() {
             tracing::debug!("-remote-write-external-label has no effect without -remote-write-url");
         }
+        let routes = match &self.routes {
+            Some(path) => {
+                let routes = ingest::routes::Routes::load(path).context("-routes")?;
+                tracing::info!(?routes, "route templates loaded");
+                Some(Arc::new(routes))
+            }
+            None => None,
+        };
         let registry = Admin::registry();
         let health = Health::register(&registry)?;
         let grpc = GrpcMetrics::register(
@@ -169,6 +184,7 @@ impl Args {
                 export: self.export,
                 stale_markers: self.remote_write_url.is_some(),
                 native_histograms: self.native_histograms,
+                routes,
             },
             health,
         ));

@@ -12,11 +12,14 @@ use crate::grpc::ReportHandler;
 use crate::ingest::{Enrich, IngestError, Ingester, WorkloadRef};
 use crate::k8s::{Index, Snapshot};
 use crate::proto::codec::UNDECODABLE;
-use crate::proto::controller::stat::{WindowsResponse, stat_server};
+use crate::proto::controller::stat::{RouteWindowsResponse, WindowsResponse, stat_server};
 use crate::proto::controller::telemetry::{
     ListPodsRequest, QueryRequest, QueryResponse, telemetry_server,
 };
-use crate::proto::public::{ListPodsResponse, MetricRequest, MetricResponse, Pod};
+use crate::proto::public::{
+    ListPodsResponse, MetricRequest, MetricResponse, Pod, RoutesRequest, RoutesResponse,
+};
+use crate::stat::routes::{self, RouteQuery};
 use crate::stat::{Query, StatError, embedded, promql::Prometheus};
 
 fn stat_status(error: StatError) -> Status {
@@ -249,5 +252,41 @@ impl stat_server::Stat for StatService {
         Ok(Response::new(
             embedded::windows(&self.ingester, &q).to_wire(),
         ))
+    }
+
+    async fn routes(
+        &self,
+        request: Request<RoutesRequest>,
+    ) -> Result<Response<RoutesResponse>, Status> {
+        let rq = RouteQuery::try_from(request.get_ref()).map_err(stat_status)?;
+        let templated = self.ingester.has_routes(&rq.deployment);
+        let routes = match &self.prometheus {
+            Some(p) => routes::prometheus_rows(p, &rq, templated)
+                .await
+                .map_err(stat_status)?,
+            None => {
+                let now = self.ingester.now_ms();
+                routes::rows(&routes::windows_at(&self.ingester, &rq, now), &rq)
+            }
+        };
+        Ok(Response::new(RoutesResponse { routes, templated }))
+    }
+
+    async fn route_windows(
+        &self,
+        request: Request<RoutesRequest>,
+    ) -> Result<Response<RouteWindowsResponse>, Status> {
+        if self.prometheus.is_some() {
+            return Err(Status::failed_precondition(
+                "Routes are answered by Prometheus (-prometheus-url), which sees every replica: \
+                 call Routes",
+            ));
+        }
+        let rq = RouteQuery::try_from(request.get_ref()).map_err(stat_status)?;
+        let now = self.ingester.now_ms();
+        Ok(Response::new(RouteWindowsResponse {
+            windows: Some(routes::windows_at(&self.ingester, &rq, now).to_wire()),
+            templated: self.ingester.has_routes(&rq.deployment),
+        }))
     }
 }
