@@ -91,6 +91,13 @@ pub struct Args {
     /// Prometheus for Stat (the embedded store otherwise).
     #[arg(long)]
     pub prometheus_url: Option<String>,
+    /// Route templates per deployment for telemetry (its `-routes FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub routes: Option<std::path::PathBuf>,
+    /// What telemetry exports: `pods`, `deployments` or `both` (its
+    /// `-export`).
+    #[arg(long, default_value = "pods")]
+    pub export: crate::ingest::Export,
     /// Reports per second from the demo's simulated proxies (all of them;
     /// each report carries the traffic since that pod's last one).
     #[arg(long, default_value_t = 20.0)]
@@ -147,6 +154,8 @@ impl Args {
             addr: self.telemetry_addr,
             metrics_addr: self.metrics_addr,
             prometheus_url: self.prometheus_url.clone(),
+            routes: self.routes.clone(),
+            export: self.export,
             ..Default::default()
         };
         let telemetry = telemetry.bind_with_index(index.clone()).await?;
