@@ -113,20 +113,21 @@ async fn conduit_stat_json(api: &RunningApi) -> Vec<serde_json::Value> {
 }
 
 async fn conduit_stat_json_over(api: &RunningApi, window: &str) -> Vec<serde_json::Value> {
-    let addr = api.http.to_string();
-    let window = window.to_owned();
+    conduit_json(api, &["stat", "deployments", "-t", window]).await
+}
+
+/// A client command of the real binary with `-o json`, against `api`.
+async fn conduit_json(api: &RunningApi, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    args.extend([
+        "-o".into(),
+        "json".into(),
+        "--api-addr".into(),
+        api.http.to_string(),
+    ]);
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_conduit"))
-            .args([
-                "stat",
-                "deployments",
-                "-t",
-                &window,
-                "-o",
-                "json",
-                "--api-addr",
-                &addr,
-            ])
+            .args(&args)
             .env_remove("RUST_LOG")
             .output()
             .expect("the conduit binary runs")
@@ -135,7 +136,7 @@ async fn conduit_stat_json_over(api: &RunningApi, window: &str) -> Vec<serde_jso
     .unwrap();
     assert!(
         out.status.success(),
-        "conduit stat failed: {}",
+        "conduit failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -198,7 +199,12 @@ struct Backends {
     prometheus: Prometheus,
     api_prom: RunningApi,
     api_embedded: RunningApi,
+    _routes: TempDir,
 }
+
+/// Route templates for authors only: its `/authors` matches none of them
+/// (the `[DEFAULT]` route); books, without templates, lists its paths.
+const ROUTES: &str = "shop/authors GET /authors/{id}\n";
 
 impl Backends {
     async fn start() -> Self {
@@ -209,8 +215,12 @@ impl Backends {
             .unwrap()
             .port();
         let prom_url = format!("-prometheus-url=http://127.0.0.1:{prom_port}");
-        let with_prom = start_telemetry(&cluster(), &[&prom_url]).await;
-        let embedded = start_telemetry(&cluster(), &[]).await;
+        let dir = TempDir::new();
+        let file = dir.0.join("routes");
+        std::fs::write(&file, ROUTES).unwrap();
+        let routes = format!("-routes={}", file.display());
+        let with_prom = start_telemetry(&cluster(), &[&prom_url, &routes]).await;
+        let embedded = start_telemetry(&cluster(), &[&routes]).await;
         let prometheus = Prometheus::start_on(prom_port, &[with_prom.admin]).await;
         let no_tap = unused_addr().await.to_string();
         let api_prom = start_public_api(&with_prom.grpc.to_string(), &no_tap).await;
@@ -221,6 +231,7 @@ impl Backends {
             prometheus,
             api_prom,
             api_embedded,
+            _routes: dir,
         }
     }
 }
@@ -235,6 +246,7 @@ async fn stat_agrees_on_prometheus_and_the_embedded_store() {
         prometheus,
         api_prom,
         api_embedded,
+        ..
     } = Backends::start().await;
 
     // The simulated proxy: one report a second to each, until the end.
@@ -272,6 +284,28 @@ async fn stat_agrees_on_prometheus_and_the_embedded_store() {
         check_success(backend, "authors", authors, 1.0);
         check_latency(backend, "authors", authors, "p50LatencyMs", AUTHORS_LATENCY);
         check_latency(backend, "authors", authors, "p99LatencyMs", AUTHORS_LATENCY);
+
+        // Routes: the same numbers per route, from the same backend.
+        let books = conduit_json(
+            api,
+            &["routes", "deploy", "books", "-n", "shop", "-t", "10s"],
+        )
+        .await;
+        assert_eq!(books.len(), 1, "{backend}: {books:?}");
+        assert_eq!(books[0]["route"], "GET /books", "{backend}");
+        check_rate(backend, "books' route", &books[0], BOOKS_RPS);
+        check_success(backend, "books' route", &books[0], BOOKS_SUCCESS);
+        check_latency(
+            backend,
+            "books' route",
+            &books[0],
+            "p50LatencyMs",
+            BOOKS_P50,
+        );
+        let authors = conduit_json(api, &["routes", "deploy", "shop/authors", "-t", "10s"]).await;
+        assert_eq!(authors.len(), 1, "{backend}: {authors:?}");
+        assert_eq!(authors[0]["route"], "[DEFAULT]", "{backend}");
+        check_rate(backend, "authors' default route", &authors[0], AUTHORS_RPS);
     }
 
     // A PromQL-injection attempt through filterBy only filters: the
@@ -350,6 +384,7 @@ async fn a_young_or_stopped_groups_rate_is_over_the_span_it_covers() {
         prometheus,
         api_prom,
         api_embedded,
+        ..
     } = Backends::start().await;
 
     // Prometheus scrapes telemetry before the traffic begins, as in a
