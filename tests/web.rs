@@ -725,7 +725,8 @@ fn the_dashboard_in_headless_chromium_against_the_demo() {
     );
 
     // Top: the deployment's requests grouped by path, as `conduit top`
-    // shows them; every path is one the demo's deployment serves.
+    // shows them, with pods by name; every path is one the demo's
+    // deployment serves.
     let paths = serde_json::to_string(&demo_paths(index)).unwrap();
     browser.goto(&demo.url(&format!("/top?deployment={deployment}")));
     page_shows(
@@ -739,6 +740,8 @@ fn the_dashboard_in_headless_chromium_against_the_demo() {
             const total = rows.reduce((n, r) => n + Number(r.dataset.count), 0);
             if (total < 5) return total + ' requests: ' + document.getElementById('top-status').textContent;
             for (const r of rows) if (!paths.includes(r.dataset.path)) return 'unexpected path ' + r.dataset.path;
+            // Pods by name: every destination is one of the deployment's pods.
+            for (const r of rows) if (!r.dataset.destination.startsWith('{deployment}-')) return 'destination ' + r.dataset.destination + ' is not a pod of {deployment}';
             const counts = rows.map(r => Number(r.dataset.count));
             if (counts.some((c, i) => i && c > counts[i - 1])) return 'not busiest first: ' + counts;
             if (!rows.some(r => /%$/.test(r.lastElementChild.textContent))) return 'no success rates';

@@ -1389,7 +1389,7 @@ async function runTap(request, signal, events, status) {
 // Live top, as `conduit top` shows it: the requests a tap sees, grouped by
 // source, destination, method and path, with their count, best, worst and
 // last latency and success rate, busiest first.
-function topPage(signal) {
+async function topPage(signal) {
   const params = new URLSearchParams(location.search);
   const target = params.get('deployment') || params.get('pod') || '';
   const kind = params.has('pod') ? 'pod' : 'deployment';
@@ -1458,8 +1458,8 @@ function topPage(signal) {
     const http = event.http || {};
     if (http.requestInit) {
       const init = http.requestInit;
-      const source = ipText((event.source || {}).ip);
-      const destination = ipText((event.target || {}).ip);
+      const source = podOf(ipText((event.source || {}).ip));
+      const destination = podOf(ipText((event.target || {}).ip));
       const method = methodText(init.method);
       const path = init.path || '';
       const key = `${source} ${destination} ${method} ${path}`;
@@ -1489,7 +1489,18 @@ function topPage(signal) {
       dirty = true;
     }
   };
+  // Pods by IP, so rows name pods as the rest of the app does; an IP no
+  // pod owns stays an IP. Read before the tap starts, so one request's
+  // rows never split between an IP and a name.
+  const pods = new Map();
+  const podOf = (ip) => pods.get(ip) || ip;
   status.textContent = `Waiting for requests to ${target}…`;
+  try {
+    for (const p of (await api('ListPods', {}, signal)).pods || []) if (p.podIP) pods.set(p.podIP, p.name);
+  } catch (_) {
+    // Without the pod list the rows show IPs.
+  }
+  if (signal.aborted) return;
   streamTap({ [kind]: target, maxRps: 100 }, signal, onEvent, (n) => {
     status.textContent = `${n} events from ${target}`;
     if (dropped) status.textContent += ` (${dropped} requests of further kinds not shown: the table holds ${MAX_TOP_ROWS} rows)`;
