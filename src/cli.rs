@@ -55,6 +55,8 @@ pub enum Command {
     Web(crate::web::Args),
     /// Live requests of a deployment or a pod, one line per event.
     Tap(crate::client::tap::Args),
+    /// The most frequent requests of a deployment or a pod, live.
+    Top(crate::client::top::Args),
     /// Print the Kubernetes manifests of the control plane (pipe to `kubectl apply -f -`).
     Install(crate::install::Args),
 }
@@ -134,6 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Controller(Controller::ProxyApi(args)) => args.run(shutdown).await,
         Command::Controller(Controller::Tap(args)) => args.run(shutdown).await,
         Command::Tap(args) => args.run(shutdown).await,
+        Command::Top(args) => args.run(shutdown).await,
         Command::Stat(args) => args.run().await,
         Command::Edges(args) => args.run().await,
         Command::Check(args) => args.run().await,

@@ -12,6 +12,7 @@ pub mod get;
 pub mod stat;
 mod table;
 pub mod tap;
+pub mod top;
 pub mod version;
 
 use std::time::Duration;
