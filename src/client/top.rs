@@ -2,8 +2,9 @@
 //! a deployment or a pod, live, from the public API's `Tap`:
 //!
 //! ```text
-//! SOURCE                         DESTINATION                      METHOD   PATH            COUNT   BEST    WORST   LAST    SUCCESS_RATE
-//! checkout/orders-7c9f2-x1b2k    checkout/payments-5d4c1-q8w2e    GET      /api/payments   41      2.1ms   48ms    9.8ms   100.00%
+//! SOURCE                             DESTINATION                          METHOD   PATH            COUNT   BEST    WORST   LAST    SUCCESS_RATE
+//! checkout/orders-xktwmvh4pt-qsnr8   checkout/payments-q84l48szbn-cvzhx   POST     /api/payments   17      4.3ms   16ms    9.0ms   82.35%
+//! checkout/orders-xktwmvh4pt-m9c2m   checkout/payments-q84l48szbn-k884j   POST     /api/payments   16      4.3ms   18ms    5.2ms   75.00%
 //! ```
 //!
 //! A tap sends each request as up to three events (`request_init`,
@@ -14,8 +15,8 @@
 //! refreshed every [`POD_REFRESH`]), an address no pod owns by its IP.
 //!
 //! On a terminal the table is redrawn in place; otherwise it is printed
-//! as a block of lines whenever it changed, blocks separated by a blank
-//! line, and once more at the end (Ctrl-C, `--for`, or the end of the
+//! as a block of lines each `--interval` it changed, blocks separated by
+//! a blank line, and once more at the end (Ctrl-C, `--for`, or the end of the
 //! tap).
 
 use std::collections::{BTreeMap, HashMap};
