@@ -57,6 +57,8 @@ pub enum Command {
     Web(crate::web::Args),
     /// Live requests of a deployment or a pod, one line per event.
     Tap(crate::client::tap::Args),
+    /// The most frequent requests of a deployment or a pod, live.
+    Top(crate::client::top::Args),
     /// Print the Kubernetes manifests of the control plane (pipe to `kubectl apply -f -`).
     Install(crate::install::Args),
 }
@@ -138,6 +140,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Controller(Controller::ProxyApi(args)) => args.run(shutdown).await,
         Command::Controller(Controller::Tap(args)) => args.run(shutdown).await,
         Command::Tap(args) => args.run(shutdown).await,
+        Command::Top(args) => args.run(shutdown).await,
         Command::Stat(args) => args.run().await,
         Command::Edges(args) => args.run().await,
         Command::Routes(args) => args.run().await,

@@ -1,7 +1,7 @@
 //! The `conduit` binary's client commands against a public-api and a
-//! telemetry component on loopback: `stat` (table and JSON), `get pods`,
-//! `version`, and the one-line failures when the API is unreachable or
-//! answers with an error.
+//! telemetry component on loopback: `stat` (table and JSON), `get pods`
+//! (table, wide and JSON), `version`, and the one-line failures when the
+//! API is unreachable or answers with an error.
 
 #[path = "support/api.rs"]
 mod api;
@@ -326,6 +326,95 @@ async fn get_pods_and_version() {
     assert_eq!(
         stdout(&out),
         format!("Client version: {v}\nServer version: {v}\n")
+    );
+    drop(m.api);
+}
+
+/// A kubectl-style table as one map per row: a column starts where the
+/// header has a name after three spaces (a name or a cell may hold one).
+fn table_rows(text: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let starts: Vec<usize> = (0..header.len())
+        .filter(|&i| !header[i..].starts_with(' ') && (i == 0 || header[..i].ends_with("   ")))
+        .collect();
+    let cut = |line: &str, column: usize| {
+        let end = starts
+            .get(column + 1)
+            .map_or(line.len(), |&e| e.min(line.len()));
+        line.get(starts[column].min(end)..end)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let names: Vec<String> = (0..starts.len()).map(|i| cut(header, i)).collect();
+    lines
+        .map(|line| {
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| (name.clone(), cut(line, i)))
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn get_pods_wide_has_listpods_ips_and_reports() {
+    let m = mesh_with_traffic().await;
+    let out = conduit(&["get", "pods", "-o", "wide", "--api-addr", &m.addr]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let header: Vec<&str> = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split("   ")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "STATUS",
+            "IP",
+            "DEPLOYMENT",
+            "LAST REPORT",
+            "CONTROLLER NAMESPACE",
+            "CONTROL PLANE"
+        ],
+        "{text}"
+    );
+    let rows = table_rows(&text);
+    let json = conduit(&["get", "pods", "-o", "json", "--api-addr", &m.addr]).await;
+    let pods: Vec<serde_json::Value> = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(rows.len(), pods.len(), "{text}");
+    for (row, pod) in rows.iter().zip(&pods) {
+        assert_eq!(row["NAME"], pod["name"].as_str().unwrap(), "{text}");
+        assert_eq!(row["IP"], pod["podIP"].as_str().unwrap(), "{text}");
+        // Filled for the pod that reported, `-` for the one that did not.
+        let reported = pod["added"].as_bool().unwrap_or(false);
+        let last = &row["LAST REPORT"];
+        assert_eq!(reported, last.ends_with("s ago"), "{text}");
+        assert_eq!(reported, last != "-", "{text}");
+        assert_eq!(
+            (
+                row["CONTROLLER NAMESPACE"].as_str(),
+                row["CONTROL PLANE"].as_str()
+            ),
+            ("-", "no")
+        );
+    }
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r["NAME"].as_str(), r["LAST REPORT"] != "-"))
+            .collect::<Vec<_>>(),
+        [
+            ("shop/books-77aa-xyz12", false),
+            ("shop/web-5d8f-abcde", true)
+        ],
+        "{text}"
     );
     drop(m.api);
 }

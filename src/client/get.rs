@@ -1,5 +1,6 @@
 //! `conduit get pods|deployments`: the pods of the mesh as telemetry knows
-//! them, with when each last reported, and the deployments they make up.
+//! them, with when each last reported (`-o wide`: every field of the API's
+//! `Pod`), and the deployments they make up.
 
 use std::time::Duration;
 
@@ -27,6 +28,11 @@ pub enum What {
 pub enum Output {
     /// NAME, STATUS, IP, DEPLOYMENT, LAST REPORT.
     Table,
+    /// Pods: the table and the rest of the API's `Pod` — CONTROLLER
+    /// NAMESPACE (the control plane its proxy belongs to) and CONTROL
+    /// PLANE (whether it is one of that plane's pods). Deployments: the
+    /// table (every column is already shown).
+    Wide,
     /// A JSON array of the API's `Pod` messages (proto3 JSON).
     Json,
 }
@@ -73,8 +79,9 @@ impl PodsArgs {
                     .collect::<Result<Vec<_>, _>>()?;
                 println!("{}", serde_json::to_string_pretty(&values)?);
             }
-            Output::Table if pods.is_empty() => eprintln!("No pods found."),
+            Output::Table | Output::Wide if pods.is_empty() => eprintln!("No pods found."),
             Output::Table => print!("{}", render_table(&pods)),
+            Output::Wide => print!("{}", render_wide_table(&pods)),
         }
         Ok(())
     }
@@ -149,42 +156,61 @@ impl PodsArgs {
         let deployments = deployments(&pods);
         match self.output {
             Output::Json => println!("{}", serde_json::to_string_pretty(&deployments)?),
-            Output::Table if deployments.is_empty() => eprintln!("No deployments found."),
-            Output::Table => print!("{}", render_deployments(&deployments)),
+            Output::Table | Output::Wide if deployments.is_empty() => {
+                eprintln!("No deployments found.")
+            }
+            Output::Table | Output::Wide => print!("{}", render_deployments(&deployments)),
         }
         Ok(())
     }
 }
 
+const POD_COLUMNS: [&str; 5] = ["NAME", "STATUS", "IP", "DEPLOYMENT", "LAST REPORT"];
+
 pub fn render_table(pods: &[Pod]) -> String {
-    let cell = |s: &str| {
-        if s.is_empty() {
-            "-".to_string()
-        } else {
-            s.to_string()
-        }
-    };
+    let rows: Vec<Vec<String>> = pods.iter().map(pod_cells).collect();
+    table::render(&POD_COLUMNS, &rows)
+}
+
+/// `-o wide`: the table's columns, then the rest of the `Pod` message.
+/// (The wire's `Pod` has no node, so there is no NODE column.)
+pub fn render_wide_table(pods: &[Pod]) -> String {
     let rows: Vec<Vec<String>> = pods
         .iter()
         .map(|p| {
-            let last = p
-                .since_last_report
-                .filter(|_| p.added)
-                .and_then(|d| Duration::try_from(d).ok())
-                .map_or_else(|| "-".to_string(), |d| format!("{} ago", age(d)));
-            vec![
-                p.name.clone(),
-                cell(&p.status),
-                cell(&p.pod_ip),
-                cell(&p.deployment),
-                last,
-            ]
+            let mut cells = pod_cells(p);
+            cells.push(cell(&p.controller_namespace));
+            cells.push(if p.control_plane { "yes" } else { "no" }.to_string());
+            cells
         })
         .collect();
-    table::render(
-        &["NAME", "STATUS", "IP", "DEPLOYMENT", "LAST REPORT"],
-        &rows,
-    )
+    let mut header = POD_COLUMNS.to_vec();
+    header.extend(["CONTROLLER NAMESPACE", "CONTROL PLANE"]);
+    table::render(&header, &rows)
+}
+
+fn pod_cells(p: &Pod) -> Vec<String> {
+    let last = p
+        .since_last_report
+        .filter(|_| p.added)
+        .and_then(|d| Duration::try_from(d).ok())
+        .map_or_else(|| "-".to_string(), |d| format!("{} ago", age(d)));
+    vec![
+        p.name.clone(),
+        cell(&p.status),
+        cell(&p.pod_ip),
+        cell(&p.deployment),
+        last,
+    ]
+}
+
+/// A cell of text the API may leave empty.
+fn cell(s: &str) -> String {
+    if s.is_empty() {
+        "-".to_string()
+    } else {
+        s.to_string()
+    }
 }
 
 /// A duration as kubectl prints ages: `45s`, `3m12s`, `2h5m`.
@@ -228,6 +254,16 @@ mod tests {
 NAME           STATUS    IP           DEPLOYMENT   LAST REPORT
 shop/books-1   Running   192.0.2.20   shop/books   1m15s ago
 shop/lonely    Pending   -            -            -
+"
+        );
+        let mut wide = pods.clone();
+        wide[0].controller_namespace = "conduit".into();
+        assert_eq!(
+            render_wide_table(&wide),
+            "\
+NAME           STATUS    IP           DEPLOYMENT   LAST REPORT   CONTROLLER NAMESPACE   CONTROL PLANE
+shop/books-1   Running   192.0.2.20   shop/books   1m15s ago     conduit                no
+shop/lonely    Pending   -            -            -             -                      no
 "
         );
         assert_eq!(age(Duration::from_secs(7300)), "2h1m");

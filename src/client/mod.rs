@@ -13,6 +13,7 @@ pub mod routes;
 pub mod stat;
 mod table;
 pub mod tap;
+pub mod top;
 pub mod version;
 
 use std::time::Duration;

@@ -34,6 +34,24 @@ pub enum Resource {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Requests per second to show, across all the target's pods.
+    #[arg(long, default_value_t = DEFAULT_MAX_RPS)]
+    pub max_rps: f32,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    /// Output format: `text`, one `key=value` line per event, or `json`,
+    /// one proto3 JSON object (the API's `TapEvent`) per line.
+    #[arg(short = 'o', long, default_value = "text")]
+    pub output: Output,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// What a tap watches; `conduit top` takes the same arguments.
+#[derive(Debug, clap::Args)]
+pub struct TargetArgs {
     /// What to tap: `deploy` or `pod`.
     pub resource: Resource,
     /// Its name: NAME (in `--namespace`) or NAMESPACE/NAME.
@@ -41,9 +59,12 @@ pub struct Args {
     /// Namespace of NAME when it has none.
     #[arg(short = 'n', long, default_value = "default")]
     pub namespace: String,
-    /// Requests per second to show, across all the target's pods.
-    #[arg(long, default_value_t = DEFAULT_MAX_RPS)]
-    pub max_rps: f32,
+}
+
+/// Which of the target's requests a tap shows; `conduit top` takes the
+/// same filters.
+#[derive(Debug, clap::Args)]
+pub struct FilterArgs {
     /// Only requests to this port.
     #[arg(long)]
     pub to_port: Option<u32>,
@@ -68,12 +89,6 @@ pub struct Args {
     /// Only requests whose path starts with this.
     #[arg(long)]
     pub path: Option<String>,
-    /// Output format: `text`, one `key=value` line per event, or `json`,
-    /// one proto3 JSON object (the API's `TapEvent`) per line.
-    #[arg(short = 'o', long, default_value = "text")]
-    pub output: Output,
-    #[command(flatten)]
-    pub api: ApiArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -99,32 +114,54 @@ pub fn check_method(text: &str) -> Result<String, UnknownMethod> {
     }
 }
 
-impl Args {
-    pub fn request(&self) -> TapRequest {
-        let name = if self.name.contains('/') {
+impl TargetArgs {
+    /// The target as the API names it: `NAMESPACE/NAME`.
+    pub fn qualified_name(&self) -> String {
+        if self.name.contains('/') {
             self.name.clone()
         } else {
             format!("{}/{}", self.namespace, self.name)
-        };
-        TapRequest {
-            target: Some(match self.resource {
-                Resource::Deploy => Target::Deployment(name),
-                Resource::Pod => Target::Pod(name),
-            }),
-            max_rps: self.max_rps,
-            to_port: self.to_port.unwrap_or(0),
-            to_ip: self.to_ip.clone().unwrap_or_default(),
-            from_port: self.from_port.unwrap_or(0),
-            from_ip: self.from_ip.clone().unwrap_or_default(),
-            scheme: self.scheme.clone().unwrap_or_default(),
-            method: self
-                .method
-                .as_deref()
-                .map(|m| check_method(m).unwrap_or_else(|_| m.to_string()))
-                .unwrap_or_default(),
-            authority: self.authority.clone().unwrap_or_default(),
-            path: self.path.clone().unwrap_or_default(),
         }
+    }
+}
+
+impl FilterArgs {
+    /// Refuses what the filters cannot mean before anything is asked.
+    pub fn check(&self) -> Result<(), UnknownMethod> {
+        match &self.method {
+            Some(method) => check_method(method).map(drop),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The Tap call for `target`, at `max_rps`, with `filters`.
+pub fn tap_request(target: &TargetArgs, max_rps: f32, filters: &FilterArgs) -> TapRequest {
+    let name = target.qualified_name();
+    TapRequest {
+        target: Some(match target.resource {
+            Resource::Deploy => Target::Deployment(name),
+            Resource::Pod => Target::Pod(name),
+        }),
+        max_rps,
+        to_port: filters.to_port.unwrap_or(0),
+        to_ip: filters.to_ip.clone().unwrap_or_default(),
+        from_port: filters.from_port.unwrap_or(0),
+        from_ip: filters.from_ip.clone().unwrap_or_default(),
+        scheme: filters.scheme.clone().unwrap_or_default(),
+        method: filters
+            .method
+            .as_deref()
+            .map(|m| check_method(m).unwrap_or_else(|_| m.to_string()))
+            .unwrap_or_default(),
+        authority: filters.authority.clone().unwrap_or_default(),
+        path: filters.path.clone().unwrap_or_default(),
+    }
+}
+
+impl Args {
+    pub fn request(&self) -> TapRequest {
+        tap_request(&self.target, self.max_rps, &self.filters)
     }
 
     /// Prints events until the stream ends or the process is interrupted
@@ -137,9 +174,7 @@ impl Args {
     }
 
     async fn print(&self) -> anyhow::Result<()> {
-        if let Some(method) = &self.method {
-            check_method(method)?;
-        }
+        self.filters.check()?;
         let client = ApiClient::new(&self.api.api_addr)?;
         let mut events = client
             .stream::<_, TapEvent>(TAP_PATH, &self.request())
