@@ -471,6 +471,7 @@ fn the_dashboard_in_headless_chromium_against_the_demo() {
     let deployment = &format!("{}/{}", DEMO_LAYOUT[index].0, DEMO_LAYOUT[index].1);
     let callers = serde_json::to_string(&demo_peers(index, true)).unwrap();
     let callees = serde_json::to_string(&demo_peers(index, false)).unwrap();
+    let paths = serde_json::to_string(&demo_paths(index)).unwrap();
     let members = pods
         .iter()
         .filter(|p| p["deployment"] == deployment.as_str())
@@ -492,6 +493,16 @@ fn the_dashboard_in_headless_chromium_against_the_demo() {
             if (peers('callers') !== JSON.stringify({callers})) return 'callers ' + peers('callers');
             if (peers('callees') !== JSON.stringify({callees})) return 'callees ' + peers('callees');
             if (!document.querySelector('.big-trend svg.sparkline path.line')) return 'no trend line';
+            // Its routes: without templates, the observed paths the demo
+            // serves, each with a rate.
+            const routes = [...document.querySelectorAll('#routes tbody tr[data-route]')];
+            if (routes.length === 0) return 'no routes: ' + document.getElementById('routes-note').textContent;
+            for (const r of routes) {{
+                const path = r.dataset.route.split(' ')[1];
+                if (!{paths}.includes(path)) return 'unexpected route ' + r.dataset.route;
+                if (r.querySelector('[data-metric=rate]').textContent === '—') return r.dataset.route + ' has no rate';
+            }}
+            if (document.getElementById('routes-note').textContent !== '(observed paths)') return 'note ' + document.getElementById('routes-note').textContent;
             return null;
             "#
         ),
