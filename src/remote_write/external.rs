@@ -41,7 +41,7 @@ const SAMPLE_LABELS: &[&str] = &["le", "http_status_code", "classification", "qu
 /// gRPC, remote write); `tests/replicas.rs` checks every name a running
 /// component exposes is refused.
 const REGISTRY_LABELS: &[&str] = &[
-    "reason", "side", "metric", "method", "code", "result", "folded",
+    "reason", "side", "metric", "method", "code", "result", "folded", "outcome",
 ];
 
 /// Whether the pushed series carry a label of this name themselves.
