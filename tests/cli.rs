@@ -48,21 +48,6 @@ fn traffic() -> conduit::proto::proxy::telemetry::ReportRequest {
     )
 }
 
-/// Runs the built binary off the runtime's threads, so the servers of the
-/// test keep serving while it waits.
-async fn conduit(args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_conduit"))
-            .args(&args)
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("the conduit binary runs")
-    })
-    .await
-    .unwrap()
-}
-
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -8,10 +8,10 @@ mod api;
 mod support;
 
 use api::*;
-use conduit::proto::http_api::{EDGES_PATH, HEALTH_PATH, STAT_PATH, STAT_SUMMARY_PATH};
+use conduit::proto::http_api::{EDGES_PATH, HEALTH_PATH, STAT_SUMMARY_PATH};
 use conduit::proto::public::{
-    AggregationType, EdgesRequest, EdgesResponse, HealthResponse, MetricName, MetricRequest,
-    MetricResponse, StatSummaryRequest, StatSummaryResponse, TimeWindow, metric_value,
+    EdgesRequest, EdgesResponse, HealthResponse, StatSummaryRequest, StatSummaryResponse,
+    TimeWindow,
 };
 use prost::Message;
 use support::*;
@@ -43,28 +43,6 @@ fn own(rows: &[(&str, &str, u32, u32)]) -> Vec<(String, String, u32, u32)> {
     rows.iter()
         .map(|&(a, b, c, d)| (a.to_string(), b.to_string(), c, d))
         .collect()
-}
-
-/// Stat's summarized request rate of one target deployment.
-async fn stat_rate(api: &RunningApi, deployment: &str) -> f64 {
-    let req = MetricRequest {
-        metrics: vec![MetricName::RequestRate as i32],
-        window: TimeWindow::OneMin as i32,
-        group_by: AggregationType::TargetDeploy as i32,
-        filter_by: None,
-        summarize: true,
-    };
-    let rsp = post(api.http, STAT_PATH, PROTOBUF, &req.encode_to_vec()).await;
-    let answer: MetricResponse = unframed(&rsp.body);
-    let series = answer
-        .metrics
-        .iter()
-        .find(|s| s.metadata.as_ref().unwrap().target_deploy == deployment)
-        .unwrap();
-    match series.datapoints[0].value.as_ref().unwrap().value {
-        Some(metric_value::Value::Gauge(g)) => g,
-        ref other => panic!("a gauge: {other:?}"),
-    }
 }
 
 fn close(a: f64, b: f64) -> bool {

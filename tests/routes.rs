@@ -8,15 +8,10 @@
 mod api;
 mod support;
 
-use std::process::Output;
-
 use api::*;
-use conduit::proto::http_api::{ROUTES_PATH, STAT_PATH};
+use conduit::proto::http_api::ROUTES_PATH;
 use conduit::proto::proxy::telemetry::{RequestScope, eos_ctx::End};
-use conduit::proto::public::{
-    AggregationType, MetricName, MetricRequest, MetricResponse, RoutesRequest, RoutesResponse,
-    TimeWindow, metric_value,
-};
+use conduit::proto::public::{RoutesRequest, RoutesResponse, TimeWindow};
 use prost::Message;
 use support::*;
 
@@ -119,27 +114,6 @@ async fn routes_of(api: &RunningApi, deployment: &str) -> (u16, RoutesResponse, 
     (rsp.status, body, rsp.text())
 }
 
-async fn stat_rate(api: &RunningApi, deployment: &str) -> f64 {
-    let req = MetricRequest {
-        metrics: vec![MetricName::RequestRate as i32],
-        window: TimeWindow::OneMin as i32,
-        group_by: AggregationType::TargetDeploy as i32,
-        filter_by: None,
-        summarize: true,
-    };
-    let rsp = post(api.http, STAT_PATH, PROTOBUF, &req.encode_to_vec()).await;
-    let answer: MetricResponse = unframed(&rsp.body);
-    let series = answer
-        .metrics
-        .iter()
-        .find(|s| s.metadata.as_ref().unwrap().target_deploy == deployment)
-        .unwrap();
-    match series.datapoints[0].value.as_ref().unwrap().value {
-        Some(metric_value::Value::Gauge(g)) => g,
-        ref other => panic!("a gauge: {other:?}"),
-    }
-}
-
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 0.05 * a.max(b)
 }
@@ -202,21 +176,6 @@ async fn templates_collapse_paths_into_routes_with_stat_s_numbers() {
     let (status, _, text) = routes_of(&m.api, "books").await;
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("namespace/name"), "{text}");
-}
-
-/// Runs the built binary off the runtime's threads, so the servers of the
-/// test keep serving while it waits.
-async fn conduit(args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_conduit"))
-            .args(&args)
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("the conduit binary runs")
-    })
-    .await
-    .unwrap()
 }
 
 #[tokio::test]

@@ -125,15 +125,8 @@ async fn conduit_json(api: &RunningApi, args: &[&str]) -> Vec<serde_json::Value>
         "--api-addr".into(),
         api.http.to_string(),
     ]);
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_conduit"))
-            .args(&args)
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("the conduit binary runs")
-    })
-    .await
-    .unwrap();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = conduit(&args).await;
     assert!(
         out.status.success(),
         "conduit failed: {}",

@@ -102,34 +102,24 @@ impl Args {
 }
 
 pub fn render_table(rows: &[Row]) -> String {
-    let ms = |v: Option<u32>| v.map_or_else(|| "-".into(), |v| format!("{v}ms"));
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            vec![
-                r.src.clone(),
-                r.dst.clone(),
-                format!("{:.1}rps", r.request_rate),
-                r.success_rate
-                    .map_or_else(|| "-".into(), |v| format!("{:.2}%", v * 100.0)),
-                ms(r.p50_latency_ms),
-                ms(r.p95_latency_ms),
-                ms(r.p99_latency_ms),
-            ]
+            [r.src.clone(), r.dst.clone()]
+                .into_iter()
+                .chain(table::traffic_cells(
+                    r.request_rate,
+                    r.success_rate,
+                    [r.p50_latency_ms, r.p95_latency_ms, r.p99_latency_ms],
+                ))
+                .collect()
         })
         .collect();
-    table::render(
-        &[
-            "SRC",
-            "DST",
-            "REQUEST_RATE",
-            "SUCCESS_RATE",
-            "P50_LATENCY",
-            "P95_LATENCY",
-            "P99_LATENCY",
-        ],
-        &cells,
-    )
+    let header: Vec<&str> = ["SRC", "DST"]
+        .into_iter()
+        .chain(table::TRAFFIC_HEADERS)
+        .collect();
+    table::render(&header, &cells)
 }
 
 #[cfg(test)]

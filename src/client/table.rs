@@ -27,6 +27,31 @@ pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// The headers of [`traffic_cells`], in its order.
+pub const TRAFFIC_HEADERS: [&str; 5] = [
+    "REQUEST_RATE",
+    "SUCCESS_RATE",
+    "P50_LATENCY",
+    "P95_LATENCY",
+    "P99_LATENCY",
+];
+
+/// Request rate, success rate and P50/P95/P99 as every table of the CLI
+/// prints them (`-` where the window has no data).
+pub fn traffic_cells(
+    request_rate: f64,
+    success_rate: Option<f64>,
+    latencies_ms: [Option<u32>; 3],
+) -> impl Iterator<Item = String> {
+    let ms = |v: Option<u32>| v.map_or_else(|| "-".into(), |v| format!("{v}ms"));
+    [
+        format!("{request_rate:.1}rps"),
+        success_rate.map_or_else(|| "-".into(), |v| format!("{:.2}%", v * 100.0)),
+    ]
+    .into_iter()
+    .chain(latencies_ms.map(ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

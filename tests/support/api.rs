@@ -257,3 +257,51 @@ pub fn unframed<M: prost::Message + Default>(body: &[u8]) -> M {
     assert_eq!(len, body.len() - 4, "one frame, length little-endian");
     M::decode(&body[4..]).unwrap()
 }
+
+/// Stat's summarized request rate of one target deployment over a minute,
+/// through the API's protobuf Stat.
+pub async fn stat_rate(api: &RunningApi, deployment: &str) -> f64 {
+    use conduit::proto::public::{
+        AggregationType, MetricName, MetricRequest, MetricResponse, TimeWindow, metric_value,
+    };
+    use prost::Message as _;
+    let req = MetricRequest {
+        metrics: vec![MetricName::RequestRate as i32],
+        window: TimeWindow::OneMin as i32,
+        group_by: AggregationType::TargetDeploy as i32,
+        filter_by: None,
+        summarize: true,
+    };
+    let rsp = post(
+        api.http,
+        conduit::proto::http_api::STAT_PATH,
+        Some("application/octet-stream"),
+        &req.encode_to_vec(),
+    )
+    .await;
+    let answer: MetricResponse = unframed(&rsp.body);
+    let series = answer
+        .metrics
+        .iter()
+        .find(|s| s.metadata.as_ref().unwrap().target_deploy == deployment)
+        .unwrap();
+    match series.datapoints[0].value.as_ref().unwrap().value {
+        Some(metric_value::Value::Gauge(g)) => g,
+        ref other => panic!("a gauge: {other:?}"),
+    }
+}
+
+/// Runs the built binary off the runtime's threads, so the servers of the
+/// test keep serving while it waits.
+pub async fn conduit(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_conduit"))
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("the conduit binary runs")
+    })
+    .await
+    .unwrap()
+}
