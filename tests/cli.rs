@@ -13,11 +13,23 @@ use api::*;
 use conduit::proto::proxy::telemetry::{RequestScope, eos_ctx::End};
 use support::*;
 
+/// The pod, scheduled on `node`.
+fn on_node(
+    mut pod: k8s_openapi::api::core::v1::Pod,
+    node: &str,
+) -> k8s_openapi::api::core::v1::Pod {
+    pod.spec.get_or_insert_default().node_name = Some(node.to_owned());
+    pod
+}
+
 fn cluster() -> String {
     yaml_docs(&[
         &mk_deployment("shop", "web"),
         &mk_replica_set("shop", "web-5d8f", Some("web")),
-        &mk_pod("shop", "web-5d8f-abcde", "192.0.2.10", Some("web-5d8f")),
+        &on_node(
+            mk_pod("shop", "web-5d8f-abcde", "192.0.2.10", Some("web-5d8f")),
+            "node-a",
+        ),
         &mk_deployment("shop", "books"),
         &mk_replica_set("shop", "books-77aa", Some("books")),
         &mk_pod("shop", "books-77aa-xyz12", "192.0.2.20", Some("books-77aa")),
@@ -172,7 +184,14 @@ async fn stat_tables_like_kubectl() {
             .lines()
             .next()
             .unwrap()
-            .ends_with("P50_LATENCY   P95_LATENCY   P99_LATENCY")
+            .ends_with("P99_LATENCY   TCP_CONN   READ_BYTES/SEC   WRITE_BYTES/SEC")
+    );
+    // The report carried no TCP transports: the TCP columns show "-".
+    let row = stdout(&out).lines().nth(1).unwrap().to_string();
+    assert_eq!(
+        row.split_whitespace().rev().take(3).collect::<Vec<_>>(),
+        ["-", "-", "-"],
+        "{row}"
     );
     assert_eq!(stdout(&out).lines().count(), 2);
 
@@ -366,8 +385,21 @@ async fn get_pods_wide_has_listpods_ips_and_reports() {
             "IP",
             "DEPLOYMENT",
             "LAST REPORT",
+            "NODE",
             "CONTROLLER NAMESPACE",
             "CONTROL PLANE"
+        ],
+        "{text}"
+    );
+    // ListPodNodes' spec.nodeName; `-` for the pod not scheduled yet.
+    assert_eq!(
+        table_rows(&text)
+            .iter()
+            .map(|r| (r["NAME"].as_str(), r["NODE"].as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("shop/books-77aa-xyz12", "-"),
+            ("shop/web-5d8f-abcde", "node-a")
         ],
         "{text}"
     );

@@ -12,6 +12,9 @@
 //!   holds the true percentile (Prometheus interpolates inside the bucket;
 //!   the embedded store is exact to 1%, also checked).
 //!
+//! - TCP (`-o json`'s tcp fields): the connections open exactly; bytes per
+//!   second read and written as the rate.
+//!
 //! The window is `-t 10s`, which the traffic covers completely. The edge of
 //! DESIGN §11's "rate over the span actually covered" — traffic younger than
 //! the window, and traffic that stopped inside it — is
@@ -26,8 +29,13 @@ mod support;
 use std::time::Duration;
 
 use api::*;
+use conduit::proto::common::TcpAddress;
 use conduit::proto::http_api::STAT_PATH;
-use conduit::proto::proxy::telemetry::{RequestScope, eos_ctx::End};
+use conduit::proto::net::ip_to_proto;
+use conduit::proto::proxy::telemetry::{
+    ClientTransport, ReportRequest, RequestScope, ServerTransport, TransportSummary, eos_ctx::End,
+    report_request,
+};
 use conduit::proto::public::{
     AggregationType, MetricMetadata, MetricName, MetricRequest, MetricResponse, TimeWindow,
 };
@@ -78,7 +86,7 @@ fn cluster() -> String {
 }
 
 /// One second of web's outbound traffic.
-fn one_second_of_traffic() -> conduit::proto::proxy::telemetry::ReportRequest {
+fn one_second_of_traffic() -> ReportRequest {
     report(
         "shop",
         "web-5d8f-abcde",
@@ -106,6 +114,50 @@ fn one_second_of_traffic() -> conduit::proto::proxy::telemetry::ReportRequest {
             },
         ],
     )
+}
+
+/// books' connections: web keeps [`BOOKS_CONNECTIONS`] open to it and
+/// replaces one a second; each closed one carried [`BOOKS_READ`] bytes to
+/// books (web's outbound proxy says) and [`BOOKS_WRITE`] back (books'
+/// inbound proxy says).
+const BOOKS_CONNECTIONS: u32 = 3;
+const BOOKS_READ: u64 = 500;
+const BOOKS_WRITE: u64 = 2_000;
+
+/// books' inbound proxy: `connects` connections from web opened, `closes`
+/// closed.
+fn books_inbound(connects: u32, closes: usize) -> ReportRequest {
+    let mut r = report("shop", "books-77aa-xyz12", vec![]);
+    r.proxy = report_request::Proxy::Inbound as i32;
+    r.server_transports = vec![ServerTransport {
+        source_ip: Some(ip_to_proto("192.0.2.10".parse().unwrap())),
+        connects,
+        disconnects: vec![
+            TransportSummary {
+                duration_ms: 4_000,
+                bytes_sent: BOOKS_WRITE,
+            };
+            closes
+        ],
+    }];
+    r
+}
+
+/// web's outbound proxy: one connection to books replaced.
+fn web_outbound_tcp() -> ReportRequest {
+    let mut r = report("shop", "web-5d8f-abcde", vec![]);
+    r.client_transports = vec![ClientTransport {
+        target_addr: Some(TcpAddress {
+            ip: Some(ip_to_proto("192.0.2.20".parse().unwrap())),
+            port: 8080,
+        }),
+        connects: 1,
+        disconnects: vec![TransportSummary {
+            duration_ms: 4_000,
+            bytes_sent: BOOKS_READ,
+        }],
+    }];
+    r
 }
 
 async fn conduit_stat_json(api: &RunningApi) -> Vec<serde_json::Value> {
@@ -245,11 +297,19 @@ async fn stat_agrees_on_prometheus_and_the_embedded_store() {
     // The simulated proxy: one report a second to each, until the end.
     let mut clients = [with_prom.client().await, embedded.client().await];
     let proxy = tokio::spawn(async move {
+        for client in &mut clients {
+            client
+                .report(books_inbound(BOOKS_CONNECTIONS, 0))
+                .await
+                .unwrap();
+        }
         let mut every = tokio::time::interval(REPORT_EVERY);
         loop {
             every.tick().await;
             for client in &mut clients {
                 client.report(one_second_of_traffic()).await.unwrap();
+                client.report(books_inbound(1, 1)).await.unwrap();
+                client.report(web_outbound_tcp()).await.unwrap();
             }
         }
     });
@@ -272,7 +332,32 @@ async fn stat_agrees_on_prometheus_and_the_embedded_store() {
         check_success(backend, "books", books, BOOKS_SUCCESS);
         check_latency(backend, "books", books, "p50LatencyMs", BOOKS_P50);
         check_latency(backend, "books", books, "p99LatencyMs", BOOKS_P99);
+        // TCP: connections open now, bytes per second read and written.
+        let tcp = |field: &str| {
+            books[field]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{backend}: books has no {field}: {books}"))
+        };
+        assert_eq!(
+            tcp("tcpOpenConnections"),
+            f64::from(BOOKS_CONNECTIONS),
+            "{backend}"
+        );
+        for (field, want) in [
+            ("tcpReadBytesPerSec", BOOKS_READ),
+            ("tcpWriteBytesPerSec", BOOKS_WRITE),
+        ] {
+            let (got, want) = (tcp(field), want as f64);
+            assert!(
+                (got - want).abs() <= want * RATE_TOLERANCE,
+                "{backend}: books' {field} {got}, want {want}"
+            );
+        }
         let authors = row(&rows, "shop/authors", backend);
+        assert!(
+            authors.get("tcpOpenConnections").is_none(),
+            "{backend}: authors had no connection reported: {authors}"
+        );
         check_rate(backend, "authors", authors, AUTHORS_RPS);
         check_success(backend, "authors", authors, 1.0);
         check_latency(backend, "authors", authors, "p50LatencyMs", AUTHORS_LATENCY);

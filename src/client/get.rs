@@ -1,12 +1,14 @@
 //! `conduit get pods|deployments`: the pods of the mesh as telemetry knows
-//! them, with when each last reported (`-o wide`: every field of the API's
-//! `Pod`), and the deployments they make up.
+//! them, with when each last reported (`-o wide`: the node from
+//! `ListPodNodes` and every field of the API's `Pod`), and the deployments
+//! they make up.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::{ApiArgs, ApiClient, in_namespace, table};
-use crate::proto::http_api::{self, LIST_PODS_PATH};
-use crate::proto::public::{Empty, ListPodsResponse, Pod};
+use crate::proto::http_api::{self, LIST_POD_NODES_PATH, LIST_PODS_PATH};
+use crate::proto::public::{Empty, ListPodNodesResponse, ListPodsResponse, Pod};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -28,10 +30,10 @@ pub enum What {
 pub enum Output {
     /// NAME, STATUS, IP, DEPLOYMENT, LAST REPORT.
     Table,
-    /// Pods: the table and the rest of the API's `Pod` — CONTROLLER
-    /// NAMESPACE (the control plane its proxy belongs to) and CONTROL
-    /// PLANE (whether it is one of that plane's pods). Deployments: the
-    /// table (every column is already shown).
+    /// Pods: the table, NODE (where the pod is scheduled) and the rest of
+    /// the API's `Pod` — CONTROLLER NAMESPACE (the control plane its proxy
+    /// belongs to) and CONTROL PLANE (whether it is one of that plane's
+    /// pods). Deployments: the table (every column is already shown).
     Wide,
     /// A JSON array of the API's `Pod` messages (proto3 JSON).
     Json,
@@ -64,7 +66,19 @@ impl Args {
 impl PodsArgs {
     async fn run(self) -> anyhow::Result<()> {
         let client = ApiClient::new(&self.api.api_addr)?;
-        let rsp: ListPodsResponse = client.call(LIST_PODS_PATH, &Empty {}).await?;
+        // The nodes come from a call of their own, as the wire's `Pod` has
+        // no field for them; asked at the same time as the pods.
+        let (rsp, nodes) = if self.output == Output::Wide {
+            tokio::try_join!(
+                client.call::<_, ListPodsResponse>(LIST_PODS_PATH, &Empty {}),
+                client.call::<_, ListPodNodesResponse>(LIST_POD_NODES_PATH, &Empty {}),
+            )?
+        } else {
+            let pods = client.call(LIST_PODS_PATH, &Empty {}).await?;
+            (pods, ListPodNodesResponse::default())
+        };
+        let nodes: HashMap<String, String> =
+            nodes.pods.into_iter().map(|p| (p.name, p.node)).collect();
         let mut pods: Vec<Pod> = rsp
             .pods
             .into_iter()
@@ -81,7 +95,7 @@ impl PodsArgs {
             }
             Output::Table | Output::Wide if pods.is_empty() => eprintln!("No pods found."),
             Output::Table => print!("{}", render_table(&pods)),
-            Output::Wide => print!("{}", render_wide_table(&pods)),
+            Output::Wide => print!("{}", render_wide_table(&pods, &nodes)),
         }
         Ok(())
     }
@@ -172,20 +186,21 @@ pub fn render_table(pods: &[Pod]) -> String {
     table::render(&POD_COLUMNS, &rows)
 }
 
-/// `-o wide`: the table's columns, then the rest of the `Pod` message.
-/// (The wire's `Pod` has no node, so there is no NODE column.)
-pub fn render_wide_table(pods: &[Pod]) -> String {
+/// `-o wide`: the table's columns, the pod's node (`-` when it has none or
+/// `nodes` does not know it), then the rest of the `Pod` message.
+pub fn render_wide_table(pods: &[Pod], nodes: &HashMap<String, String>) -> String {
     let rows: Vec<Vec<String>> = pods
         .iter()
         .map(|p| {
             let mut cells = pod_cells(p);
+            cells.push(cell(nodes.get(&p.name).map_or("", String::as_str)));
             cells.push(cell(&p.controller_namespace));
             cells.push(if p.control_plane { "yes" } else { "no" }.to_string());
             cells
         })
         .collect();
     let mut header = POD_COLUMNS.to_vec();
-    header.extend(["CONTROLLER NAMESPACE", "CONTROL PLANE"]);
+    header.extend(["NODE", "CONTROLLER NAMESPACE", "CONTROL PLANE"]);
     table::render(&header, &rows)
 }
 
@@ -258,12 +273,13 @@ shop/lonely    Pending   -            -            -
         );
         let mut wide = pods.clone();
         wide[0].controller_namespace = "conduit".into();
+        let nodes = HashMap::from([("shop/books-1".to_string(), "node-a".to_string())]);
         assert_eq!(
-            render_wide_table(&wide),
+            render_wide_table(&wide, &nodes),
             "\
-NAME           STATUS    IP           DEPLOYMENT   LAST REPORT   CONTROLLER NAMESPACE   CONTROL PLANE
-shop/books-1   Running   192.0.2.20   shop/books   1m15s ago     conduit                no
-shop/lonely    Pending   -            -            -             -                      no
+NAME           STATUS    IP           DEPLOYMENT   LAST REPORT   NODE     CONTROLLER NAMESPACE   CONTROL PLANE
+shop/books-1   Running   192.0.2.20   shop/books   1m15s ago     node-a   conduit                no
+shop/lonely    Pending   -            -            -             -        -                      no
 "
         );
         assert_eq!(age(Duration::from_secs(7300)), "2h1m");

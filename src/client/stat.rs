@@ -46,7 +46,9 @@ pub enum Output {
     Table,
     /// A JSON array of rows.
     Json,
-    /// The table with P95_LATENCY between P50 and P99.
+    /// The table with P95_LATENCY between P50 and P99, and the TCP
+    /// columns: connections open now (TCP_CONN), READ_BYTES/SEC and
+    /// WRITE_BYTES/SEC of the row's pods.
     Wide,
 }
 
@@ -93,6 +95,19 @@ pub struct Row {
     /// Pods that report, and all pods (the table's MESHED column).
     #[serde(skip)]
     pub meshed: Option<(u32, u32)>,
+    /// The wide table's TCP columns; absent from the JSON without them.
+    #[serde(flatten)]
+    pub tcp: Option<Tcp>,
+}
+
+/// Connections into a row's pods open now, and the bytes they read and
+/// wrote per second over the window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tcp {
+    pub tcp_open_connections: f64,
+    pub tcp_read_bytes_per_sec: f64,
+    pub tcp_write_bytes_per_sec: f64,
 }
 
 impl Args {
@@ -214,6 +229,11 @@ pub fn summary_rows(rsp: &StatSummaryResponse, resource: Resource) -> Vec<Row> {
             p95_latency_ms: r.p95_latency_ms.map(i64::from),
             p99_latency_ms: r.p99_latency_ms.map(i64::from),
             meshed: Some((r.meshed_pods, r.total_pods)),
+            tcp: r.tcp_open_connections.map(|open| Tcp {
+                tcp_open_connections: open,
+                tcp_read_bytes_per_sec: r.tcp_read_bytes_per_sec.unwrap_or_default(),
+                tcp_write_bytes_per_sec: r.tcp_write_bytes_per_sec.unwrap_or_default(),
+            }),
         })
         .collect()
 }
@@ -338,6 +358,7 @@ pub fn render_table(rows: &[Row], wide: bool) -> String {
     ];
     if wide {
         header.insert(4, "P95_LATENCY");
+        header.extend(["TCP_CONN", "READ_BYTES/SEC", "WRITE_BYTES/SEC"]);
     }
     if meshed {
         header.insert(1, "MESHED");
@@ -356,6 +377,14 @@ pub fn render_table(rows: &[Row], wide: bool) -> String {
             ];
             if wide {
                 cells.insert(4, latency(r.p95_latency_ms));
+                cells.extend(match r.tcp {
+                    Some(t) => [
+                        format!("{:.0}", t.tcp_open_connections),
+                        format!("{:.1}B/s", t.tcp_read_bytes_per_sec),
+                        format!("{:.1}B/s", t.tcp_write_bytes_per_sec),
+                    ],
+                    None => ["-".into(), "-".into(), "-".into()],
+                });
             }
             if meshed {
                 let (up, all) = r.meshed.unwrap_or_default();
@@ -450,6 +479,7 @@ mod tests {
                 p95_latency_ms: Some(30),
                 p99_latency_ms: Some(48),
                 meshed: None,
+                tcp: None,
             }
         );
     }
@@ -465,13 +495,24 @@ shop/books   20.0rps        98.50%         12ms          48ms
 shop/web     3.0rps         -              -             -
 "
         );
-        // Wide puts P95 between P50 and P99.
+        // Wide puts P95 between P50 and P99, and adds the TCP columns.
+        let mut wide = shop.clone();
+        wide[0].tcp = Some(Tcp {
+            tcp_open_connections: 3.0,
+            tcp_read_bytes_per_sec: 1_234.56,
+            tcp_write_bytes_per_sec: 20.0,
+        });
         assert_eq!(
-            render_table(&shop[..1], true),
+            render_table(&wide, true),
             "\
-NAME         REQUEST_RATE   SUCCESS_RATE   P50_LATENCY   P95_LATENCY   P99_LATENCY
-shop/books   20.0rps        98.50%         12ms          30ms          48ms
+NAME         REQUEST_RATE   SUCCESS_RATE   P50_LATENCY   P95_LATENCY   P99_LATENCY   TCP_CONN   READ_BYTES/SEC   WRITE_BYTES/SEC
+shop/books   20.0rps        98.50%         12ms          30ms          48ms          3          1234.6B/s        20.0B/s
+shop/web     3.0rps         -              -             -             -             -          -                -
 "
+        );
+        assert_eq!(
+            serde_json::to_string(&wide[0]).unwrap(),
+            r#"{"name":"shop/books","requestRate":20.04,"successRate":0.985,"p50LatencyMs":12,"p95LatencyMs":30,"p99LatencyMs":48,"tcpOpenConnections":3.0,"tcpReadBytesPerSec":1234.56,"tcpWriteBytesPerSec":20.0}"#
         );
         assert_eq!(
             serde_json::to_string(&shop[0]).unwrap(),

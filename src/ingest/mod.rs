@@ -50,7 +50,7 @@ use labels::LabelBuf;
 use report::{is_success, method_label, resolve};
 use series::{MeshData, Response, TcpData};
 use table::{Budget, Lookup, Table};
-use window::WindowData;
+use window::{TcpCounts, TcpWindowData, WindowData};
 
 /// Default `-max-series`: enough for a few thousand pods with a realistic
 /// route count, small enough (≈ 150 MB) to never threaten the node.
@@ -164,6 +164,10 @@ pub struct Ingester {
     /// own bound.
     route_windows: Table<WindowData>,
     route_budget: Budget,
+    /// TCP per workload pair (StatSummary's TCP columns), with its own
+    /// bound of `-max-series` pairs.
+    tcp_windows: Table<TcpWindowData>,
+    tcp_window_budget: Budget,
     instances: Instances,
     health: Health,
     /// Roll-ups of streamed scrapes in progress.
@@ -191,6 +195,8 @@ thread_local! {
     static SCRATCH: RefCell<LabelBuf> = RefCell::new(LabelBuf::default());
     /// A label set's folded form, built past the series cap only.
     static FOLDED: RefCell<LabelBuf> = RefCell::new(LabelBuf::default());
+    /// A TCP workload pair's key in the embedded store.
+    static PAIR_KEY: RefCell<LabelBuf> = RefCell::new(LabelBuf::default());
     /// A route's key in the embedded store.
     static ROUTE_KEY: RefCell<LabelBuf> = RefCell::new(LabelBuf::default());
     /// Decoding tables, reused across reports on each thread.
@@ -242,6 +248,8 @@ impl Ingester {
             window_budget: Budget::new(config.max_series),
             route_windows: Table::new(&labels::ROUTE),
             route_budget: Budget::new(MAX_ROUTE_WINDOWS),
+            tcp_windows: Table::new(&labels::PAIR),
+            tcp_window_budget: Budget::new(config.max_series),
             config,
             mesh: Table::new(&labels::MESH),
             mesh_overflow: Mutex::new(None),
@@ -283,6 +291,14 @@ impl Ingester {
     pub fn for_each_pair(&self, mut visit: impl FnMut(labels::LabelRef<'_>, &WindowData)) {
         for shard in 0..table::SHARDS {
             self.windows.for_each_in_shard(shard, &mut visit);
+        }
+    }
+
+    /// Visits every workload pair's TCP windows; the labels are
+    /// [`labels::PAIR`]'s.
+    pub fn for_each_tcp_pair(&self, mut visit: impl FnMut(labels::LabelRef<'_>, &TcpWindowData)) {
+        for shard in 0..table::SHARDS {
+            self.tcp_windows.for_each_in_shard(shard, &mut visit);
         }
     }
 
@@ -337,7 +353,7 @@ impl Ingester {
             for scope in &report.flat.scopes {
                 self.apply_scope(report, scope, meta, now, w, &mut tally);
             }
-            self.apply_transports(report, meta, now.secs, w, &mut tally);
+            self.apply_transports(report, meta, now, w, &mut tally);
         });
         let flat = report.flat;
         let (namespace, instance) = (report.str(flat.namespace), report.str(flat.instance));
@@ -554,7 +570,7 @@ impl Ingester {
         &self,
         report: Report<'_>,
         meta: &E,
-        now: u32,
+        now: Now,
         w: &mut LabelBuf,
         tally: &mut Tally,
     ) {
@@ -584,16 +600,80 @@ impl Ingester {
                 }
             }
         };
+        let inbound = direction == "inbound";
         for t in &flat.server_transports {
             let peer = resolve(meta, t.ip, &mut tally.source_misses);
             tcp_labels(w, direction, "src", peer, this);
-            self.add_tcp(w.view(), now, t.connects, report.disconnects(t), tally);
+            let disconnects = report.disconnects(t);
+            self.add_tcp(w.view(), now.secs, t.connects, disconnects, tally);
+            // A connection into this pod: its opens and closes, and what
+            // the pod wrote back. (An outbound proxy's server side is the
+            // pod's own app.)
+            if inbound {
+                let bytes = TcpCounts {
+                    read_bytes: 0,
+                    write_bytes: sent(disconnects),
+                };
+                let opened = u64::from(t.connects);
+                self.add_tcp_window(
+                    peer,
+                    this,
+                    now,
+                    opened,
+                    disconnects.len() as u64,
+                    bytes,
+                    tally,
+                );
+            }
         }
         for t in &flat.client_transports {
             let peer = resolve(meta, t.ip, &mut tally.target_misses);
             tcp_labels(w, direction, "dst", this, peer);
-            self.add_tcp(w.view(), now, t.connects, report.disconnects(t), tally);
+            let disconnects = report.disconnects(t);
+            self.add_tcp(w.view(), now.secs, t.connects, disconnects, tally);
+            // What this pod sent the peer, which the peer read. (Its
+            // opens and closes count at the peer's inbound side, not twice;
+            // an inbound proxy's client side is the pod's own app.)
+            if !inbound {
+                let bytes = TcpCounts {
+                    read_bytes: sent(disconnects),
+                    write_bytes: 0,
+                };
+                self.add_tcp_window(this, peer, now, 0, 0, bytes, tally);
+            }
         }
+    }
+
+    /// Adds to the TCP windows of the pair `source` → `target` (embedded
+    /// Stat store only); past its bound, counted as a dropped pair.
+    #[allow(clippy::too_many_arguments)]
+    fn add_tcp_window(
+        &self,
+        source: WorkloadRef<'_>,
+        target: WorkloadRef<'_>,
+        now: Now,
+        opened: u64,
+        closed: u64,
+        bytes: TcpCounts,
+        tally: &mut Tally,
+    ) {
+        if !self.config.embedded_stat {
+            return;
+        }
+        PAIR_KEY.with_borrow_mut(|k| {
+            k.start(&labels::PAIR);
+            for value in [source.pod, target.pod, source.deployment, target.deployment] {
+                k.push(value);
+            }
+            let add = |d: &mut TcpWindowData| d.add(now.ms, now.secs, opened, closed, bytes);
+            if self
+                .tcp_windows
+                .update(k.view(), &self.tcp_window_budget, add)
+                == Lookup::Full
+            {
+                tally.pairs_dropped += 1;
+            }
+        });
     }
 
     fn add_tcp(
@@ -638,6 +718,8 @@ impl Ingester {
             self.windows.evict_idle(pair_cutoff, &self.window_budget);
             self.route_windows
                 .evict_idle(pair_cutoff, &self.route_budget);
+            self.tcp_windows
+                .evict_idle(pair_cutoff, &self.tcp_window_budget);
         }
         if let Some(d) = expire_overflow(&self.mesh_overflow, cutoff).filter(|_| keep) {
             gone.mesh
@@ -716,6 +798,13 @@ fn add_scope(
             }
         }
     }
+}
+
+/// Bytes sent over the closed connections of a transport summary.
+fn sent(disconnects: &[(u64, u64)]) -> u64 {
+    disconnects
+        .iter()
+        .fold(0u64, |sum, &(_, bytes)| sum.saturating_add(bytes))
 }
 
 fn tcp_labels(

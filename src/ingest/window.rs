@@ -6,8 +6,10 @@
 //! (`source`, `target`, `source_deployment`, `target_deployment`), i.e. the
 //! mesh series with `method` and `path` projected away. Each pair keeps
 //! 10-second slots for the last ten minutes and, rolled up from them as each
-//! minute closes, 1-minute slots for the last hour. A slot holds request,
-//! success and failure counts and a [`SparseHist`] of latencies.
+//! minute closes, 1-minute slots for the last hour ([`Ring`]). A slot holds
+//! request, success and failure counts and a [`SparseHist`] of latencies;
+//! a pair's TCP ring ([`TcpWindowData`]) holds the bytes its connections
+//! carried, beside the connections opened and closed.
 
 use std::collections::VecDeque;
 
@@ -36,14 +38,84 @@ pub const MAX_FIRST_REPORT_LEAD_MS: u64 = 30_000;
 /// in any window.
 pub const PAIR_IDLE_SECS: u32 = 3_700;
 
+/// What one slot of a [`Ring`] counts; slots add up as fine slots roll
+/// into coarse ones and as a query reads them.
+pub trait SlotCounts: Default {
+    fn add(&mut self, other: &Self);
+}
+
+/// Requests of a workload pair or route in one slot.
 #[derive(Clone, Debug, Default)]
-pub struct Slot {
-    /// Slot number: start time / slot width.
-    pub number: u64,
+pub struct Counts {
     pub requests: u64,
     pub success: u64,
     pub failure: u64,
     pub latency: SparseHist,
+}
+
+impl SlotCounts for Counts {
+    fn add(&mut self, other: &Self) {
+        self.requests += other.requests;
+        self.success += other.success;
+        self.failure += other.failure;
+        self.latency.merge(&other.latency);
+    }
+}
+
+/// Bytes of a workload pair's TCP connections in one slot, as both ends
+/// report them: the target read what the source's outbound proxy sent it,
+/// and wrote what the target's inbound proxy sent back (the wire's
+/// `TransportSummary` counts bytes sent, on closed connections).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpCounts {
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+}
+
+impl SlotCounts for TcpCounts {
+    fn add(&mut self, other: &Self) {
+        self.read_bytes = self.read_bytes.saturating_add(other.read_bytes);
+        self.write_bytes = self.write_bytes.saturating_add(other.write_bytes);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Slot<S> {
+    /// Slot number: start time / slot width.
+    number: u64,
+    counts: S,
+}
+
+/// Which time a read covers: where the slots read begin (the window's
+/// start rounded down to the slot grain) and where the last one read ends
+/// (past the window's end when that falls inside a slot, whose counts then
+/// reach beyond it). Both in ms; `None` until a slot is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    pub aligned_from_ms: Option<u64>,
+    pub covered_to_ms: Option<u64>,
+}
+
+impl Span {
+    fn read(&mut self, number: u64, width: u64) {
+        let end = number * width + width;
+        self.covered_to_ms = Some(self.covered_to_ms.map_or(end, |e| e.max(end)));
+    }
+
+    fn align(&mut self, from_ms: u64, width: u64) {
+        let aligned = from_ms / width * width;
+        self.aligned_from_ms = Some(self.aligned_from_ms.map_or(aligned, |a| a.min(aligned)));
+    }
+
+    /// The span covering both.
+    pub fn merge(&mut self, other: &Span) {
+        if let Some(to) = other.covered_to_ms {
+            self.covered_to_ms = Some(self.covered_to_ms.map_or(to, |c| c.max(to)));
+        }
+        if let Some(from) = other.aligned_from_ms {
+            self.aligned_from_ms = Some(self.aligned_from_ms.map_or(from, |c| c.min(from)));
+        }
+    }
 }
 
 /// What a window query adds up.
@@ -67,22 +139,23 @@ impl Totals {
         self.requests == 0 && self.latency.is_empty() && self.success == 0 && self.failure == 0
     }
 
-    fn add(&mut self, slot: &Slot) {
-        self.requests += slot.requests;
-        self.success += slot.success;
-        self.failure += slot.failure;
-        self.latency.merge(&slot.latency);
+    fn add(&mut self, c: &Counts) {
+        self.requests += c.requests;
+        self.success += c.success;
+        self.failure += c.failure;
+        self.latency.merge(&c.latency);
     }
 
-    fn read(&mut self, slot: &Slot, width: u64) {
-        self.add(slot);
-        let end = slot.number * width + width;
-        self.covered_to_ms = Some(self.covered_to_ms.map_or(end, |e| e.max(end)));
+    pub fn span(&self) -> Span {
+        Span {
+            aligned_from_ms: self.aligned_from_ms,
+            covered_to_ms: self.covered_to_ms,
+        }
     }
 
-    fn align(&mut self, from_ms: u64, width: u64) {
-        let aligned = from_ms / width * width;
-        self.aligned_from_ms = Some(self.aligned_from_ms.map_or(aligned, |a| a.min(aligned)));
+    fn set_span(&mut self, span: Span) {
+        self.aligned_from_ms = span.aligned_from_ms;
+        self.covered_to_ms = span.covered_to_ms;
     }
 
     /// Adds `other` (another group's, or another replica's, totals over
@@ -93,25 +166,158 @@ impl Totals {
         self.success = self.success.saturating_add(other.success);
         self.failure = self.failure.saturating_add(other.failure);
         self.latency.merge(&other.latency);
-        if let Some(to) = other.covered_to_ms {
-            self.covered_to_ms = Some(self.covered_to_ms.map_or(to, |c| c.max(to)));
-        }
-        if let Some(from) = other.aligned_from_ms {
-            self.aligned_from_ms = Some(self.aligned_from_ms.map_or(from, |c| c.min(from)));
+        let mut span = self.span();
+        span.merge(&other.span());
+        self.set_span(span);
+    }
+}
+
+/// Slots of counts over the last hour: 10-second slots for the last ten
+/// minutes and, rolled up from them as each minute closes, 1-minute slots
+/// for the hour. Written by hand rather than with a time-series crate: a
+/// ring per pair, touched on every report, has to be a few pushes and adds.
+#[derive(Debug)]
+pub struct Ring<S> {
+    fine: VecDeque<Slot<S>>,
+    coarse: VecDeque<Slot<S>>,
+    /// The last fine slot number already rolled into `coarse`.
+    rolled_through: Option<u64>,
+    /// When the ring was first written (ms, store clock).
+    first_seen_ms: u64,
+    /// When a later report first wrote it (ms, store clock).
+    second_seen_ms: Option<u64>,
+}
+
+impl<S> Default for Ring<S> {
+    fn default() -> Self {
+        Self {
+            fine: VecDeque::new(),
+            coarse: VecDeque::new(),
+            rolled_through: None,
+            first_seen_ms: 0,
+            second_seen_ms: None,
         }
     }
 }
 
+impl<S: SlotCounts> Ring<S> {
+    /// The fine slot for `now_ms` (store clock), to add to: closed minutes
+    /// are rolled into coarse slots and what no window reaches any more is
+    /// dropped.
+    pub fn current(&mut self, now_ms: u64) -> &mut S {
+        if self.fine.is_empty() && self.coarse.is_empty() {
+            self.first_seen_ms = now_ms;
+            self.second_seen_ms = None;
+        } else if self.second_seen_ms.is_none() && now_ms > self.first_seen_ms {
+            self.second_seen_ms = Some(now_ms);
+        }
+        let number = now_ms / FINE_MS;
+        if self.fine.back().is_none_or(|s| s.number < number) {
+            self.roll_up(number);
+            self.fine.push_back(Slot {
+                number,
+                counts: S::default(),
+            });
+            while self
+                .fine
+                .front()
+                .is_some_and(|s| s.number + FINE_SLOTS <= number)
+            {
+                self.fine.pop_front();
+            }
+            let minute = number / PER_COARSE;
+            while self
+                .coarse
+                .front()
+                .is_some_and(|s| s.number + COARSE_SLOTS <= minute)
+            {
+                self.coarse.pop_front();
+            }
+        }
+        &mut self
+            .fine
+            .back_mut()
+            .expect("a slot was just ensured")
+            .counts
+    }
+
+    /// Where the data begins. A report counts what happened since the
+    /// proxy's previous one, so the first report that wrote the ring
+    /// covers time before it arrived: about as long as the gap to the next
+    /// one, at most [`MAX_FIRST_REPORT_LEAD_MS`]. Until a second report
+    /// comes, the data begins at the first.
+    pub fn covered_from_ms(&self) -> u64 {
+        let lead = self
+            .second_seen_ms
+            .map_or(0, |second| second - self.first_seen_ms)
+            .min(MAX_FIRST_REPORT_LEAD_MS);
+        self.first_seen_ms.saturating_sub(lead)
+    }
+
+    /// Rolls every fine slot of minutes before the one `number` is in into
+    /// its coarse slot.
+    fn roll_up(&mut self, number: u64) {
+        let open_minute = number / PER_COARSE;
+        for slot in &self.fine {
+            if slot.number / PER_COARSE >= open_minute {
+                break;
+            }
+            if self.rolled_through.is_some_and(|r| slot.number <= r) {
+                continue;
+            }
+            let minute = slot.number / PER_COARSE;
+            if self.coarse.back().is_none_or(|c| c.number < minute) {
+                self.coarse.push_back(Slot {
+                    number: minute,
+                    counts: S::default(),
+                });
+            }
+            let c = self.coarse.back_mut().expect("just ensured");
+            c.counts.add(&slot.counts);
+            self.rolled_through = Some(slot.number);
+        }
+    }
+
+    /// Hands `add` the slots overlapping `[from_ms, to_ms]`, extending
+    /// `span` over them. Windows that start inside the fine horizon are
+    /// read at 10 s grain; longer ones read closed minutes from the coarse
+    /// slots and the rest from fine slots.
+    pub fn read(&self, from_ms: u64, to_ms: u64, span: &mut Span, mut add: impl FnMut(&S)) {
+        let overlaps = |start: u64, width: u64| start + width > from_ms && start <= to_ms;
+        let fine_horizon = self.fine.front().map(|s| s.number * FINE_MS);
+        if fine_horizon.is_some_and(|h| h <= from_ms) || self.coarse.is_empty() {
+            span.align(from_ms, FINE_MS);
+            for s in &self.fine {
+                if overlaps(s.number * FINE_MS, FINE_MS) {
+                    add(&s.counts);
+                    span.read(s.number, FINE_MS);
+                }
+            }
+            return;
+        }
+        span.align(from_ms, COARSE_MS);
+        for c in &self.coarse {
+            if overlaps(c.number * COARSE_MS, COARSE_MS) {
+                add(&c.counts);
+                span.read(c.number, COARSE_MS);
+            }
+        }
+        for s in &self.fine {
+            if self.rolled_through.is_some_and(|r| s.number <= r) {
+                continue;
+            }
+            if overlaps(s.number * FINE_MS, FINE_MS) {
+                add(&s.counts);
+                span.read(s.number, FINE_MS);
+            }
+        }
+    }
+}
+
+/// A workload pair's or a route's requests over the last hour.
 #[derive(Debug, Default)]
 pub struct WindowData {
-    fine: VecDeque<Slot>,
-    coarse: VecDeque<Slot>,
-    /// The last fine slot number already rolled into `coarse`.
-    rolled_through: Option<u64>,
-    /// When this pair was first seen (ms, store clock).
-    pub first_seen_ms: u64,
-    /// When a later report first named this pair (ms, store clock).
-    second_seen_ms: Option<u64>,
+    ring: Ring<Counts>,
     touched: u32,
 }
 
@@ -124,14 +330,8 @@ impl SeriesData for WindowData {
 impl WindowData {
     /// Adds one request scope at `now_ms` (store clock).
     pub fn add_scope(&mut self, report: Report<'_>, scope: &Scope, now_ms: u64, now_secs: u32) {
-        if self.fine.is_empty() && self.coarse.is_empty() {
-            self.first_seen_ms = now_ms;
-            self.second_seen_ms = None;
-        } else if self.second_seen_ms.is_none() && now_ms > self.first_seen_ms {
-            self.second_seen_ms = Some(now_ms);
-        }
         self.touched = now_secs;
-        let slot = self.current(now_ms);
+        let slot = self.ring.current(now_ms);
         slot.requests += u64::from(scope.count);
         for rsp in report.responses(scope) {
             let status = rsp.status;
@@ -152,104 +352,69 @@ impl WindowData {
         }
     }
 
-    /// Where this pair's data begins. A report counts the requests since
-    /// the proxy's previous one, so the first report that named the pair
-    /// covers time before it arrived: about as long as the gap to the next
-    /// one, at most [`MAX_FIRST_REPORT_LEAD_MS`]. Until a second report
-    /// comes, the data begins at the first.
+    /// Where this pair's data begins ([`Ring::covered_from_ms`]).
     pub fn covered_from_ms(&self) -> u64 {
-        let lead = self
-            .second_seen_ms
-            .map_or(0, |second| second - self.first_seen_ms)
-            .min(MAX_FIRST_REPORT_LEAD_MS);
-        self.first_seen_ms.saturating_sub(lead)
+        self.ring.covered_from_ms()
     }
 
-    /// The fine slot for `now_ms`, rolling closed minutes into coarse slots
-    /// and dropping what no window reaches any more.
-    fn current(&mut self, now_ms: u64) -> &mut Slot {
-        let number = now_ms / FINE_MS;
-        if self.fine.back().is_none_or(|s| s.number < number) {
-            self.roll_up(number);
-            self.fine.push_back(Slot {
-                number,
-                ..Slot::default()
-            });
-            while self
-                .fine
-                .front()
-                .is_some_and(|s| s.number + FINE_SLOTS <= number)
-            {
-                self.fine.pop_front();
-            }
-            let minute = number / PER_COARSE;
-            while self
-                .coarse
-                .front()
-                .is_some_and(|s| s.number + COARSE_SLOTS <= minute)
-            {
-                self.coarse.pop_front();
-            }
-        }
-        self.fine.back_mut().expect("a slot was just ensured")
-    }
-
-    /// Rolls every fine slot of minutes before the one `number` is in into
-    /// its coarse slot.
-    fn roll_up(&mut self, number: u64) {
-        let open_minute = number / PER_COARSE;
-        for slot in &self.fine {
-            if slot.number / PER_COARSE >= open_minute {
-                break;
-            }
-            if self.rolled_through.is_some_and(|r| slot.number <= r) {
-                continue;
-            }
-            let minute = slot.number / PER_COARSE;
-            if self.coarse.back().is_none_or(|c| c.number < minute) {
-                self.coarse.push_back(Slot {
-                    number: minute,
-                    ..Slot::default()
-                });
-            }
-            let c = self.coarse.back_mut().expect("just ensured");
-            c.requests += slot.requests;
-            c.success += slot.success;
-            c.failure += slot.failure;
-            c.latency.merge(&slot.latency);
-            self.rolled_through = Some(slot.number);
-        }
-    }
-
-    /// Adds up the slots overlapping `[from_ms, to_ms]`. Windows that start
-    /// inside the fine horizon are read at 10 s grain; longer ones read
-    /// closed minutes from the coarse slots and the rest from fine slots.
+    /// Adds up the slots overlapping `[from_ms, to_ms]`.
     pub fn totals(&self, from_ms: u64, to_ms: u64, out: &mut Totals) {
-        let overlaps = |start: u64, width: u64| start + width > from_ms && start <= to_ms;
-        let fine_horizon = self.fine.front().map(|s| s.number * FINE_MS);
-        if fine_horizon.is_some_and(|h| h <= from_ms) || self.coarse.is_empty() {
-            out.align(from_ms, FINE_MS);
-            for s in &self.fine {
-                if overlaps(s.number * FINE_MS, FINE_MS) {
-                    out.read(s, FINE_MS);
-                }
-            }
-            return;
-        }
-        out.align(from_ms, COARSE_MS);
-        for c in &self.coarse {
-            if overlaps(c.number * COARSE_MS, COARSE_MS) {
-                out.read(c, COARSE_MS);
-            }
-        }
-        for s in &self.fine {
-            if self.rolled_through.is_some_and(|r| s.number <= r) {
-                continue;
-            }
-            if overlaps(s.number * FINE_MS, FINE_MS) {
-                out.read(s, FINE_MS);
-            }
-        }
+        let mut span = out.span();
+        self.ring.read(from_ms, to_ms, &mut span, |c| out.add(c));
+        out.set_span(span);
+    }
+}
+
+/// A workload pair's TCP connections: bytes over the last hour, and the
+/// connections the target's inbound proxy reported opened and closed
+/// since the pair was first seen.
+#[derive(Debug, Default)]
+pub struct TcpWindowData {
+    ring: Ring<TcpCounts>,
+    pub opened: u64,
+    pub closed: u64,
+    touched: u32,
+}
+
+impl SeriesData for TcpWindowData {
+    fn last_touch(&self) -> u32 {
+        self.touched
+    }
+}
+
+/// What a TCP window query adds up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpTotals {
+    pub bytes: TcpCounts,
+    /// Connections opened less those closed (never below zero per pair: a
+    /// connection opened before the store started may close after).
+    pub open: u64,
+    pub span: Span,
+}
+
+impl TcpWindowData {
+    /// Adds what one transport summary of a report said about the pair.
+    pub fn add(&mut self, now_ms: u64, now_secs: u32, opened: u64, closed: u64, bytes: TcpCounts) {
+        self.touched = now_secs;
+        self.opened = self.opened.saturating_add(opened);
+        self.closed = self.closed.saturating_add(closed);
+        self.ring.current(now_ms).add(&bytes);
+    }
+
+    /// Where this pair's data begins ([`Ring::covered_from_ms`]).
+    pub fn covered_from_ms(&self) -> u64 {
+        self.ring.covered_from_ms()
+    }
+
+    /// Adds the bytes of the slots overlapping `[from_ms, to_ms]` and the
+    /// connections open now.
+    pub fn totals(&self, from_ms: u64, to_ms: u64, out: &mut TcpTotals) {
+        let bytes = &mut out.bytes;
+        self.ring
+            .read(from_ms, to_ms, &mut out.span, |c| bytes.add(c));
+        out.open = out
+            .open
+            .saturating_add(self.opened.saturating_sub(self.closed));
     }
 }
 
@@ -328,7 +493,7 @@ mod tests {
         assert_eq!(hour.success, 1800);
         assert_eq!(hour.latency.count(), 1800);
         assert_eq!(hour.aligned_from_ms, Some(0));
-        assert!(w.fine.len() as u64 <= FINE_SLOTS);
+        assert!(w.ring.fine.len() as u64 <= FINE_SLOTS);
     }
 
     #[test]

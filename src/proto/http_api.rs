@@ -28,6 +28,7 @@ pub const EDGES_PATH: &str = "/api/v1/Edges";
 pub const ROUTES_PATH: &str = "/api/v1/Routes";
 pub const HEALTH_PATH: &str = "/api/v1/Health";
 pub const LATENCY_DISTRIBUTION_PATH: &str = "/api/v1/LatencyDistribution";
+pub const LIST_POD_NODES_PATH: &str = "/api/v1/ListPodNodes";
 
 /// The response header of a Stat or ListPods that some telemetry replicas
 /// could not contribute to, e.g. `1 of 3 telemetry replicas unreachable
@@ -126,6 +127,7 @@ json_form! {
     public::HealthResponse => json::public::HealthResponse,
     public::LatencyDistributionRequest => json::public::LatencyDistributionRequest,
     public::LatencyDistributionResponse => json::public::LatencyDistributionResponse,
+    public::ListPodNodesResponse => json::public::ListPodNodesResponse,
 }
 
 /// Converts between the two generated copies of a message through its wire

@@ -51,6 +51,7 @@ enum Route {
     Routes,
     Health,
     LatencyDistribution,
+    ListPodNodes,
 }
 
 impl Route {
@@ -65,6 +66,7 @@ impl Route {
             http_api::ROUTES_PATH => Some(Self::Routes),
             http_api::HEALTH_PATH => Some(Self::Health),
             http_api::LATENCY_DISTRIBUTION_PATH => Some(Self::LatencyDistribution),
+            http_api::LIST_POD_NODES_PATH => Some(Self::ListPodNodes),
             _ => None,
         }
     }
@@ -81,6 +83,7 @@ impl Route {
             Self::Routes => "Routes",
             Self::Health => "Health",
             Self::LatencyDistribution => "LatencyDistribution",
+            Self::ListPodNodes => "ListPodNodes",
         }
     }
 
@@ -97,6 +100,7 @@ impl Route {
             Some(Self::Routes) => http_api::ROUTES_PATH,
             Some(Self::Health) => http_api::HEALTH_PATH,
             Some(Self::LatencyDistribution) => http_api::LATENCY_DISTRIBUTION_PATH,
+            Some(Self::ListPodNodes) => http_api::LIST_POD_NODES_PATH,
             None => "unknown",
         }
     }
@@ -140,6 +144,7 @@ impl Metrics {
         for call in [
             Route::Stat,
             Route::ListPods,
+            Route::ListPodNodes,
             Route::StatSummary,
             Route::Edges,
         ] {
@@ -316,6 +321,11 @@ async fn dispatch(api: &Api, route: Option<Route>, req: Request) -> Result<Respo
         Route::ListPods => {
             let _: Empty = decode(encoding, &body)?;
             let answer = api.telemetry.list_pods().await;
+            api.merged(route, encoding, answer)
+        }
+        Route::ListPodNodes => {
+            let _: Empty = decode(encoding, &body)?;
+            let answer = api.telemetry.list_pod_nodes().await;
             api.merged(route, encoding, answer)
         }
         Route::Tap => {

@@ -21,12 +21,13 @@ use std::time::Duration;
 
 use super::Upstream;
 use super::handler::one_line;
-use crate::proto::controller::stat::RouteWindowsResponse;
 use crate::proto::controller::stat::stat_client::StatClient;
+use crate::proto::controller::stat::{RouteWindowsResponse, TcpResponse};
 use crate::proto::controller::telemetry::ListPodsRequest;
 use crate::proto::controller::telemetry::telemetry_client::TelemetryClient;
 use crate::proto::public::{
-    ListPodsResponse, MetricRequest, MetricResponse, RoutesRequest, RoutesResponse,
+    ListPodNodesResponse, ListPodsResponse, MetricRequest, MetricResponse, PodNode, RoutesRequest,
+    RoutesResponse,
 };
 use crate::stat::routes::RouteQuery;
 use crate::stat::windows::{Windows, WindowsError};
@@ -193,6 +194,16 @@ fn with_deadline<T>(message: T) -> tonic::Request<T> {
     request
 }
 
+/// A ListPods (or ListPodNodes) request; with the deadline when several
+/// replicas are asked.
+fn list_request(several: bool) -> tonic::Request<ListPodsRequest> {
+    if several {
+        with_deadline(ListPodsRequest {})
+    } else {
+        tonic::Request::new(ListPodsRequest {})
+    }
+}
+
 fn stat_client(upstream: Upstream) -> StatClient<Upstream> {
     StatClient::new(upstream).max_decoding_message_size(MAX_UPSTREAM_MESSAGE_BYTES)
 }
@@ -259,11 +270,21 @@ impl Telemetry {
         futures::future::join_all(calls).await
     }
 
-    /// Every pod any replica lists, `added` when any replica heard from it.
-    pub async fn list_pods(&self) -> Result<Answer<ListPodsResponse>, CallError> {
+    /// `call` on every replica, the answers merged; partial when some
+    /// replicas failed, an error only when none answered. One replica is
+    /// asked without [`REPLICA_DEADLINE`] (`several` is false): its answer
+    /// is the answer, however long it takes.
+    async fn merge_all<T, F, Fut>(
+        &self,
+        call: F,
+        merge: fn(Vec<T>) -> T,
+    ) -> Result<Answer<T>, CallError>
+    where
+        F: Fn(Upstream, bool) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         if let [one] = &self.replicas[..] {
-            let message = telemetry_client(one.upstream.clone())
-                .list_pods(ListPodsRequest {})
+            let message = call(one.upstream.clone(), false)
                 .await
                 .map_err(|status| CallError::Upstream(Failure::of(one, status)))?
                 .into_inner();
@@ -272,13 +293,7 @@ impl Telemetry {
                 partial: None,
             });
         }
-        let answers = self
-            .ask_all(|upstream| async move {
-                telemetry_client(upstream)
-                    .list_pods(with_deadline(ListPodsRequest {}))
-                    .await
-            })
-            .await;
+        let answers = self.ask_all(|upstream| call(upstream, true)).await;
         let mut lists = Vec::new();
         let mut failed = Vec::new();
         for (replica, answer) in self.replicas.iter().zip(answers) {
@@ -291,9 +306,35 @@ impl Telemetry {
             return Err(CallError::Upstream(self.first_failure(failed)));
         }
         Ok(Answer {
-            message: merge_pods(lists),
+            message: merge(lists),
             partial: Partial::of(self.replicas.len(), failed),
         })
+    }
+
+    /// Every pod any replica lists, `added` when any replica heard from it.
+    pub async fn list_pods(&self) -> Result<Answer<ListPodsResponse>, CallError> {
+        self.merge_all(
+            |upstream, several| async move {
+                telemetry_client(upstream)
+                    .list_pods(list_request(several))
+                    .await
+            },
+            merge_pods,
+        )
+        .await
+    }
+
+    /// The node of every pod any replica lists.
+    pub async fn list_pod_nodes(&self) -> Result<Answer<ListPodNodesResponse>, CallError> {
+        self.merge_all(
+            |upstream, several| async move {
+                telemetry_client(upstream)
+                    .list_pod_nodes(list_request(several))
+                    .await
+            },
+            merge_pod_nodes,
+        )
+        .await
     }
 
     /// Stat over every replica's traffic.
@@ -478,6 +519,49 @@ impl Telemetry {
         })
     }
 
+    /// TCP per group over every replica: their embedded answers added up,
+    /// or the first answer from Prometheus alone (it covers them all).
+    pub async fn tcp(&self, request: MetricRequest) -> Result<Answer<TcpResponse>, CallError> {
+        let answers = self
+            .ask_all(|upstream| {
+                let request = with_deadline(request.clone());
+                async move { stat_client(upstream).tcp(request).await }
+            })
+            .await;
+        let mut embedded = Vec::new();
+        let mut failed = Vec::new();
+        for (replica, answer) in self.replicas.iter().zip(answers) {
+            match answer {
+                Ok(answer) if answer.from_prometheus => {
+                    return Ok(Answer {
+                        message: answer,
+                        partial: None,
+                    });
+                }
+                Ok(answer) => embedded.push(answer),
+                Err(status) if callers_mistake(status.code()) => {
+                    return Err(CallError::Upstream(Failure::of(replica, status)));
+                }
+                Err(status) => failed.push(Failure::of(replica, status)),
+            }
+        }
+        if embedded.is_empty() {
+            return Err(CallError::Upstream(self.first_failure(failed)));
+        }
+        Ok(Answer {
+            message: TcpResponse {
+                groups: crate::stat::tcp::add_up(
+                    embedded.into_iter().flat_map(|a| a.groups),
+                    str::to_string,
+                )
+                .into_values()
+                .collect(),
+                from_prometheus: false,
+            },
+            partial: Partial::of(self.replicas.len(), failed),
+        })
+    }
+
     /// Whether Stat is answered from Prometheus, and if so how it fares:
     /// `None` when the first replica answers from its embedded store (or
     /// cannot be asked), else the outcome of a small Stat through it.
@@ -524,6 +608,26 @@ async fn routes_on(replica: &Replica, request: RoutesRequest) -> Result<RoutesRe
         .await
         .map(tonic::Response::into_inner)
         .map_err(|status| CallError::Upstream(Failure::of(replica, status)))
+}
+
+/// Every replica's pod nodes as one list, in the order first listed: the
+/// replicas watch the same cluster, so the first that names a node for a
+/// pod is as right as any (one that has not seen the pod scheduled yet
+/// says `""`).
+pub fn merge_pod_nodes(lists: Vec<ListPodNodesResponse>) -> ListPodNodesResponse {
+    let mut pods: Vec<PodNode> = Vec::new();
+    let mut at: HashMap<String, usize> = HashMap::new();
+    for pod in lists.into_iter().flat_map(|l| l.pods) {
+        match at.get(&pod.name) {
+            Some(&i) if pods[i].node.is_empty() => pods[i].node = pod.node,
+            Some(_) => {}
+            None => {
+                at.insert(pod.name.clone(), pods.len());
+                pods.push(pod);
+            }
+        }
+    }
+    ListPodNodesResponse { pods }
 }
 
 /// Every replica's pods as one list, in the order first listed: each

@@ -21,6 +21,7 @@ use futures::StreamExt as _;
 
 use super::Upstream;
 use super::replicas::{Answer, CallError, Failure, Telemetry};
+use crate::proto::controller::stat::{TcpGroup, TcpResponse};
 use crate::proto::controller::tap::tap_client::TapClient;
 use crate::proto::public::{
     AggregationType, ComponentHealth, Edge, EdgesRequest, EdgesResponse, HealthResponse,
@@ -211,7 +212,7 @@ pub async fn stat_summary(
     let pods = telemetry.list_pods().await?;
     let mut partial = pods.partial;
     let counts = pod_counts(resource, &pods.message);
-    let (numbers, traffic_only) = match resource {
+    let (numbers, traffic_only, tcp_request) = match resource {
         Resource::Namespaces => {
             let request = summary_request(
                 window,
@@ -225,6 +226,12 @@ pub async fn stat_summary(
             (
                 numbers_by_key(AggregationType::TargetDeploy, &by_ns.response(&q)),
                 false,
+                // By pod, so pods no deployment owns count in their namespace.
+                summary_request(
+                    window,
+                    AggregationType::TargetPod,
+                    MetricMetadata::default(),
+                ),
             )
         }
         Resource::Deployments | Resource::Pods => {
@@ -254,9 +261,22 @@ pub async fn stat_summary(
                 }
             };
             let restricted = !req.from.is_empty() || !req.to.is_empty();
-            let answer = telemetry.stat(summary_request(window, by, filter)).await?;
+            let request = summary_request(window, by, filter);
+            let answer = telemetry.stat(request.clone()).await?;
             partial = partial.or(answer.partial);
-            (numbers_by_key(by, &answer.message), restricted)
+            (numbers_by_key(by, &answer.message), restricted, request)
+        }
+    };
+    // The TCP columns are extra: without an answer (a telemetry that
+    // predates the call, say) the rows go without them.
+    let tcp = match telemetry.tcp(tcp_request).await {
+        Ok(answer) => {
+            partial = partial.or(answer.partial);
+            Some(tcp_by_row(resource, answer.message))
+        }
+        Err(error) => {
+            tracing::debug!(?error, "no TCP figures for StatSummary");
+            None
         }
     };
     // Every workload the index knows, with or without traffic, unless the
@@ -281,6 +301,7 @@ pub async fn stat_summary(
             }
             let n = numbers.get(&key).cloned().unwrap_or_default();
             let (meshed, total) = counts.get(&key).copied().unwrap_or_default();
+            let t = tcp.as_ref().and_then(|tcp| tcp.get(&key));
             Some(StatSummaryRow {
                 namespace,
                 name,
@@ -291,15 +312,24 @@ pub async fn stat_summary(
                 p50_latency_ms: n.p50,
                 p95_latency_ms: n.p95,
                 p99_latency_ms: n.p99,
-                tcp_open_connections: None,
-                tcp_read_bytes_per_sec: None,
-                tcp_write_bytes_per_sec: None,
+                tcp_open_connections: t.map(|t| t.open_connections),
+                tcp_read_bytes_per_sec: t.map(|t| t.read_bytes_per_sec),
+                tcp_write_bytes_per_sec: t.map(|t| t.write_bytes_per_sec),
             })
         })
         .collect();
     Ok(Answer {
         message: StatSummaryResponse { rows },
         partial,
+    })
+}
+
+/// TCP figures by row key; for namespaces, the pods' summed into their
+/// namespace.
+fn tcp_by_row(resource: Resource, answer: TcpResponse) -> BTreeMap<String, TcpGroup> {
+    crate::stat::tcp::add_up(answer.groups, |key| match resource {
+        Resource::Namespaces => namespace_of(key).to_string(),
+        _ => key.to_string(),
     })
 }
 

@@ -328,6 +328,8 @@ impl Args {
 struct Pool {
     headers: Vec<Bytes>,
     bodies: Vec<Bytes>,
+    /// Sent first, once each.
+    opening: Vec<EncodedReport>,
 }
 
 impl Pool {
@@ -349,29 +351,66 @@ impl Pool {
         while bodies.len() < n {
             bodies.push(build_body(fleet, shape, &mut rng).encode_to_vec().into());
         }
-        Self { headers, bodies }
+        Self {
+            headers,
+            bodies,
+            opening: Vec::new(),
+        }
     }
 
-    /// Inbound reports of the traffic model, [`MODEL_VARIANTS`] per pod:
-    /// headers and bodies are laid out alike, so report `seq` is pod
-    /// `seq % pods`'s header with a body of that pod's own traffic.
+    /// Reports of the traffic model. Each pod's reports cycle through
+    /// [`MODEL_VARIANTS`] INBOUND ones (its requests, and the connections
+    /// its callers replaced) and one OUTBOUND one (the bytes it sent the
+    /// pods it calls); headers and bodies are laid out alike, so report
+    /// `seq` is pod `seq % pods`'s header with a body of its own. The first
+    /// report of each pod opens its callers' connection pools.
     fn model(fleet: &Fleet, model: &traffic::Model, interval_secs: f64, seed: u64) -> Self {
+        use report_request::Proxy;
         let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(1));
         let pods = fleet.pods.len();
-        let mut headers = Vec::with_capacity(pods * MODEL_VARIANTS);
-        let mut bodies = Vec::with_capacity(pods * MODEL_VARIANTS);
-        for _ in 0..MODEL_VARIANTS {
+        let cycle = MODEL_VARIANTS + 1;
+        // A pod's reports come `interval_secs` apart: its INBOUND ones
+        // cover the gap its OUTBOUND one leaves, and that one a whole cycle.
+        let inbound_secs = interval_secs * cycle as f64 / MODEL_VARIANTS as f64;
+        let outbound_secs = interval_secs * cycle as f64;
+        let mut headers = Vec::with_capacity(pods * cycle);
+        let mut bodies = Vec::with_capacity(pods * cycle);
+        for variant in 0..cycle {
             for pod in 0..pods {
-                let head = header(fleet, pod, report_request::Proxy::Inbound);
-                headers.push(Bytes::from(head.encode_to_vec()));
-                let body = traffic::inbound_body(model, fleet, pod, interval_secs, &mut rng);
+                let (direction, body) = if variant < MODEL_VARIANTS {
+                    let body = traffic::inbound_body(model, fleet, pod, inbound_secs, &mut rng);
+                    (Proxy::Inbound, body)
+                } else {
+                    let body = traffic::outbound_body(model, fleet, pod, outbound_secs, &mut rng);
+                    (Proxy::Outbound, body)
+                };
+                headers.push(Bytes::from(header(fleet, pod, direction).encode_to_vec()));
                 bodies.push(Bytes::from(body.encode_to_vec()));
             }
         }
-        Self { headers, bodies }
+        let opening = (0..pods)
+            .map(|pod| {
+                let head = header(fleet, pod, Proxy::Inbound).encode_to_vec();
+                let body = traffic::opening_body(model, fleet, pod).encode_to_vec();
+                EncodedReport {
+                    header: head.into(),
+                    body: body.into(),
+                }
+            })
+            .collect();
+        Self {
+            headers,
+            bodies,
+            opening,
+        }
     }
 
     fn get(&self, seq: u64) -> EncodedReport {
+        let opened = self.opening.len() as u64;
+        if let Some(first) = self.opening.get(seq as usize) {
+            return first.clone();
+        }
+        let seq = seq - opened;
         // Both lengths are non-zero: a fleet has a pod, a pool a body.
         let pick = |items: &[Bytes]| items[(seq % items.len() as u64) as usize].clone();
         EncodedReport {

@@ -14,8 +14,8 @@ use crate::proto::common::http_method::{self, Registered as Method};
 use crate::proto::common::{HttpMethod, TcpAddress};
 use crate::proto::net::ip_to_proto;
 use crate::proto::proxy::telemetry::{
-    EosCtx, EosScope, Latency, ReportRequest, RequestCtx, RequestScope, ResponseCtx, ResponseScope,
-    ServerTransport, StreamSummary, TransportSummary, eos_ctx,
+    ClientTransport, EosCtx, EosScope, Latency, ReportRequest, RequestCtx, RequestScope,
+    ResponseCtx, ResponseScope, ServerTransport, StreamSummary, TransportSummary, eos_ctx,
 };
 
 use super::fleet::{Fleet, POD_PORT};
@@ -26,6 +26,14 @@ const INGRESS_RPS: f64 = 40.0;
 /// The address requests from outside the mesh come from (TEST-NET-3): no
 /// pod owns it, so its labels are empty, as for a real ingress's clients.
 pub const INGRESS_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+
+/// Connections each caller keeps open to a pod it calls, as a client's
+/// pool does.
+pub const CONNECTIONS_PER_CALLER: u32 = 4;
+
+/// Typical bytes of a request and of a response on the wire.
+const REQUEST_BYTES: u64 = 600;
+const RESPONSE_BYTES: u64 = 2_400;
 
 /// Spread of a route's latencies around its median (the σ of a log-normal):
 /// p99 ≈ 3.2 × p50, the shape of a healthy service's tail.
@@ -204,12 +212,14 @@ pub fn inbound_body(
                 IpAddr::V4(fleet.pods[pods[rng.usize(..pods.len())]].ip)
             }
         };
+        // One pooled connection from the caller replaced per report: the
+        // pool's size stays what the opening report opened.
         server_transports.push(ServerTransport {
             source_ip: Some(ip_to_proto(source)),
-            connects: rng.u32(0..=1),
+            connects: 1,
             disconnects: vec![TransportSummary {
                 duration_ms: rng.u64(1_000..=60_000),
-                bytes_sent: rng.u64(10_000..=1_000_000),
+                bytes_sent: call_bytes(call.rps / replicas, interval_secs, RESPONSE_BYTES, rng),
             }],
         });
         for route in &model.routes[j] {
@@ -276,6 +286,71 @@ pub fn inbound_body(
         requests,
         ..ReportRequest::default()
     }
+}
+
+/// The first INBOUND report of pod `pod`: each caller opens its pool of
+/// [`CONNECTIONS_PER_CALLER`] connections to it.
+pub fn opening_body(model: &Model, fleet: &Fleet, pod: usize) -> ReportRequest {
+    let target = &fleet.pods[pod];
+    let server_transports = model.calls[target.deployment_index]
+        .iter()
+        .map(|call| ServerTransport {
+            source_ip: Some(ip_to_proto(match call.caller {
+                None => IpAddr::V4(INGRESS_IP),
+                Some(caller) => IpAddr::V4(fleet.pods[fleet.deployments[caller].pods[0]].ip),
+            })),
+            connects: CONNECTIONS_PER_CALLER,
+            disconnects: vec![],
+        })
+        .collect();
+    ReportRequest {
+        server_transports,
+        ..ReportRequest::default()
+    }
+}
+
+/// The body of an OUTBOUND report of pod `pod`: the connections it closed
+/// over `interval_secs` to the pods it calls, with the bytes it sent them
+/// (its requests; the requests themselves are counted at the pods that
+/// served them).
+pub fn outbound_body(
+    model: &Model,
+    fleet: &Fleet,
+    pod: usize,
+    interval_secs: f64,
+    rng: &mut fastrand::Rng,
+) -> ReportRequest {
+    let own = fleet.pods[pod].deployment_index;
+    let callers = fleet.deployments[own].pods.len() as f64;
+    let mut client_transports = Vec::new();
+    for (j, calls) in model.calls.iter().enumerate() {
+        for call in calls.iter().filter(|c| c.caller == Some(own)) {
+            let pods = &fleet.deployments[j].pods;
+            let target = &fleet.pods[pods[rng.usize(..pods.len())]];
+            client_transports.push(ClientTransport {
+                target_addr: Some(TcpAddress {
+                    ip: Some(ip_to_proto(IpAddr::V4(target.ip))),
+                    port: POD_PORT,
+                }),
+                connects: 1,
+                disconnects: vec![TransportSummary {
+                    duration_ms: rng.u64(1_000..=60_000),
+                    bytes_sent: call_bytes(call.rps / callers, interval_secs, REQUEST_BYTES, rng),
+                }],
+            });
+        }
+    }
+    ReportRequest {
+        client_transports,
+        ..ReportRequest::default()
+    }
+}
+
+/// Bytes a call of `rps` requests per second carries over `interval_secs`,
+/// about `per_request` bytes each.
+fn call_bytes(rps: f64, interval_secs: f64, per_request: u64, rng: &mut fastrand::Rng) -> u64 {
+    let size = rng.u64(per_request / 2..=per_request * 3 / 2) as f64;
+    (rps * interval_secs * size).round() as u64
 }
 
 /// A log-normal latency around `p50_ms`, in tenths of a millisecond.

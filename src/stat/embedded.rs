@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use super::windows::{Group, Windows};
 use super::{Query, filters, group_label, window_length, window_step};
 use crate::ingest::Ingester;
-use crate::ingest::labels::PAIR;
+use crate::ingest::labels::{LabelRef, PAIR};
 use crate::ingest::window::WindowData;
 use crate::proto::public::MetricResponse;
 
@@ -30,25 +30,45 @@ pub fn windows(ingester: &Ingester, q: &Query) -> Windows {
 /// Reads the slots of every pair `q` selects into its group's points, at
 /// store time `now_ms`; the result's times are wall-clock.
 pub fn windows_at(ingester: &Ingester, q: &Query, now_ms: u64) -> Windows {
-    let wanted = filters(&q.filter);
-    let label = group_label(q.group_by);
-    // Each label a query names, as its place in the pair's labels (a label
-    // pairs do not carry reads as empty, as an absent label does).
-    let place = |name: &str| PAIR.position(name).unwrap_or(usize::MAX);
-    let wanted: Vec<(usize, &str)> = wanted
-        .iter()
-        .map(|&(name, want)| (place(name), want))
-        .collect();
-    let group_by = label.map(place);
+    let select = PairSelect::new(q);
     read_at(ingester, q, now_ms, |add| {
         ingester.for_each_pair(|labels, data| {
-            if !wanted.iter().all(|&(i, want)| labels.get(i) == want) {
-                return;
+            if let Some(key) = select.key(labels) {
+                add(&key, data);
             }
-            let key = group_by.map_or(Cow::Borrowed(""), |i| labels.get(i));
-            add(&key, data);
         });
     })
+}
+
+/// Which workload pairs a query selects ([`PAIR`] labels), and the key of
+/// the group each adds to.
+pub struct PairSelect<'q> {
+    /// Each label the query's filter names, as its place in the pair's
+    /// labels (a label pairs do not carry reads as empty, as an absent
+    /// label does).
+    wanted: Vec<(usize, &'q str)>,
+    group_by: Option<usize>,
+}
+
+impl<'q> PairSelect<'q> {
+    pub fn new(q: &'q Query) -> Self {
+        let place = |name: &str| PAIR.position(name).unwrap_or(usize::MAX);
+        Self {
+            wanted: filters(&q.filter)
+                .into_iter()
+                .map(|(name, want)| (place(name), want))
+                .collect(),
+            group_by: group_label(q.group_by).map(place),
+        }
+    }
+
+    /// The group key of a selected pair; `None` for a pair left out.
+    pub fn key<'l>(&self, labels: LabelRef<'l>) -> Option<Cow<'l, str>> {
+        if !self.wanted.iter().all(|&(i, want)| labels.get(i) == want) {
+            return None;
+        }
+        Some(self.group_by.map_or(Cow::Borrowed(""), |i| labels.get(i)))
+    }
 }
 
 /// The points of `q`'s window at store time `now_ms`, filled from what

@@ -24,6 +24,7 @@ pub mod embedded;
 pub mod numbers;
 pub mod promql;
 pub mod routes;
+pub mod tcp;
 pub mod windows;
 
 use std::time::Duration;

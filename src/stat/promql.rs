@@ -266,7 +266,7 @@ fn parse_matrix(status: http::StatusCode, body: &[u8]) -> Result<Vec<Sample>, St
     Ok(out)
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

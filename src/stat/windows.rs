@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use super::{Query, group_metadata, round_ms, window_length, window_step};
 use crate::ingest::hist::SparseHist;
-use crate::ingest::window::Totals;
+use crate::ingest::window::{Span, Totals};
 use crate::proto::controller::stat::{WindowGroup, WindowTotals, WindowsResponse};
 use crate::proto::public::{
     Histogram, HistogramLabel, HistogramValue, MetricDatapoint, MetricName, MetricResponse,
@@ -274,6 +274,28 @@ fn totals_from_wire(t: WindowTotals) -> Result<Totals, WindowsError> {
     })
 }
 
+/// `count` per second over the time a read of a point ending at `to_ms`
+/// covered (`span`), from where the group's data begins: the rate of
+/// DESIGN §11, over the span actually covered. `None` when nothing was
+/// read.
+pub fn per_second(
+    count: u64,
+    span: Span,
+    to_ms: u64,
+    now_ms: u64,
+    first_seen_ms: u64,
+) -> Option<f64> {
+    let from = span.aligned_from_ms?.max(first_seen_ms);
+    // The counts run to the end of the last slot read (a point of a series
+    // ends inside a slot), but never past now.
+    let to = span
+        .covered_to_ms
+        .map_or(to_ms, |c| c.min(now_ms))
+        .max(to_ms);
+    let span = to.saturating_sub(from).max(MIN_SPAN_MS);
+    Some(count as f64 * 1000.0 / span as f64)
+}
+
 /// The value of one metric for the counts `t` of a point ending at `to_ms`,
 /// read at `now_ms`.
 fn value_of(
@@ -284,16 +306,8 @@ fn value_of(
     first_seen_ms: u64,
 ) -> Option<metric_value::Value> {
     match name {
-        MetricName::RequestRate => {
-            let from = t.aligned_from_ms?.max(first_seen_ms);
-            // The counts run to the end of the last slot read (a point of a
-            // series ends inside a slot), but never past now.
-            let to = t.covered_to_ms.map_or(to_ms, |c| c.min(now_ms)).max(to_ms);
-            let span = to.saturating_sub(from).max(MIN_SPAN_MS);
-            Some(metric_value::Value::Gauge(
-                t.requests as f64 * 1000.0 / span as f64,
-            ))
-        }
+        MetricName::RequestRate => per_second(t.requests, t.span(), to_ms, now_ms, first_seen_ms)
+            .map(metric_value::Value::Gauge),
         MetricName::SuccessRate => {
             let all = t.success.saturating_add(t.failure);
             (all > 0).then(|| metric_value::Value::Gauge(t.success as f64 / all as f64))

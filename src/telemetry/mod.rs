@@ -48,8 +48,12 @@ const KNOWN_PATHS: &[&str] = &[
     FORWARD_PATH,
     "/conduit.controller.telemetry.Telemetry/Query",
     "/conduit.controller.telemetry.Telemetry/ListPods",
+    "/conduit.controller.telemetry.Telemetry/ListPodNodes",
     "/conduit.controller.stat.Stat/Stat",
     "/conduit.controller.stat.Stat/Windows",
+    "/conduit.controller.stat.Stat/Routes",
+    "/conduit.controller.stat.Stat/RouteWindows",
+    "/conduit.controller.stat.Stat/Tcp",
 ];
 
 /// The kinds of cluster metadata this component reads.

@@ -10,17 +10,20 @@ use tonic::{Request, Response, Status};
 use crate::grpc::ReportHandler;
 
 use crate::ingest::{Enrich, IngestError, Ingester, WorkloadRef};
-use crate::k8s::{Index, Snapshot};
+use crate::k8s::{Index, PodInfo, Snapshot};
 use crate::proto::codec::UNDECODABLE;
-use crate::proto::controller::stat::{RouteWindowsResponse, WindowsResponse, stat_server};
+use crate::proto::controller::stat::{
+    RouteWindowsResponse, TcpResponse, WindowsResponse, stat_server,
+};
 use crate::proto::controller::telemetry::{
     ListPodsRequest, QueryRequest, QueryResponse, telemetry_server,
 };
 use crate::proto::public::{
-    ListPodsResponse, MetricRequest, MetricResponse, Pod, RoutesRequest, RoutesResponse,
+    ListPodNodesResponse, ListPodsResponse, MetricRequest, MetricResponse, Pod, PodNode,
+    RoutesRequest, RoutesResponse,
 };
 use crate::stat::routes::{self, RouteQuery};
-use crate::stat::{Query, StatError, embedded, promql::Prometheus};
+use crate::stat::{Query, StatError, embedded, promql::Prometheus, tcp};
 
 fn stat_status(error: StatError) -> Status {
     match error {
@@ -136,12 +139,18 @@ impl ControllerService {
 
     /// Every pod of the index outside the ignored namespaces, with its
     /// report freshness from the instance cache.
+    /// The pods ListPods shows: those outside `-ignore-namespaces`.
+    fn listed<'a>(&'a self, snapshot: &'a Snapshot) -> impl Iterator<Item = &'a Arc<PodInfo>> {
+        snapshot
+            .pods()
+            .filter(|p| !self.ignore_namespaces.iter().any(|ns| **ns == *p.namespace))
+    }
+
     pub fn list_pods(&self) -> ListPodsResponse {
         let snapshot = self.index.snapshot();
         let instances = self.ingester.instances();
-        let pods = snapshot
-            .pods()
-            .filter(|p| !self.ignore_namespaces.iter().any(|ns| **ns == *p.namespace))
+        let pods = self
+            .listed(&snapshot)
             .map(|p| {
                 let since = instances.since_last_report(&p.label);
                 Pod {
@@ -160,6 +169,19 @@ impl ControllerService {
             })
             .collect();
         ListPodsResponse { pods }
+    }
+
+    /// The node of each pod [`Self::list_pods`] lists, in the same order.
+    pub fn list_pod_nodes(&self) -> ListPodNodesResponse {
+        let snapshot = self.index.snapshot();
+        let pods = self
+            .listed(&snapshot)
+            .map(|p| PodNode {
+                name: p.label.to_string(),
+                node: p.node.clone(),
+            })
+            .collect();
+        ListPodNodesResponse { pods }
     }
 }
 
@@ -200,6 +222,13 @@ impl telemetry_server::Telemetry for ControllerService {
         _: Request<ListPodsRequest>,
     ) -> Result<Response<ListPodsResponse>, Status> {
         Ok(Response::new(self.list_pods()))
+    }
+
+    async fn list_pod_nodes(
+        &self,
+        _: Request<ListPodsRequest>,
+    ) -> Result<Response<ListPodNodesResponse>, Status> {
+        Ok(Response::new(self.list_pod_nodes()))
     }
 }
 
@@ -270,6 +299,15 @@ impl stat_server::Stat for StatService {
             }
         };
         Ok(Response::new(RoutesResponse { routes, templated }))
+    }
+
+    async fn tcp(&self, request: Request<MetricRequest>) -> Result<Response<TcpResponse>, Status> {
+        let q = Query::try_from(request.get_ref()).map_err(stat_status)?;
+        let rsp = match &self.prometheus {
+            Some(p) => tcp::prometheus(p, &q).await.map_err(stat_status)?,
+            None => tcp::embedded(&self.ingester, &q),
+        };
+        Ok(Response::new(rsp))
     }
 
     async fn route_windows(

@@ -49,6 +49,8 @@ pub struct PodInfo {
     pub control_plane: bool,
     /// Value of label `conduit.io/controller`, `""` if absent.
     pub controller_namespace: String,
+    /// spec.nodeName, `""` while the pod is not scheduled.
+    pub node: String,
     /// `"namespace/replicaset"` when the owner is a ReplicaSet: the key of
     /// the pod → deployment lookup, built once here.
     pub(super) replica_set_key: Option<HashedKey>,
@@ -113,6 +115,11 @@ impl PodInfo {
                 .and_then(|s| s.host_network)
                 .unwrap_or(false),
             control_plane: label_value(PLANE_LABEL) == Some("control"),
+            node: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default(),
             controller_namespace: label_value(CONTROLLER_LABEL).unwrap_or_default().to_owned(),
             replica_set_key,
             namespace,
