@@ -745,6 +745,32 @@ mod tests {
     }
 
     #[test]
+    fn a_pods_node_is_the_first_replica_that_names_one() {
+        let node = |name: &str, node: &str| PodNode {
+            name: name.into(),
+            node: node.into(),
+        };
+        let a = ListPodNodesResponse {
+            pods: vec![node("shop/web-1", "node-a"), node("shop/books-1", "")],
+        };
+        let b = ListPodNodesResponse {
+            pods: vec![
+                node("shop/books-1", "node-b"),
+                node("shop/web-1", "node-z"),
+                node("shop/late-1", ""),
+            ],
+        };
+        assert_eq!(
+            merge_pod_nodes(vec![a, b]).pods,
+            [
+                node("shop/web-1", "node-a"),
+                node("shop/books-1", "node-b"),
+                node("shop/late-1", ""),
+            ]
+        );
+    }
+
+    #[test]
     fn the_partial_header_is_one_bounded_ascii_line() {
         let failure = |addr: &str, message: &str| Failure {
             addr: addr.into(),
