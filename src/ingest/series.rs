@@ -83,10 +83,7 @@ impl MeshData {
     pub fn observe_latencies_native(&mut self, latencies: &[(u32, u32)], native: bool) {
         self.observe_latencies(latencies);
         if native && !latencies.is_empty() {
-            let h = self.native.get_or_insert_default();
-            for &(latency, count) in latencies {
-                h.add(native::latency_index(latency), u64::from(count));
-            }
+            self.native.get_or_insert_default().add_latencies(latencies);
         }
     }
 
