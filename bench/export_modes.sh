@@ -21,4 +21,4 @@ fleet() { # name, sim flags...
   done
 }
 REPORTS=2000 fleet demo --demo-mesh
-REPORTS=1000 fleet fleet1000 --pods 1000 --shape medium
+REPORTS=${FLEET_REPORTS:-20000} fleet fleet1000 --pods 1000 --shape medium
