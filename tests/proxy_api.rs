@@ -399,3 +399,61 @@ async fn destination_down_is_unavailable() {
         .expect_err("nothing listens on the destination address");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
 }
+
+/// More streams than one connection to destination carries: they are
+/// spread over as many connections as needed, every one gets its first
+/// update, and the places are given back as the proxies go away.
+#[tokio::test]
+async fn many_gets_are_spread_over_connections_to_destination() {
+    const STREAMS: usize = 2 * conduit::proxy_api::GET_STREAMS_PER_CONNECTION + 500;
+    let index = Arc::new(Index::new());
+    index.apply_service(mk_service(NS, "web").with_port("", 80, None));
+    index.apply_endpoint_slice(
+        mk_slice(NS, "web-abc", "web", &["192.0.2.10"]).with_ports(&[("", 80)]),
+    );
+    let destination = start_destination(index.clone()).await;
+    let proxy_api = start_proxy_api(destination.grpc, free_port().await).await;
+    // Proxies on four connections to proxy-api.
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(destination_client(proxy_api.grpc).await);
+    }
+    let opened = futures::future::join_all((0..STREAMS).map(|i| {
+        let mut client = clients[i % clients.len()].clone();
+        async move {
+            let mut stream = client
+                .get(k8s("web.emojivoto.svc.cluster.local:80"))
+                .await
+                .expect("Get forwarded")
+                .into_inner();
+            let first = stream.message().await.expect("an update").expect("open");
+            assert!(
+                matches!(first.update, Some(update::Update::Add(_))),
+                "{first:?}"
+            );
+            stream
+        }
+    }));
+    let mut streams = tokio::time::timeout(Duration::from_secs(60), opened)
+        .await
+        .expect("every stream has its first update");
+    assert_eq!(
+        proxy_api
+            .metric("conduit_proxy_api_destination_connections")
+            .await,
+        Some(3.0)
+    );
+    assert_eq!(
+        proxy_api.metric("conduit_proxy_api_get_streams").await,
+        Some(STREAMS as f64)
+    );
+    streams.truncate(10);
+    eventually("the ended streams' places given back", DEADLINE, || async {
+        equals(
+            proxy_api.metric("conduit_proxy_api_get_streams").await,
+            Some(10.0),
+        )
+    })
+    .await;
+    drop(streams);
+}

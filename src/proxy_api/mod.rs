@@ -1,14 +1,16 @@
 //! The proxy-api component: the proxies' single control-plane address. It
 //! forwards `Telemetry.Report` to the telemetry component, as undecoded
 //! bytes over a few long-lived streams ([`forward`]), and `Destination.Get`
-//! (server stream) to the destination component, passing statuses back
-//! unchanged, the caller's deadline on, and dropping the upstream stream
-//! when the proxy goes away. Upstreams are lazy channels: while one is down
+//! (server stream) to the destination component, spread over a bounded
+//! number of connections ([`gets`]), passing statuses back unchanged, the
+//! caller's deadline on, and dropping the upstream stream when the proxy
+//! goes away. Upstreams are lazy channels: while one is down
 //! its calls get UNAVAILABLE, and the next call after it returns
 //! reconnects. In `conduit run` reports go to the ingester of the same
 //! process instead ([`ProxyApi::with_local_reports`]).
 
 mod forward;
+mod gets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,11 +28,12 @@ use crate::grpc::{GrpcMetrics, ReportHandler, ReportServer};
 use crate::proto::codec::REPORT_PATH;
 use crate::proto::common::Destination;
 use crate::proto::proxy::destination::Update;
-use crate::proto::proxy::destination::destination_client::DestinationClient;
 use crate::proto::proxy::destination::destination_server::{self, DestinationServer};
 pub use forward::{
     FORWARD_LANES_MAX, Forwarder, IN_FLIGHT_WAIT, MAX_IN_FLIGHT_PER_LANE, UNARY_RECHECK,
 };
+pub use gets::{GET_CONNECTIONS_MAX, GET_STREAMS_PER_CONNECTION};
+use gets::{GetLanes, GetMetrics};
 
 const GET_PATH: &str = "/conduit.proxy.destination.Destination/Get";
 
@@ -70,15 +73,18 @@ pub struct ProxyApi {
     budget: crate::grpc::ReportBudget,
     /// Where reports go: telemetry, forwarded; or this process's ingester.
     reports: Arc<dyn ReportHandler>,
-    destination: Channel,
+    gets: Arc<GetLanes>,
+}
+
+fn endpoint(flag: &str, addr: &str) -> anyhow::Result<Endpoint> {
+    Ok(Endpoint::from_shared(client_uri(addr))
+        .with_context(|| format!("{flag} {addr:?}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true))
 }
 
 fn lazy_channel(flag: &str, addr: &str) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(client_uri(addr))
-        .with_context(|| format!("{flag} {addr:?}"))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
-    Ok(endpoint.connect_lazy())
+    Ok(endpoint(flag, addr)?.connect_lazy())
 }
 
 impl Args {
@@ -88,8 +94,14 @@ impl Args {
 
     pub async fn bind(self) -> anyhow::Result<Bound<ProxyApi>> {
         let telemetry = lazy_channel("-telemetry-addr", &self.telemetry_addr)?;
-        let destination = lazy_channel("-destination-addr", &self.destination_addr)?;
+        let destination = endpoint("-destination-addr", &self.destination_addr)?;
         let registry = Admin::registry();
+        let gets = Arc::new(GetLanes::new(
+            destination,
+            GET_STREAMS_PER_CONNECTION,
+            GET_CONNECTIONS_MAX,
+            GetMetrics::register(&registry)?,
+        ));
         let grpc = GrpcMetrics::register(&registry, &[REPORT_PATH, GET_PATH], Vec::new())?;
         let refused = prometheus::IntCounterVec::new(
             prometheus::Opts::new(
@@ -128,7 +140,7 @@ impl Args {
             grpc,
             budget,
             reports: Arc::new(reports),
-            destination,
+            gets,
         };
         Ok(Bound::new(ports, admin, proxy_api))
     }
@@ -156,7 +168,7 @@ impl Component for ProxyApi {
     /// Forwarded `Get` streams end when the signal fires.
     fn start(self, shutdown: &Shutdown) -> (Server, Beside) {
         let forward = Forward {
-            destination: DestinationClient::new(self.destination),
+            gets: self.gets,
             shutdown: shutdown.clone(),
         };
         let report = ReportServer::new(self.reports, MAX_FORWARD_BYTES);
@@ -169,7 +181,7 @@ impl Component for ProxyApi {
 
 #[derive(Clone)]
 struct Forward {
-    destination: DestinationClient<Channel>,
+    gets: Arc<GetLanes>,
     shutdown: Shutdown,
 }
 
@@ -208,17 +220,21 @@ impl destination_server::Destination for Forward {
         &self,
         request: Request<Destination>,
     ) -> Result<Response<Self::GetStream>, Status> {
-        let response = self
-            .destination
-            .clone()
+        let (mut client, slot) = self.gets.acquire()?;
+        let response = client
             .get(upstream(request))
             .await
             .map_err(upstream_status("destination"))?;
         let stream: Streaming<Update> = response.into_inner();
         // Ends with the drain signal too, so shutdown does not wait on
-        // long-lived streams; dropping it cancels the upstream call.
+        // long-lived streams; dropping it cancels the upstream call and
+        // gives the stream's place on its connection back.
         let shutdown = self.shutdown.clone().signaled();
         use futures::StreamExt as _;
-        Ok(Response::new(stream.take_until(Box::pin(shutdown)).boxed()))
+        let stream = stream.take_until(Box::pin(shutdown)).map(move |update| {
+            let _held = &slot;
+            update
+        });
+        Ok(Response::new(stream.boxed()))
     }
 }
