@@ -1,5 +1,6 @@
 #!/bin/bash
-# Series and /metrics bytes per -export mode, for the demo mesh and a 1,000-pod fleet.
+# Series and /metrics bytes per -export mode: the demo mesh, a 1,000-pod fleet of random
+# pairs, and a 1,000-pod fleet with a call graph (--call-graph).
 set -e
 BIN=${BIN:-target/release/conduit}
 OUT=${OUT:-$(mktemp -d)}; BIN=$(realpath $BIN); cd $OUT
@@ -22,3 +23,4 @@ fleet() { # name, sim flags...
 }
 REPORTS=2000 fleet demo --demo-mesh
 REPORTS=${FLEET_REPORTS:-20000} fleet fleet1000 --pods 1000 --shape medium
+REPORTS=${FLEET_REPORTS:-20000} fleet graph1000 --pods 1000 --call-graph

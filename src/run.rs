@@ -274,6 +274,7 @@ impl Args {
             json: false,
             tap_port: Some(tap_port),
             demo_mesh: true,
+            call_graph: false,
             metrics_addr: None,
         };
         let mut namespaces: Vec<&str> = Vec::new();

@@ -132,6 +132,13 @@ pub struct Args {
     /// `--shape` are then unused.
     #[arg(long)]
     pub demo_mesh: bool,
+    /// With the generic fleet: reports carry the traffic of a call graph
+    /// (deployment j is called by deployment (j − 1) / 2, the first by an
+    /// ingress; every pod of a deployment calls the same deployments), as
+    /// the demo mesh's do, instead of request scopes between random pods;
+    /// `--shape` is then unused.
+    #[arg(long, conflicts_with = "demo_mesh")]
+    pub call_graph: bool,
     /// Admin HTTP address (/metrics with the simulated taps' counters,
     /// /ping, /ready).
     #[arg(long)]
@@ -172,7 +179,7 @@ impl Args {
             std::fs::write(path, cluster_yaml(&fleet))
                 .with_context(|| format!("writing the cluster file {}", path.display()))?;
         }
-        let pool = if self.demo_mesh {
+        let pool = if self.demo_mesh || self.call_graph {
             // Each report holds the traffic since the pod's last one.
             let interval = pods as f64 / plan.rate.unwrap_or(pods as f64 / REPORT_INTERVAL_SECS);
             Pool::model(&fleet, &self.model(&fleet), interval, self.seed)
@@ -185,6 +192,7 @@ impl Args {
             pods,
             shape = %self.shape,
             demo_mesh = self.demo_mesh,
+            call_graph = self.call_graph,
             rate = ?plan.rate,
             concurrency = plan.concurrency,
             connections = plan.connections,
@@ -623,6 +631,43 @@ mod tests {
         .await;
         assert!(drained.is_ok(), "the pacer never closed the tickets");
         assert!((100..500).contains(&taken), "{taken} tickets");
+    }
+
+    #[test]
+    fn a_call_graph_fleet_calls_along_its_tree() {
+        use crate::proto::net::ip_from_proto;
+        use crate::proto::proxy::telemetry::ReportRequest;
+        let f = fleet(30, 10, "sim", 1);
+        let pool = Pool::model(&f, &traffic::model(&f, 1), 10.0, 1);
+        let deployment_of = |ip: std::net::IpAddr| {
+            f.pods
+                .iter()
+                .find(|p| std::net::IpAddr::from(p.ip) == ip)
+                .map(|p| p.deployment_index)
+        };
+        let mut callers = std::collections::BTreeSet::new();
+        for seq in 0..(f.pods.len() * (MODEL_VARIANTS + 2)) as u64 {
+            let r = pool.get(seq);
+            let mut bytes = r.header.to_vec();
+            bytes.extend_from_slice(&r.body);
+            let report = ReportRequest::decode(&*bytes).unwrap();
+            for scope in &report.requests {
+                let ctx = scope.ctx.as_ref().unwrap();
+                let source = ip_from_proto(ctx.source_ip.as_ref().unwrap()).unwrap();
+                let target = ctx.target_addr.as_ref().unwrap().ip.as_ref().unwrap();
+                let callee = deployment_of(ip_from_proto(target).unwrap()).unwrap();
+                // Deployment j > 0 is called only by (j - 1) / 2, the first
+                // by the ingress (no pod of the fleet).
+                let caller = deployment_of(source);
+                assert_eq!(caller, (callee > 0).then(|| (callee - 1) / 2), "{ctx:?}");
+                callers.insert((caller, callee));
+            }
+        }
+        assert_eq!(
+            callers.len(),
+            10,
+            "every edge of the tree carries traffic: {callers:?}"
+        );
     }
 
     #[test]
