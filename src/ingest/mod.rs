@@ -145,6 +145,15 @@ impl Clock {
     fn now_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
     }
+
+    /// Both readings of [`Now`] at `at`, without reading the clock again.
+    fn at(&self, at: Instant) -> Now {
+        let since = at.saturating_duration_since(self.start);
+        Now {
+            secs: u32::try_from(since.as_secs()).unwrap_or(u32::MAX),
+            ms: since.as_millis() as u64,
+        }
+    }
 }
 
 pub struct Ingester {
@@ -344,10 +353,7 @@ impl Ingester {
             self.health.rejected_invalid.inc();
             return Err(error);
         }
-        let now = Now {
-            secs: self.clock.now(),
-            ms: self.clock.now_ms(),
-        };
+        let now = self.clock.at(started);
         let mut tally = Tally::default();
         SCRATCH.with_borrow_mut(|w| {
             for scope in &report.flat.scopes {
@@ -366,18 +372,25 @@ impl Ingester {
         }
         let h = &self.health;
         h.reports.inc();
-        h.source_misses.inc_by(tally.source_misses);
-        h.target_misses.inc_by(tally.target_misses);
-        h.truncated.inc_by(tally.truncated);
+        // Each counter is a line both cores write: a report that missed
+        // nothing (nearly all) leaves them alone rather than adding 0.
+        let add = |counter: &prometheus::IntCounter, n: u64| {
+            if n > 0 {
+                counter.inc_by(n);
+            }
+        };
+        add(&h.source_misses, tally.source_misses);
+        add(&h.target_misses, tally.target_misses);
+        add(&h.truncated, tally.truncated);
         for (step, n) in [Fold::Path, Fold::Pods, Fold::All]
             .into_iter()
             .zip(tally.folded)
         {
-            h.folded(step).inc_by(n);
+            add(h.folded(step), n);
         }
-        h.pairs_dropped.inc_by(tally.pairs_dropped);
-        h.routes_folded.inc_by(tally.routes_folded);
-        h.routes_dropped.inc_by(tally.routes_dropped);
+        add(&h.pairs_dropped, tally.pairs_dropped);
+        add(&h.routes_folded, tally.routes_folded);
+        add(&h.routes_dropped, tally.routes_dropped);
         h.handling.observe(started.elapsed().as_secs_f64());
         Ok(())
     }
