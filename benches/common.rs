@@ -37,6 +37,19 @@ pub fn encoded_reports(fleet: &Fleet, shape: Shape, n: usize, seed: u64) -> Vec<
         .collect()
 }
 
+/// An empty ingester with the default configuration, `-native-histograms`
+/// on or off.
+pub fn ingester(native_histograms: bool) -> Ingester {
+    let health = Health::register(&prometheus::Registry::new()).unwrap();
+    Ingester::new(
+        Config {
+            native_histograms,
+            ..Config::default()
+        },
+        health,
+    )
+}
+
 /// An ingester holding `n` request label sets between the fleet's pods,
 /// each with two response classes and a full latency histogram.
 pub fn populated(setup: &Setup, n: usize) -> Ingester {

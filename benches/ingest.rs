@@ -92,14 +92,7 @@ fn native_histograms(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for round in 1..=2 {
         for (name, native_histograms) in [("off", false), ("on", true)] {
-            let health = Health::register(&prometheus::Registry::new()).unwrap();
-            let ingester = Ingester::new(
-                Config {
-                    native_histograms,
-                    ..Config::default()
-                },
-                health,
-            );
+            let ingester = common::ingester(native_histograms);
             let snapshot = setup.index.snapshot();
             for r in &reports {
                 ingester.ingest_bytes(r, &*snapshot).unwrap();

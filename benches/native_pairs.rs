@@ -14,7 +14,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use conduit::ingest::{Config, Health, Ingester};
+use conduit::ingest::Ingester;
 use conduit::k8s::Index;
 use conduit::simulate::Shape;
 
@@ -23,17 +23,6 @@ use conduit::simulate::Shape;
 const BATCH: usize = 100;
 /// Pairs measured with `--bench`.
 const PAIRS: usize = 400;
-
-fn ingester(native_histograms: bool) -> Ingester {
-    let health = Health::register(&prometheus::Registry::new()).unwrap();
-    Ingester::new(
-        Config {
-            native_histograms,
-            ..Config::default()
-        },
-        health,
-    )
-}
 
 fn batch(ingester: &Ingester, index: &Index, reports: &[Vec<u8>], next: &mut usize) -> Duration {
     let start = Instant::now();
@@ -60,7 +49,7 @@ fn main() {
     };
     let setup = common::setup();
     let reports = common::encoded_reports(&setup.fleet, Shape::Medium, common::REPORTS, 7);
-    let (off, on) = (ingester(false), ingester(true));
+    let (off, on) = (common::ingester(false), common::ingester(true));
     // Steady state: every label set of the cycle exists in both.
     let snapshot = setup.index.snapshot();
     for r in reports.iter().cycle().take(reports.len() * 20) {

@@ -139,11 +139,11 @@ impl Clock {
     }
 
     fn now(&self) -> u32 {
-        u32::try_from(self.start.elapsed().as_secs()).unwrap_or(u32::MAX)
+        self.at(Instant::now()).secs
     }
 
     fn now_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+        self.at(Instant::now()).ms
     }
 
     /// Both readings of [`Now`] at `at`, without reading the clock again.

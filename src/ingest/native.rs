@@ -269,7 +269,7 @@ impl Native {
             None => self.zero = self.zero.saturating_add(n),
             Some(index) => {
                 let at = self.slot(index);
-                self.add_at(at, n);
+                self.counts.add(at, n);
             }
         }
     }
@@ -298,11 +298,6 @@ impl Native {
             self.cover(index, index);
         }
         (index - self.base) as usize
-    }
-
-    #[inline]
-    fn add_at(&mut self, at: usize, n: u64) {
-        self.counts.add(at, n);
     }
 
     /// Adds a response's latencies, `(tenths, count)`: as [`Self::add`] of
