@@ -1,7 +1,9 @@
 //! The instance cache: which pods have reported, and when last.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
+
+use hashbrown::HashMap;
 
 use parking_lot::Mutex;
 
@@ -34,33 +36,40 @@ pub enum Refused {
 /// `namespace/pod` → last report time.
 #[derive(Debug, Default)]
 pub struct Instances {
-    last_report: Mutex<HashMap<Box<str>, Instant>>,
+    last_report: Mutex<HashMap<Box<str>, Instant, foldhash::fast::RandomState>>,
+}
+
+thread_local! {
+    /// The key of the instance being touched: built without allocating
+    /// (touched once per report), at most [`MAX_NAMESPACE_BYTES`] +
+    /// [`MAX_POD_NAME_BYTES`] + 1 bytes.
+    static KEY: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 impl Instances {
-    /// Records a report from `namespace/name` now, unless it cannot be a
-    /// pod or the cache is full.
-    pub fn touch(&self, namespace: &str, name: &str) -> Result<(), Refused> {
+    /// Records a report from `namespace/name` at `now` (when the report
+    /// arrived), unless it cannot be a pod or the cache is full.
+    pub fn touch(&self, namespace: &str, name: &str, now: Instant) -> Result<(), Refused> {
         if namespace.len() > MAX_NAMESPACE_BYTES || name.len() > MAX_POD_NAME_BYTES {
             return Err(Refused::TooLong);
         }
-        let now = Instant::now();
-        let mut key = String::with_capacity(namespace.len() + name.len() + 1);
-        key.push_str(namespace);
-        key.push('/');
-        key.push_str(name);
-        let mut map = self.last_report.lock();
-        if let Some(t) = map.get_mut(key.as_str()) {
-            *t = now;
-        } else if map.len() < MAX_INSTANCES {
-            map.insert(key.into_boxed_str(), now);
-        } else {
-            return Err(Refused::Full);
-        }
-        Ok(())
+        KEY.with_borrow_mut(|key| {
+            key.clear();
+            key.push_str(namespace);
+            key.push('/');
+            key.push_str(name);
+            let mut map = self.last_report.lock();
+            if let Some(t) = map.get_mut(key.as_str()) {
+                *t = now;
+            } else if map.len() < MAX_INSTANCES {
+                map.insert(key.as_str().into(), now);
+            } else {
+                return Err(Refused::Full);
+            }
+            Ok(())
+        })
     }
 
-    /// Time since `namespace/name` last reported, if within the TTL.
     pub fn since_last_report(&self, pod_label: &str) -> Option<Duration> {
         let at = *self.last_report.lock().get(pod_label)?;
         let since = at.elapsed();
@@ -92,13 +101,13 @@ mod tests {
         let instances = Instances::default();
         let ns = "n".repeat(MAX_NAMESPACE_BYTES);
         let pod = "p".repeat(MAX_POD_NAME_BYTES);
-        assert_eq!(instances.touch(&ns, &pod), Ok(()));
+        assert_eq!(instances.touch(&ns, &pod, Instant::now()), Ok(()));
         assert_eq!(
-            instances.touch(&format!("{ns}x"), "web-1"),
+            instances.touch(&format!("{ns}x"), "web-1", Instant::now()),
             Err(Refused::TooLong)
         );
         assert_eq!(
-            instances.touch("shop", &"p".repeat(1 << 20)),
+            instances.touch("shop", &"p".repeat(1 << 20), Instant::now()),
             Err(Refused::TooLong)
         );
         assert_eq!(instances.len(), 1);

@@ -282,12 +282,16 @@ impl LabelBuf {
     /// Past the schema's last label.
     pub fn push(&mut self, value: &str) -> bool {
         let (value, cut) = truncate(value);
-        self.text.push_str(self.schema.text[self.len]);
+        let name = self.schema.text[self.len];
         if needs_escape(value) {
             let mut bytes = std::mem::take(&mut self.text).into_bytes();
+            bytes.extend_from_slice(name.as_bytes());
             escape(value, &mut bytes);
             self.text = String::from_utf8(bytes).expect("escaping keeps UTF-8");
         } else {
+            // One reservation for the name, the value and the quote.
+            self.text.reserve(name.len() + value.len() + 1);
+            self.text.push_str(name);
             self.text.push_str(value);
         }
         self.ends[self.len] =
@@ -306,20 +310,49 @@ impl LabelBuf {
     /// The set of the first labels, named by `schema`.
     ///
     /// # Panics
-    /// When `schema`'s names are not the first of this set's, or not all of
-    /// them are pushed yet.
+    /// When not all of `schema`'s labels are pushed yet; in debug builds
+    /// also when its names are not the first of this set's.
     pub fn prefix(&self, schema: &'static Schema) -> LabelRef<'_> {
-        assert!(
-            self.schema.names.starts_with(schema.names) && schema.len() <= self.len,
+        // Which schemas nest is fixed where they are declared: checked in
+        // debug builds, by count always.
+        debug_assert!(
+            self.schema.names.starts_with(schema.names),
             "{:?} does not begin with {:?}",
             self.schema.names,
             schema.names
         );
+        assert!(schema.len() <= self.len, "every label of the prefix pushed");
         let end = schema
             .len()
             .checked_sub(1)
             .map_or(0, |last| usize::from(self.ends[last]) + 1);
         LabelRef::new(schema, &self.text[..end])
+    }
+
+    /// The set of the last labels, named by `schema`: a route is the last
+    /// three mesh labels, a workload pair the last four TCP labels, so
+    /// neither is built value by value again.
+    ///
+    /// # Panics
+    /// When not every label is pushed yet; in debug builds also when
+    /// `schema`'s names are not the last of this set's.
+    pub fn suffix(&self, schema: &'static Schema) -> LabelRef<'_> {
+        let names = self.schema.names;
+        debug_assert!(
+            names.ends_with(schema.names) && !schema.is_empty(),
+            "{names:?} does not end with {:?}",
+            schema.names
+        );
+        assert!(
+            self.len == names.len() && schema.len() <= names.len(),
+            "every label pushed"
+        );
+        // Past the closing quote of the value before the suffix and the
+        // comma after it; from the start when the suffix is the whole set.
+        let start = (names.len() - schema.len())
+            .checked_sub(1)
+            .map_or(0, |before| usize::from(self.ends[before]) + 2);
+        LabelRef::new(schema, &self.text[start..])
     }
 
     pub fn to_set(&self) -> LabelSet {
@@ -338,8 +371,30 @@ fn truncate(value: &str) -> (&str, bool) {
     (&value[..end], true)
 }
 
+/// Whether `value` holds a byte the exposition escapes (`\\`, `"`, `\n`).
+///
+/// By hand, eight bytes at a time: every label of every report is checked
+/// (some thirty values per report), and a byte-at-a-time scan was a tenth of
+/// a small report's ingest. Each of the three bytes is found with the
+/// classic zero-byte test on the word XORed with it repeated (exact for
+/// whether a word holds the byte, which is all that is asked).
 fn needs_escape(value: &str) -> bool {
-    value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n'))
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let zeros = |w: u64| w.wrapping_sub(ONES) & !w & HIGHS;
+    let word = |b: &[u8]| {
+        let w = u64::from_le_bytes(b.try_into().expect("eight bytes"));
+        let found = zeros(w ^ (ONES * u64::from(b'\\')))
+            | zeros(w ^ (ONES * u64::from(b'"')))
+            | zeros(w ^ (ONES * u64::from(b'\n')));
+        found != 0
+    };
+    let bytes = value.as_bytes();
+    let Some(last) = bytes.len().checked_sub(8) else {
+        return bytes.iter().any(|b| matches!(b, b'\\' | b'"' | b'\n'));
+    };
+    // Whole words, then the last eight bytes (overlapping the words before).
+    bytes.chunks_exact(8).any(word) || word(&bytes[last..])
 }
 
 /// A label value as the exposition format writes it: `\\`, `\"` and `\n`
@@ -393,6 +448,62 @@ mod tests {
             b.push(v);
         }
         b
+    }
+
+    #[test]
+    fn suffixes_are_the_sets_of_their_values() {
+        let values = ["shop/web-1", "", "shop/web", "é\\\"", "GET", "/a\"b\nc"];
+        let b = set(&values);
+        let mut route = LabelBuf::default();
+        route.start(&ROUTE);
+        for v in &values[3..] {
+            route.push(v);
+        }
+        assert_eq!(b.suffix(&ROUTE), route.view(), "the last three values");
+        assert_eq!(b.suffix(&ROUTE).values().collect::<Vec<_>>(), values[3..]);
+
+        let mut tcp = LabelBuf::default();
+        tcp.start(&TCP);
+        let tcp_values = ["inbound", "src", "a\"", "", "x/y", "é"];
+        for v in tcp_values {
+            tcp.push(v);
+        }
+        let mut pair = LabelBuf::default();
+        pair.start(&PAIR);
+        for v in &tcp_values[2..] {
+            pair.push(v);
+        }
+        assert_eq!(tcp.suffix(&PAIR), pair.view(), "the last four values");
+        assert_eq!(b.suffix(&MESH), b.view(), "the whole set is its own suffix");
+    }
+
+    #[test]
+    #[should_panic(expected = "does not end with")]
+    fn a_suffix_must_name_the_last_labels() {
+        let b = set(&["a", "b", "c", "d", "e", "f"]);
+        let _ = b.suffix(&PAIR);
+    }
+
+    #[test]
+    fn the_word_scan_finds_every_escaped_byte_anywhere() {
+        let naive = |v: &str| v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n'));
+        // Every position in values of every length up to three words, each
+        // escaped byte and its neighbours (which a borrow in the zero-byte
+        // test could mistake for it), over ASCII and multibyte text.
+        for len in 0..24 {
+            for fill in ['a', '[', ']', '!', '#', '\x0b', '\t', '\u{e9}'] {
+                let base: String = std::iter::repeat_n(fill, len).collect();
+                assert_eq!(needs_escape(&base), naive(&base), "{base:?}");
+                for at in 0..=base.chars().count() {
+                    for c in ['\\', '"', '\n', '\x00', '\x01', '\u{80}', '\u{5c5c}'] {
+                        let mut v: String = base.chars().take(at).collect();
+                        v.push(c);
+                        v.extend(base.chars().skip(at));
+                        assert_eq!(needs_escape(&v), naive(&v), "{v:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

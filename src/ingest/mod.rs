@@ -204,9 +204,7 @@ thread_local! {
     static SCRATCH: RefCell<LabelBuf> = RefCell::new(LabelBuf::default());
     /// A label set's folded form, built past the series cap only.
     static FOLDED: RefCell<LabelBuf> = RefCell::new(LabelBuf::default());
-    /// A TCP workload pair's key in the embedded store.
-    static PAIR_KEY: RefCell<LabelBuf> = RefCell::new(LabelBuf::default());
-    /// A route's key in the embedded store.
+    /// A deployment's `__overflow__` route key in the embedded store.
     static ROUTE_KEY: RefCell<LabelBuf> = RefCell::new(LabelBuf::default());
     /// Decoding tables, reused across reports on each thread.
     static FLAT: RefCell<FlatReport> = RefCell::new(FlatReport::default());
@@ -355,16 +353,18 @@ impl Ingester {
         }
         let now = self.clock.at(started);
         let mut tally = Tally::default();
+        let flat = report.flat;
+        // The reporting pod, as its Process names it.
+        let own = (report.str(flat.namespace), report.str(flat.instance));
         SCRATCH.with_borrow_mut(|w| {
-            for scope in &report.flat.scopes {
+            for scope in &flat.scopes {
                 self.apply_scope(report, scope, meta, now, w, &mut tally);
             }
-            self.apply_transports(report, meta, now, w, &mut tally);
+            self.apply_transports(report, own, meta, now, w, &mut tally);
         });
-        let flat = report.flat;
-        let (namespace, instance) = (report.str(flat.namespace), report.str(flat.instance));
+        let (namespace, instance) = own;
         if flat.has_process && !namespace.is_empty() && !instance.is_empty() {
-            match self.instances.touch(namespace, instance) {
+            match self.instances.touch(namespace, instance, started) {
                 Ok(()) => {}
                 Err(instances::Refused::TooLong) => self.health.instances_too_long.inc(),
                 Err(instances::Refused::Full) => self.health.instances_full.inc(),
@@ -419,15 +419,16 @@ impl Ingester {
         let method = if dropped.method { "" } else { reported_method };
         // A deployment with route templates is counted by the template a
         // request matched, whether or not `path` is dropped otherwise.
+        let reported_path = report.str(scope.path);
         let route = self
             .config
             .routes
             .as_ref()
-            .and_then(|r| r.route(target.deployment, reported_method, report.str(scope.path)));
+            .and_then(|r| r.route(target.deployment, reported_method, reported_path));
         let path = match route {
             Some(template) => template,
             None if dropped.path => "",
-            None => report.str(scope.path),
+            None => reported_path,
         };
         tally.truncated += u64::from(w.push(method)) + u64::from(w.push(path));
 
@@ -457,7 +458,9 @@ impl Ingester {
             self.spill_responses(w.view(), landed, spilled, now.secs, tally);
         }
         if self.config.embedded_stat && !target.deployment.is_empty() {
-            self.add_route(report, scope, [target.deployment, method, path], now, tally);
+            // The route is the request series' last labels.
+            let route = w.suffix(&labels::ROUTE);
+            self.add_route(report, scope, route, target.deployment, now, tally);
         }
     }
 
@@ -468,23 +471,20 @@ impl Ingester {
         &self,
         report: Report<'_>,
         scope: &Scope,
-        key: [&str; 3],
+        route: labels::LabelRef<'_>,
+        deployment: &str,
         now: Now,
         tally: &mut Tally,
     ) {
+        let ordinary = MAX_ROUTE_WINDOWS - ROUTE_OVERFLOW_HEADROOM;
+        let add = |data: &mut WindowData| data.add_scope(report, scope, now.ms, now.secs);
+        let table = &self.route_windows;
+        if table.update_within(route, &self.route_budget, ordinary, add) != Lookup::Full {
+            return;
+        }
         ROUTE_KEY.with_borrow_mut(|k| {
-            let ordinary = MAX_ROUTE_WINDOWS - ROUTE_OVERFLOW_HEADROOM;
-            let add = |data: &mut WindowData| data.add_scope(report, scope, now.ms, now.secs);
             k.start(&labels::ROUTE);
-            for value in key {
-                k.push(value);
-            }
-            let table = &self.route_windows;
-            if table.update_within(k.view(), &self.route_budget, ordinary, add) != Lookup::Full {
-                return;
-            }
-            k.start(&labels::ROUTE);
-            for value in [key[0], "", OVERFLOW] {
+            for value in [deployment, "", OVERFLOW] {
                 k.push(value);
             }
             if table.update(k.view(), &self.route_budget, add) == Lookup::Full {
@@ -582,6 +582,7 @@ impl Ingester {
     fn apply_transports<E: Enrich>(
         &self,
         report: Report<'_>,
+        (ns, name): (&str, &str),
         meta: &E,
         now: Now,
         w: &mut LabelBuf,
@@ -597,7 +598,6 @@ impl Ingester {
         };
         // The reporting pod is one side of every connection; it is named by
         // its Process even when the index does not know it.
-        let (ns, name) = (report.str(flat.namespace), report.str(flat.instance));
         let own_label;
         let this = match meta.by_pod(ns, name) {
             Some(w) => w,
@@ -627,16 +627,8 @@ impl Ingester {
                     read_bytes: 0,
                     write_bytes: sent(disconnects),
                 };
-                let opened = u64::from(t.connects);
-                self.add_tcp_window(
-                    peer,
-                    this,
-                    now,
-                    opened,
-                    disconnects.len() as u64,
-                    bytes,
-                    tally,
-                );
+                let (opened, closed) = (u64::from(t.connects), disconnects.len() as u64);
+                self.add_tcp_window(w, now, opened, closed, bytes, tally);
             }
         }
         for t in &flat.client_transports {
@@ -652,18 +644,17 @@ impl Ingester {
                     read_bytes: sent(disconnects),
                     write_bytes: 0,
                 };
-                self.add_tcp_window(this, peer, now, 0, 0, bytes, tally);
+                self.add_tcp_window(w, now, 0, 0, bytes, tally);
             }
         }
     }
 
-    /// Adds to the TCP windows of the pair `source` → `target` (embedded
-    /// Stat store only); past its bound, counted as a dropped pair.
-    #[allow(clippy::too_many_arguments)]
+    /// Adds to the TCP windows of the workload pair of the TCP series in
+    /// `w` (its last four labels: source and target, pods and deployments;
+    /// embedded Stat store only); past its bound, counted as a dropped pair.
     fn add_tcp_window(
         &self,
-        source: WorkloadRef<'_>,
-        target: WorkloadRef<'_>,
+        w: &LabelBuf,
         now: Now,
         opened: u64,
         closed: u64,
@@ -673,20 +664,11 @@ impl Ingester {
         if !self.config.embedded_stat {
             return;
         }
-        PAIR_KEY.with_borrow_mut(|k| {
-            k.start(&labels::PAIR);
-            for value in [source.pod, target.pod, source.deployment, target.deployment] {
-                k.push(value);
-            }
-            let add = |d: &mut TcpWindowData| d.add(now.ms, now.secs, opened, closed, bytes);
-            if self
-                .tcp_windows
-                .update(k.view(), &self.tcp_window_budget, add)
-                == Lookup::Full
-            {
-                tally.pairs_dropped += 1;
-            }
-        });
+        let add = |d: &mut TcpWindowData| d.add(now.ms, now.secs, opened, closed, bytes);
+        let pair = w.suffix(&labels::PAIR);
+        if self.tcp_windows.update(pair, &self.tcp_window_budget, add) == Lookup::Full {
+            tally.pairs_dropped += 1;
+        }
     }
 
     fn add_tcp(

@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 
 use super::{
     Batch, HashedKey, Index, PodInfo, Snapshot, apply_object, delete_object, key_or_warn,
-    namespace_of, object_key, object_map, pick_owner,
+    namespace_of, object_key, object_map, pick_owner, with_object_key,
 };
 
 impl Snapshot {
@@ -39,7 +39,7 @@ impl Snapshot {
     }
 
     pub fn deployment(&self, namespace: &str, name: &str) -> Option<&Arc<Deployment>> {
-        self.deployments.get(object_key(namespace, name).as_str())
+        with_object_key(namespace, name, |key| self.deployments.get(key))
     }
 
     /// All Deployments, ordered by `"namespace/name"`.

@@ -10,12 +10,12 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::{
     Batch, FastMap, Index, SERVICE_NAME_LABEL, Snapshot, apply_object, delete_object, key_or_warn,
-    namespace_of, object_key, object_map,
+    namespace_of, object_key, object_map, with_object_key,
 };
 
 impl Snapshot {
     pub fn endpoints(&self, namespace: &str, name: &str) -> Option<&Arc<Endpoints>> {
-        self.endpoints.get(object_key(namespace, name).as_str())
+        with_object_key(namespace, name, |key| self.endpoints.get(key))
     }
 
     /// The EndpointSlices labelled with Service `namespace/name`, ordered by slice name.

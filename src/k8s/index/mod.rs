@@ -323,6 +323,23 @@ fn object_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
+/// Runs `f` on the key `"namespace/name"` written into a buffer kept per
+/// thread: a lookup (one per report, for the reporting pod) allocates
+/// nothing. The buffer keeps the capacity of the longest key looked up, at
+/// most what one report's strings can be.
+fn with_object_key<R>(namespace: &str, name: &str, f: impl FnOnce(&str) -> R) -> R {
+    thread_local! {
+        static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    KEY.with_borrow_mut(|key| {
+        key.clear();
+        key.push_str(namespace);
+        key.push('/');
+        key.push_str(name);
+        f(key)
+    })
+}
+
 fn namespace_of(meta: &ObjectMeta) -> &str {
     meta.namespace
         .as_deref()

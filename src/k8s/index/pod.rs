@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use super::{
     Batch, CONTROLLER_LABEL, HashedKey, Index, InvalidObject, Names, PLANE_LABEL, Snapshot,
-    key_or_warn, names, object_key, pick_owner, skip_malformed,
+    key_or_warn, names, pick_owner, skip_malformed, with_object_key,
 };
 
 /// The pods claiming one IP, oldest claim first; the last one owns the IP.
@@ -222,7 +222,7 @@ impl Snapshot {
     }
 
     pub fn pod(&self, namespace: &str, name: &str) -> Option<&Arc<PodInfo>> {
-        self.pods.get(object_key(namespace, name).as_str())
+        with_object_key(namespace, name, |key| self.pods.get(key))
     }
 
     /// Pods of one namespace, ordered by name.

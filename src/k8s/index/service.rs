@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 
-use super::{Batch, Index, Snapshot, apply_object, delete_object, object_key, object_map};
+use super::{Batch, Index, Snapshot, apply_object, delete_object, object_map, with_object_key};
 
 impl Snapshot {
     pub fn service(&self, namespace: &str, name: &str) -> Option<&Arc<Service>> {
-        self.services.get(object_key(namespace, name).as_str())
+        with_object_key(namespace, name, |key| self.services.get(key))
     }
 
     /// All Services, ordered by `"namespace/name"`.
