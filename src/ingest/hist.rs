@@ -64,42 +64,20 @@ fn gallop(entries: &[u64], key: u64) -> usize {
     lo + entries[lo..hi].partition_point(below)
 }
 
-/// Sorted `(bucket << 48) | count` entries.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SparseHist {
-    entries: Vec<u64>,
+/// Observations bucketed and sorted, distinct buckets, ready to be merged
+/// into histograms ([`SparseHist::add_run`]).
+#[derive(Clone, Debug, Default)]
+pub struct Run {
+    /// `(bucket << 48) | count`, as a histogram's entries; inline up to 32
+    /// buckets (a response reports a few dozen latencies at most).
+    entries: smallvec::SmallVec<[u64; 32]>,
 }
 
-impl SparseHist {
-    /// Adds `n` observations of `v`.
-    pub fn record(&mut self, v: u32, n: u64) {
-        if n == 0 {
-            return;
-        }
-        let idx = bucket_of(v);
-        self.add_bucket(idx, n);
-    }
-
-    fn add_bucket(&mut self, idx: u16, n: u64) {
-        let key = u64::from(idx) << COUNT_BITS;
-        // Latencies arrive in ascending order: check the end first.
-        let pos = match self.entries.last() {
-            Some(&last) if last & !COUNT_MAX < key => self.entries.len(),
-            _ => self.entries.partition_point(|&e| e & !COUNT_MAX < key),
-        };
-        match self.entries.get_mut(pos) {
-            Some(e) if *e & !COUNT_MAX == key => {
-                let count = ((*e & COUNT_MAX) + n).min(COUNT_MAX);
-                *e = key | count;
-            }
-            _ => self.entries.insert(pos, key | n.min(COUNT_MAX)),
-        }
-    }
-
-    /// Adds a run of `(value, count)` observations. Runs sorted by value
-    /// (as the wire promises latencies are) merge in one linear pass; others
-    /// are sorted first.
-    pub fn record_run(&mut self, run: impl IntoIterator<Item = (u32, u64)>) {
+impl Run {
+    /// Buckets `(value, count)` observations. A run sorted by value (as the
+    /// wire promises a response's latencies are) is bucketed in one pass;
+    /// others are sorted first.
+    pub fn of(run: impl IntoIterator<Item = (u32, u64)>) -> Self {
         let mut buckets: smallvec::SmallVec<[u64; 32]> = smallvec::SmallVec::new();
         let mut sorted = true;
         for (v, n) in run {
@@ -132,7 +110,52 @@ impl SparseHist {
             }
             buckets = merged;
         }
-        self.merge_sorted(&buckets);
+        Self { entries: buckets }
+    }
+}
+
+/// Sorted `(bucket << 48) | count` entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SparseHist {
+    entries: Vec<u64>,
+}
+
+impl SparseHist {
+    /// Adds `n` observations of `v`.
+    pub fn record(&mut self, v: u32, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let idx = bucket_of(v);
+        self.add_bucket(idx, n);
+    }
+
+    fn add_bucket(&mut self, idx: u16, n: u64) {
+        let key = u64::from(idx) << COUNT_BITS;
+        // Latencies arrive in ascending order: check the end first.
+        let pos = match self.entries.last() {
+            Some(&last) if last & !COUNT_MAX < key => self.entries.len(),
+            _ => self.entries.partition_point(|&e| e & !COUNT_MAX < key),
+        };
+        match self.entries.get_mut(pos) {
+            Some(e) if *e & !COUNT_MAX == key => {
+                let count = ((*e & COUNT_MAX) + n).min(COUNT_MAX);
+                *e = key | count;
+            }
+            _ => self.entries.insert(pos, key | n.min(COUNT_MAX)),
+        }
+    }
+
+    /// Adds a run of `(value, count)` observations ([`Run::of`]).
+    pub fn record_run(&mut self, run: impl IntoIterator<Item = (u32, u64)>) {
+        self.add_run(&Run::of(run));
+    }
+
+    /// Adds observations already bucketed: one [`Run`] can be added to
+    /// several histograms (a scope's workload pair and its route) at the
+    /// cost of bucketing it once.
+    pub fn add_run(&mut self, run: &Run) {
+        self.merge_sorted(&run.entries);
     }
 
     /// Merges sorted, distinct-bucket entries in place. Each run entry's

@@ -50,7 +50,7 @@ use labels::LabelBuf;
 use report::{is_success, method_label, resolve};
 use series::{MeshData, Response, TcpData};
 use table::{Budget, Lookup, Table};
-use window::{TcpCounts, TcpWindowData, WindowData};
+use window::{ScopeSample, TcpCounts, TcpWindowData, WindowData};
 
 /// Default `-max-series`: enough for a few thousand pods with a realistic
 /// route count, small enough (≈ 150 MB) to never threaten the node.
@@ -445,22 +445,25 @@ impl Ingester {
                 add_scope(data, report, scope, budget, native, &mut spilled);
             },
         );
-        // The workload pair is the first labels of the request series.
-        let pair = w.prefix(&labels::PAIR);
-        if self.config.embedded_stat
-            && self.windows.update(pair, &self.window_budget, |data| {
-                data.add_scope(report, scope, now.ms, now.secs)
-            }) == Lookup::Full
-        {
-            tally.pairs_dropped += 1;
-        }
         if !spilled.is_empty() {
             self.spill_responses(w.view(), landed, spilled, now.secs, tally);
         }
-        if self.config.embedded_stat && !target.deployment.is_empty() {
+        if !self.config.embedded_stat {
+            return;
+        }
+        let sample = ScopeSample::of(report, scope);
+        // The workload pair is the first labels of the request series.
+        let pair = w.prefix(&labels::PAIR);
+        if self.windows.update(pair, &self.window_budget, |data| {
+            data.add_sample(&sample, now.ms, now.secs)
+        }) == Lookup::Full
+        {
+            tally.pairs_dropped += 1;
+        }
+        if !target.deployment.is_empty() {
             // The route is the request series' last labels.
             let route = w.suffix(&labels::ROUTE);
-            self.add_route(report, scope, route, target.deployment, now, tally);
+            self.add_route(&sample, route, target.deployment, now, tally);
         }
     }
 
@@ -469,15 +472,14 @@ impl Ingester {
     /// `__overflow__` route, and past the bound itself left out (counted).
     fn add_route(
         &self,
-        report: Report<'_>,
-        scope: &Scope,
+        sample: &ScopeSample,
         route: labels::LabelRef<'_>,
         deployment: &str,
         now: Now,
         tally: &mut Tally,
     ) {
         let ordinary = MAX_ROUTE_WINDOWS - ROUTE_OVERFLOW_HEADROOM;
-        let add = |data: &mut WindowData| data.add_scope(report, scope, now.ms, now.secs);
+        let add = |data: &mut WindowData| data.add_sample(sample, now.ms, now.secs);
         let table = &self.route_windows;
         if table.update_within(route, &self.route_budget, ordinary, add) != Lookup::Full {
             return;

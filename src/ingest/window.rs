@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 
 use super::flat::{Report, Scope};
-use super::hist::SparseHist;
+use super::hist::{Run, SparseHist};
 use super::report::is_success;
 use super::table::SeriesData;
 
@@ -314,6 +314,44 @@ impl<S: SlotCounts> Ring<S> {
     }
 }
 
+/// What one request scope adds to a window: read from the report once and
+/// added to its workload pair's window and to its route's.
+#[derive(Debug, Default)]
+pub struct ScopeSample {
+    requests: u64,
+    success: u64,
+    failure: u64,
+    /// Each response's latencies, bucketed (runs are sorted per response,
+    /// so each is merged as it came rather than sorted together).
+    latency: smallvec::SmallVec<[Run; 2]>,
+}
+
+impl ScopeSample {
+    pub fn of(report: Report<'_>, scope: &Scope) -> Self {
+        let (mut success, mut failure) = (0, 0);
+        for rsp in report.responses(scope) {
+            for eos in report.ends(rsp) {
+                let n = u64::from(eos.streams);
+                if is_success(eos.end, rsp.status) {
+                    success += n;
+                } else {
+                    failure += n;
+                }
+            }
+        }
+        let latency = report.responses(scope).iter().map(|rsp| {
+            let latencies = report.latencies(rsp).iter();
+            Run::of(latencies.map(|&(latency, count)| (latency, u64::from(count))))
+        });
+        Self {
+            requests: u64::from(scope.count),
+            success,
+            failure,
+            latency: latency.collect(),
+        }
+    }
+}
+
 /// A workload pair's or a route's requests over the last hour.
 #[derive(Debug, Default)]
 pub struct WindowData {
@@ -328,27 +366,15 @@ impl SeriesData for WindowData {
 }
 
 impl WindowData {
-    /// Adds one request scope at `now_ms` (store clock).
-    pub fn add_scope(&mut self, report: Report<'_>, scope: &Scope, now_ms: u64, now_secs: u32) {
+    /// Adds one request scope's [`ScopeSample`] at `now_ms` (store clock).
+    pub fn add_sample(&mut self, sample: &ScopeSample, now_ms: u64, now_secs: u32) {
         self.touched = now_secs;
         let slot = self.ring.current(now_ms);
-        slot.requests += u64::from(scope.count);
-        for rsp in report.responses(scope) {
-            let status = rsp.status;
-            slot.latency.record_run(
-                report
-                    .latencies(rsp)
-                    .iter()
-                    .map(|&(latency, count)| (latency, u64::from(count))),
-            );
-            for eos in report.ends(rsp) {
-                let n = u64::from(eos.streams);
-                if is_success(eos.end, status) {
-                    slot.success += n;
-                } else {
-                    slot.failure += n;
-                }
-            }
+        slot.requests += sample.requests;
+        slot.success += sample.success;
+        slot.failure += sample.failure;
+        for run in &sample.latency {
+            slot.latency.add_run(run);
         }
     }
 
@@ -434,7 +460,7 @@ mod tests {
             flat: &d.flat,
             bytes: &d.bytes,
         };
-        w.add_scope(report, &d.flat.scopes[0], now_ms, 0);
+        w.add_sample(&ScopeSample::of(report, &d.flat.scopes[0]), now_ms, 0);
     }
 
     fn scope(count: u32, status: u32, latency: u32) -> Decoded {
