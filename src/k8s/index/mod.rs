@@ -323,13 +323,21 @@ fn object_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
+/// Longest key a Kubernetes object can have: a 63-byte namespace, `/`, a
+/// 253-byte name.
+const MAX_OBJECT_KEY_BYTES: usize = 63 + 1 + 253;
+
 /// Runs `f` on the key `"namespace/name"` written into a buffer kept per
 /// thread: a lookup (one per report, for the reporting pod) allocates
-/// nothing. The buffer keeps the capacity of the longest key looked up, at
-/// most what one report's strings can be.
+/// nothing. Names a report makes up longer than any object's are looked up
+/// in a key of their own, so the buffer never holds more than
+/// [`MAX_OBJECT_KEY_BYTES`].
 fn with_object_key<R>(namespace: &str, name: &str, f: impl FnOnce(&str) -> R) -> R {
     thread_local! {
         static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    if namespace.len() + 1 + name.len() > MAX_OBJECT_KEY_BYTES {
+        return f(&object_key(namespace, name));
     }
     KEY.with_borrow_mut(|key| {
         key.clear();

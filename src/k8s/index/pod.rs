@@ -439,6 +439,11 @@ mod tests {
 
         let snap = index.snapshot();
         let info = snap.pod("ns", "v6").expect("pod is indexed");
+        // A name longer than any object's is looked up (and found absent)
+        // without the per-thread key buffer keeping it; the next lookup
+        // still finds the pod.
+        assert!(snap.pod("ns", &"v".repeat(1 << 20)).is_none());
+        assert!(snap.pod("ns", "v6").is_some());
         assert_eq!(info.ips, vec![ip("2001:db8::7"), ip("192.0.2.60")]);
         assert_eq!(
             snap.workload_by_ip(&ip("2001:db8::7")),
