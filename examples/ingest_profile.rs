@@ -5,6 +5,7 @@
 //! ```text
 //! cargo build --release --example ingest_profile
 //! valgrind --tool=callgrind target/release/examples/ingest_profile small 100000
+//! target/release/examples/ingest_profile medium 100000 decode   # the decode alone
 //! ```
 //!
 //! Callgrind counts instructions, which repeat exactly for the same binary
@@ -15,6 +16,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use conduit::ingest::flat::FlatReport;
 use conduit::ingest::{Config, Health, Ingester};
 use conduit::k8s::{Index, cluster_file};
 use conduit::simulate::{Shape, build_report, cluster_objects, fleet};
@@ -32,6 +34,11 @@ fn main() {
     let n: usize = args
         .next()
         .map_or(100_000, |s| s.parse().expect("a report count"));
+    let decode_only = match args.next().as_deref() {
+        None => false,
+        Some("decode") => true,
+        Some(other) => panic!("unknown mode {other:?}: expected decode"),
+    };
 
     let fleet = fleet(100, 30, "sim", 1);
     let index = Arc::new(Index::new());
@@ -48,6 +55,22 @@ fn main() {
         ingester
             .ingest_bytes(r, &*snapshot)
             .expect("a valid report");
+    }
+
+    if decode_only {
+        let mut flat = FlatReport::default();
+        let started = Instant::now();
+        for i in 0..n {
+            flat.decode(&reports[i % REPORTS]).expect("a valid report");
+        }
+        let per_report = started.elapsed().as_secs_f64() / n as f64;
+        println!(
+            "{} reports of shape {} decoded: {:.3} µs per report",
+            n,
+            shape.as_str(),
+            per_report * 1e6
+        );
+        return;
     }
 
     let started = Instant::now();
