@@ -64,53 +64,118 @@ fn gallop(entries: &[u64], key: u64) -> usize {
     lo + entries[lo..hi].partition_point(below)
 }
 
+/// Entries looked at one by one before [`gallop`] takes over: a run's next
+/// bucket is usually a few entries past its last one, where comparing
+/// each costs less than the search.
+const SEEK_LINEAR: usize = 8;
+
+/// The first position at or past `from` whose bucket is not below `key`.
+#[inline]
+fn seek(entries: &[u64], from: usize, key: u64) -> usize {
+    let end = entries.len().min(from + SEEK_LINEAR);
+    let mut at = from;
+    while at < end {
+        if entries[at] & !COUNT_MAX >= key {
+            return at;
+        }
+        at += 1;
+    }
+    at + gallop(&entries[at..], key)
+}
+
 /// Observations bucketed and sorted, distinct buckets, ready to be merged
-/// into histograms ([`SparseHist::add_run`]).
+/// into histograms ([`SparseHist::add_run`]). Kept and refilled per
+/// thread by the ingester ([`Self::clear`]): its buffers are reused, so
+/// bucketing a scope allocates nothing.
 #[derive(Clone, Debug, Default)]
 pub struct Run {
-    /// `(bucket << 48) | count`, as a histogram's entries; inline up to 32
-    /// buckets (a response reports a few dozen latencies at most).
-    entries: smallvec::SmallVec<[u64; 32]>,
+    /// `(bucket << 48) | count`, as a histogram's entries.
+    entries: Vec<u64>,
+    /// The next response's entries, and the merge of both.
+    next: Vec<u64>,
+    merged: Vec<u64>,
+}
+
+/// Buckets `(value, count)` observations into `out` (cleared first),
+/// sorted and distinct. A run sorted by value (as the wire promises a
+/// response's latencies are) is bucketed in one pass; others are sorted
+/// first.
+fn bucket_into(out: &mut Vec<u64>, run: impl IntoIterator<Item = (u32, u64)>) {
+    out.clear();
+    let mut sorted = true;
+    for (v, n) in run {
+        if n == 0 {
+            continue;
+        }
+        let key = u64::from(bucket_of(v)) << COUNT_BITS;
+        match out.last_mut() {
+            Some(last) if *last & !COUNT_MAX == key => {
+                *last = key | ((*last & COUNT_MAX) + n).min(COUNT_MAX);
+            }
+            Some(last) if *last & !COUNT_MAX > key => {
+                sorted = false;
+                out.push(key | n.min(COUNT_MAX));
+            }
+            _ => out.push(key | n.min(COUNT_MAX)),
+        }
+    }
+    if !sorted {
+        out.sort_unstable();
+        out.dedup_by(|next, kept| {
+            let same = *next & !COUNT_MAX == *kept & !COUNT_MAX;
+            if same {
+                *kept = (*kept & !COUNT_MAX)
+                    | ((*kept & COUNT_MAX) + (*next & COUNT_MAX)).min(COUNT_MAX);
+            }
+            same
+        });
+    }
 }
 
 impl Run {
-    /// Buckets `(value, count)` observations. A run sorted by value (as the
-    /// wire promises a response's latencies are) is bucketed in one pass;
-    /// others are sorted first.
+    /// Buckets `(value, count)` observations ([`bucket_into`]).
     pub fn of(run: impl IntoIterator<Item = (u32, u64)>) -> Self {
-        let mut buckets: smallvec::SmallVec<[u64; 32]> = smallvec::SmallVec::new();
-        let mut sorted = true;
-        for (v, n) in run {
-            if n == 0 {
-                continue;
-            }
-            let key = u64::from(bucket_of(v)) << COUNT_BITS;
-            match buckets.last_mut() {
-                Some(last) if *last & !COUNT_MAX == key => {
-                    *last = key | ((*last & COUNT_MAX) + n).min(COUNT_MAX);
-                }
-                Some(last) if *last & !COUNT_MAX > key => {
-                    sorted = false;
-                    buckets.push(key | n.min(COUNT_MAX));
-                }
-                _ => buckets.push(key | n.min(COUNT_MAX)),
+        let mut this = Self::default();
+        this.add(run);
+        this
+    }
+
+    /// Empties the run, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// Adds more observations: bucketed on their own, then the two sorted
+    /// runs merged into one, so that a scope's responses (one run each)
+    /// are merged into each of its windows' histograms in one pass, not
+    /// one per response.
+    pub fn add(&mut self, run: impl IntoIterator<Item = (u32, u64)>) {
+        if self.entries.is_empty() {
+            return bucket_into(&mut self.entries, run);
+        }
+        bucket_into(&mut self.next, run);
+        let (a, b, out) = (&self.entries, &self.next, &mut self.merged);
+        out.clear();
+        out.reserve(a.len() + b.len());
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() && j < b.len() {
+            let (x, y) = (a[i], b[j]);
+            let (kx, ky) = (x & !COUNT_MAX, y & !COUNT_MAX);
+            if kx == ky {
+                out.push(kx | ((x & COUNT_MAX) + (y & COUNT_MAX)).min(COUNT_MAX));
+                i += 1;
+                j += 1;
+            } else if kx < ky {
+                out.push(x);
+                i += 1;
+            } else {
+                out.push(y);
+                j += 1;
             }
         }
-        if !sorted {
-            buckets.sort_unstable();
-            let mut merged: smallvec::SmallVec<[u64; 32]> = smallvec::SmallVec::new();
-            for e in buckets {
-                match merged.last_mut() {
-                    Some(last) if *last & !COUNT_MAX == e & !COUNT_MAX => {
-                        *last = (*last & !COUNT_MAX)
-                            | ((*last & COUNT_MAX) + (e & COUNT_MAX)).min(COUNT_MAX);
-                    }
-                    _ => merged.push(e),
-                }
-            }
-            buckets = merged;
-        }
-        Self { entries: buckets }
+        out.extend_from_slice(&a[i..]);
+        out.extend_from_slice(&b[j..]);
+        std::mem::swap(&mut self.entries, &mut self.merged);
     }
 }
 
@@ -159,7 +224,7 @@ impl SparseHist {
     }
 
     /// Merges sorted, distinct-bucket entries in place. Each run entry's
-    /// place is found by a galloping search in what is left of the
+    /// place is found by [`seek`] in what is left of the
     /// histogram, and while its bucket exists (the steady state) its count
     /// is added there at once. From the first entry whose bucket is new,
     /// the rest go through [`Self::merge_growing`].
@@ -167,7 +232,7 @@ impl SparseHist {
         let mut from = 0;
         for (k, &r) in run.iter().enumerate() {
             let key = r & !COUNT_MAX;
-            let at = from + gallop(&self.entries[from..], key);
+            let at = seek(&self.entries, from, key);
             match self.entries.get_mut(at) {
                 Some(e) if *e & !COUNT_MAX == key => {
                     *e = key | ((*e & COUNT_MAX) + (r & COUNT_MAX)).min(COUNT_MAX);
@@ -179,26 +244,24 @@ impl SparseHist {
     }
 
     /// [`Self::merge_sorted`] for a run with new buckets, every one of its
-    /// entries at or past `from`: their places are found first, then the
+    /// entries at or past `from`: the new buckets are counted first, then the
     /// histogram grows once and is filled from the back, moving only the
     /// entries after the first new bucket.
     fn merge_growing(&mut self, run: &[u64], mut from: usize) {
         if run.is_empty() {
             return;
         }
-        let mut places: smallvec::SmallVec<[usize; 32]> = smallvec::SmallVec::new();
+        let first = from;
         let mut new = 0;
         for &r in run {
             let key = r & !COUNT_MAX;
-            let at = from + gallop(&self.entries[from..], key);
+            let at = seek(&self.entries, from, key);
             if self.entries.get(at).is_none_or(|&e| e & !COUNT_MAX != key) {
                 new += 1;
             }
-            places.push(at);
             from = at;
         }
         debug_assert!(new > 0, "the run's first bucket is new");
-        let first = places[0];
         let old_len = self.entries.len();
         self.entries.resize(old_len + new, 0);
         let e = &mut self.entries;
@@ -368,6 +431,42 @@ mod tests {
                     .all(|w| w[0] >> COUNT_BITS < w[1] >> COUNT_BITS)
             );
         }
+    }
+
+    #[test]
+    fn runs_added_together_merge_like_single_records() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        let mut one = Run::default();
+        for _ in 0..200 {
+            // One run, cleared and reused, as the ingester keeps it.
+            one.clear();
+            let mut each = SparseHist::default();
+            let top = if rng.bool() { 300 } else { 100_000 };
+            for _ in 0..rng.usize(0..5) {
+                let run: Vec<(u32, u64)> = (0..rng.usize(0..30))
+                    .map(|_| (rng.u32(0..top), rng.u64(0..5)))
+                    .collect();
+                for &(v, n) in &run {
+                    each.record(v, n);
+                }
+                one.add(run);
+            }
+            let mut h = SparseHist::default();
+            h.add_run(&one);
+            assert_eq!(h, each);
+            assert!(
+                one.entries
+                    .windows(2)
+                    .all(|w| w[0] >> COUNT_BITS < w[1] >> COUNT_BITS)
+            );
+        }
+        let mut full = Run::of([(3, COUNT_MAX)]);
+        full.add([(3, 5)]);
+        assert_eq!(
+            full.entries[0] & COUNT_MAX,
+            COUNT_MAX,
+            "saturates, never wraps"
+        );
     }
 
     #[test]

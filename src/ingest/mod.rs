@@ -208,6 +208,8 @@ thread_local! {
     static ROUTE_KEY: RefCell<LabelBuf> = RefCell::new(LabelBuf::default());
     /// Decoding tables, reused across reports on each thread.
     static FLAT: RefCell<FlatReport> = RefCell::new(FlatReport::default());
+    /// A scope's window sample, refilled for each scope.
+    static SAMPLE: RefCell<ScopeSample> = RefCell::new(ScopeSample::default());
 }
 
 /// Why a report's bytes were refused; nothing of it was applied.
@@ -451,20 +453,22 @@ impl Ingester {
         if !self.config.embedded_stat {
             return;
         }
-        let sample = ScopeSample::of(report, scope);
-        // The workload pair is the first labels of the request series.
-        let pair = w.prefix(&labels::PAIR);
-        if self.windows.update(pair, &self.window_budget, |data| {
-            data.add_sample(&sample, now.ms, now.secs)
-        }) == Lookup::Full
-        {
-            tally.pairs_dropped += 1;
-        }
-        if !target.deployment.is_empty() {
-            // The route is the request series' last labels.
-            let route = w.suffix(&labels::ROUTE);
-            self.add_route(&sample, route, target.deployment, now, tally);
-        }
+        SAMPLE.with_borrow_mut(|sample| {
+            sample.fill(report, scope);
+            // The workload pair is the first labels of the request series.
+            let pair = w.prefix(&labels::PAIR);
+            if self.windows.update(pair, &self.window_budget, |data| {
+                data.add_sample(sample, now.ms, now.secs)
+            }) == Lookup::Full
+            {
+                tally.pairs_dropped += 1;
+            }
+            if !target.deployment.is_empty() {
+                // The route is the request series' last labels.
+                let route = w.suffix(&labels::ROUTE);
+                self.add_route(sample, route, target.deployment, now, tally);
+            }
+        });
     }
 
     /// Adds a scope to its route's windows; past [`MAX_ROUTE_WINDOWS`]

@@ -321,14 +321,22 @@ pub struct ScopeSample {
     requests: u64,
     success: u64,
     failure: u64,
-    /// Each response's latencies, bucketed (runs are sorted per response,
-    /// so each is merged as it came rather than sorted together).
-    latency: smallvec::SmallVec<[Run; 2]>,
+    /// The responses' latencies, bucketed: each response's run (sorted on
+    /// the wire) bucketed as it came, then the runs merged into one.
+    latency: Run,
 }
 
 impl ScopeSample {
     pub fn of(report: Report<'_>, scope: &Scope) -> Self {
+        let mut sample = Self::default();
+        sample.fill(report, scope);
+        sample
+    }
+
+    /// Reads `scope` into this sample, reusing its buffers.
+    pub fn fill(&mut self, report: Report<'_>, scope: &Scope) {
         let (mut success, mut failure) = (0, 0);
+        self.latency.clear();
         for rsp in report.responses(scope) {
             for eos in report.ends(rsp) {
                 let n = u64::from(eos.streams);
@@ -338,17 +346,13 @@ impl ScopeSample {
                     failure += n;
                 }
             }
-        }
-        let latency = report.responses(scope).iter().map(|rsp| {
             let latencies = report.latencies(rsp).iter();
-            Run::of(latencies.map(|&(latency, count)| (latency, u64::from(count))))
-        });
-        Self {
-            requests: u64::from(scope.count),
-            success,
-            failure,
-            latency: latency.collect(),
+            self.latency
+                .add(latencies.map(|&(latency, count)| (latency, u64::from(count))));
         }
+        self.requests = u64::from(scope.count);
+        self.success = success;
+        self.failure = failure;
     }
 }
 
@@ -373,9 +377,7 @@ impl WindowData {
         slot.requests += sample.requests;
         slot.success += sample.success;
         slot.failure += sample.failure;
-        for run in &sample.latency {
-            slot.latency.add_run(run);
-        }
+        slot.latency.add_run(&sample.latency);
     }
 
     /// Where this pair's data begins ([`Ring::covered_from_ms`]).
