@@ -454,6 +454,24 @@ impl<'a> Reader<'a> {
         self.varint_slow()
     }
 
+    /// [`Self::varint`] with two-byte values inline too: a leaf's values
+    /// (latencies in tenths of a millisecond, durations, byte counts) are
+    /// mostly one or two bytes.
+    #[inline(always)]
+    fn leaf_varint(&mut self) -> Result<u64, WireError> {
+        match self.buf.get(self.pos..) {
+            Some(&[low, ..]) if low < 0x80 => {
+                self.pos += 1;
+                Ok(u64::from(low))
+            }
+            Some(&[low, high, ..]) if high < 0x80 => {
+                self.pos += 2;
+                Ok(u64::from(low & 0x7f) | u64::from(high) << 7)
+            }
+            _ => self.varint_slow(),
+        }
+    }
+
     #[inline(never)]
     fn varint_slow(&mut self) -> Result<u64, WireError> {
         // Up to eight bytes at once, when the input holds eight (past this
@@ -546,7 +564,7 @@ impl<'a> Reader<'a> {
             let slot = usize::from(tag >> 3).wrapping_sub(1);
             if tag & 0x87 == VARINT as u8 && slot < N {
                 self.pos += 1;
-                set(slot, self.varint()?);
+                set(slot, self.leaf_varint()?);
                 continue;
             }
             let Some((field, wt)) = self.key()? else {
