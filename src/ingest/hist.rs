@@ -86,7 +86,9 @@ fn seek(entries: &[u64], from: usize, key: u64) -> usize {
 /// Observations bucketed and sorted, distinct buckets, ready to be merged
 /// into histograms ([`SparseHist::add_run`]). Kept and refilled per
 /// thread by the ingester ([`Self::clear`]): its buffers are reused, so
-/// bucketing a scope allocates nothing.
+/// bucketing a scope allocates nothing. Like the decode tables they keep
+/// the capacity of the largest scope seen: eight bytes per latency entry,
+/// each at least two bytes of a report the report size limit bounds.
 #[derive(Clone, Debug, Default)]
 pub struct Run {
     /// `(bucket << 48) | count`, as a histogram's entries.
