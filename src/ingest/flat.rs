@@ -857,6 +857,22 @@ mod tests {
         }
     }
 
+    /// How many of `inputs` both decoders took, and how many both refused.
+    fn outcomes(
+        inputs: impl IntoIterator<Item = Vec<u8>>,
+        flat: &mut FlatReport,
+    ) -> (usize, usize) {
+        let (mut decoded, mut refused) = (0, 0);
+        for bytes in inputs {
+            if agree(&bytes, flat) {
+                decoded += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        (decoded, refused)
+    }
+
     fn reports() -> Vec<Vec<u8>> {
         let f = fleet(20, 5, "sim", 3);
         let mut rng = fastrand::Rng::with_seed(9);
@@ -885,30 +901,26 @@ mod tests {
     fn agrees_with_prost_on_damaged_input() {
         let mut flat = FlatReport::default();
         let mut rng = fastrand::Rng::with_seed(17);
-        let (mut decoded, mut refused) = (0, 0);
-        for bytes in reports() {
-            for _ in 0..300 {
-                let mut damaged = bytes.clone();
-                match rng.u8(0..3) {
-                    0 => damaged.truncate(rng.usize(0..bytes.len())),
-                    1 => {
-                        for _ in 0..rng.usize(1..4) {
-                            let i = rng.usize(0..damaged.len());
-                            damaged[i] = rng.u8(..);
-                        }
-                    }
-                    _ => {
+        let damaged = reports()
+            .into_iter()
+            .flat_map(|bytes| (0..300).map(move |_| bytes.clone()));
+        let damaged = damaged.map(|mut damaged| {
+            match rng.u8(0..3) {
+                0 => damaged.truncate(rng.usize(0..damaged.len())),
+                1 => {
+                    for _ in 0..rng.usize(1..4) {
                         let i = rng.usize(0..damaged.len());
-                        damaged.insert(i, rng.u8(..));
+                        damaged[i] = rng.u8(..);
                     }
                 }
-                if agree(&damaged, &mut flat) {
-                    decoded += 1;
-                } else {
-                    refused += 1;
+                _ => {
+                    let i = rng.usize(0..damaged.len());
+                    damaged.insert(i, rng.u8(..));
                 }
             }
-        }
+            damaged
+        });
+        let (decoded, refused) = outcomes(damaged, &mut flat);
         // Both outcomes were exercised.
         assert!(
             decoded > 100 && refused > 100,
@@ -1013,21 +1025,14 @@ mod tests {
             &[0x10, 0x01],
             &[0x48, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
         ];
-        let mut flat = FlatReport::default();
-        let (mut decoded, mut refused) = (0, 0);
-        for path in leaves {
-            for body in &bodies {
-                for trailer in trailers {
-                    let mut bytes = wrap(path, body.clone());
-                    bytes.extend_from_slice(trailer);
-                    if agree(&bytes, &mut flat) {
-                        decoded += 1;
-                    } else {
-                        refused += 1;
-                    }
-                }
-            }
-        }
+        let inputs = leaves.iter().flat_map(|path| {
+            bodies.iter().flat_map(move |body| {
+                trailers
+                    .into_iter()
+                    .map(move |trailer| [wrap(path, body.clone()), trailer.to_vec()].concat())
+            })
+        });
+        let (decoded, refused) = outcomes(inputs, &mut FlatReport::default());
         assert!(
             decoded > 100 && refused > 50,
             "{decoded} decoded, {refused} refused"

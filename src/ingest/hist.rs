@@ -83,6 +83,24 @@ fn seek(entries: &[u64], from: usize, key: u64) -> usize {
     at + gallop(&entries[at..], key)
 }
 
+/// Entry `e` with `n` more observations; counts saturate at
+/// [`COUNT_MAX`], never wrap into the bucket bits.
+fn plus(e: u64, n: u64) -> u64 {
+    (e & !COUNT_MAX) | ((e & COUNT_MAX) + (n & COUNT_MAX)).min(COUNT_MAX)
+}
+
+/// Sorts entries and adds up those of one bucket.
+fn sort_and_merge(entries: &mut Vec<u64>) {
+    entries.sort_unstable();
+    entries.dedup_by(|next, kept| {
+        let same = *next & !COUNT_MAX == *kept & !COUNT_MAX;
+        if same {
+            *kept = plus(*kept, *next);
+        }
+        same
+    });
+}
+
 /// Observations bucketed and sorted, distinct buckets, ready to be merged
 /// into histograms ([`SparseHist::add_run`]). Kept and refilled per
 /// thread by the ingester ([`Self::clear`]): its buffers are reused, so
@@ -112,7 +130,7 @@ fn bucket_into(out: &mut Vec<u64>, run: impl IntoIterator<Item = (u32, u64)>) {
         let key = u64::from(bucket_of(v)) << COUNT_BITS;
         match out.last_mut() {
             Some(last) if *last & !COUNT_MAX == key => {
-                *last = key | ((*last & COUNT_MAX) + n).min(COUNT_MAX);
+                *last = plus(*last, n.min(COUNT_MAX));
             }
             Some(last) if *last & !COUNT_MAX > key => {
                 sorted = false;
@@ -122,15 +140,7 @@ fn bucket_into(out: &mut Vec<u64>, run: impl IntoIterator<Item = (u32, u64)>) {
         }
     }
     if !sorted {
-        out.sort_unstable();
-        out.dedup_by(|next, kept| {
-            let same = *next & !COUNT_MAX == *kept & !COUNT_MAX;
-            if same {
-                *kept = (*kept & !COUNT_MAX)
-                    | ((*kept & COUNT_MAX) + (*next & COUNT_MAX)).min(COUNT_MAX);
-            }
-            same
-        });
+        sort_and_merge(out);
     }
 }
 
@@ -164,7 +174,7 @@ impl Run {
             let (x, y) = (a[i], b[j]);
             let (kx, ky) = (x & !COUNT_MAX, y & !COUNT_MAX);
             if kx == ky {
-                out.push(kx | ((x & COUNT_MAX) + (y & COUNT_MAX)).min(COUNT_MAX));
+                out.push(plus(x, y));
                 i += 1;
                 j += 1;
             } else if kx < ky {
@@ -205,10 +215,7 @@ impl SparseHist {
             _ => self.entries.partition_point(|&e| e & !COUNT_MAX < key),
         };
         match self.entries.get_mut(pos) {
-            Some(e) if *e & !COUNT_MAX == key => {
-                let count = ((*e & COUNT_MAX) + n).min(COUNT_MAX);
-                *e = key | count;
-            }
+            Some(e) if *e & !COUNT_MAX == key => *e = plus(*e, n.min(COUNT_MAX)),
             _ => self.entries.insert(pos, key | n.min(COUNT_MAX)),
         }
     }
@@ -237,7 +244,7 @@ impl SparseHist {
             let at = seek(&self.entries, from, key);
             match self.entries.get_mut(at) {
                 Some(e) if *e & !COUNT_MAX == key => {
-                    *e = key | ((*e & COUNT_MAX) + (r & COUNT_MAX)).min(COUNT_MAX);
+                    *e = plus(*e, r);
                     from = at;
                 }
                 _ => return self.merge_growing(&run[k..], at),
@@ -275,8 +282,7 @@ impl SparseHist {
                 e[w] = e[i - 1];
                 i -= 1;
             } else if i > first && e[i - 1] & !COUNT_MAX == r & !COUNT_MAX {
-                let count = ((e[i - 1] & COUNT_MAX) + (r & COUNT_MAX)).min(COUNT_MAX);
-                e[w] = (r & !COUNT_MAX) | count;
+                e[w] = plus(e[i - 1], r);
                 i -= 1;
                 j -= 1;
             } else {
@@ -311,15 +317,7 @@ impl SparseHist {
                 entries.push((u64::from(idx) << COUNT_BITS) | n.min(COUNT_MAX));
             }
         }
-        entries.sort_unstable();
-        entries.dedup_by(|next, kept| {
-            let same = *next & !COUNT_MAX == *kept & !COUNT_MAX;
-            if same {
-                let count = ((*kept & COUNT_MAX) + (*next & COUNT_MAX)).min(COUNT_MAX);
-                *kept = (*kept & !COUNT_MAX) | count;
-            }
-            same
-        });
+        sort_and_merge(&mut entries);
         Some(Self { entries })
     }
 

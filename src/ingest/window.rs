@@ -327,12 +327,6 @@ pub struct ScopeSample {
 }
 
 impl ScopeSample {
-    pub fn of(report: Report<'_>, scope: &Scope) -> Self {
-        let mut sample = Self::default();
-        sample.fill(report, scope);
-        sample
-    }
-
     /// Reads `scope` into this sample, reusing its buffers.
     pub fn fill(&mut self, report: Report<'_>, scope: &Scope) {
         let (mut success, mut failure) = (0, 0);
@@ -462,7 +456,9 @@ mod tests {
             flat: &d.flat,
             bytes: &d.bytes,
         };
-        w.add_sample(&ScopeSample::of(report, &d.flat.scopes[0]), now_ms, 0);
+        let mut sample = ScopeSample::default();
+        sample.fill(report, &d.flat.scopes[0]);
+        w.add_sample(&sample, now_ms, 0);
     }
 
     fn scope(count: u32, status: u32, latency: u32) -> Decoded {
